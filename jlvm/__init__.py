@@ -1,0 +1,35 @@
+"""jlvm: latent variable models as pure JAX functions.
+
+Estimators take ``log_joint(z) -> log p(x, z)`` for one z and a distrax ``q``; batching
+is ``jax.vmap``, compilation ``jax.jit``, gradients ``jax.grad``.
+"""
+
+from jlvm import models
+from jlvm.estimators import (
+    binary_support,
+    effective_sample_size,
+    elbo,
+    elbo_with_entropy,
+    elbo_with_kl,
+    importance_log_weights,
+    iwae_bound,
+    log_marginal_exact,
+    log_marginal_is,
+    log_marginal_naive,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "binary_support",
+    "effective_sample_size",
+    "elbo",
+    "elbo_with_entropy",
+    "elbo_with_kl",
+    "importance_log_weights",
+    "iwae_bound",
+    "log_marginal_exact",
+    "log_marginal_is",
+    "log_marginal_naive",
+    "models",
+]

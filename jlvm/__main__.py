@@ -1,0 +1,5 @@
+import sys
+
+from jlvm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,268 @@
+"""Estimators of log p(x) and its lower bounds, as functions of ``(log_joint, q)``.
+
+``log_joint``: a pure function ``z -> log p(x, z)`` for ONE latent value z, with x and the
+model parameters bound (``functools.partial(model.log_joint, params, x)``).
+``q``: a ``distrax.Distribution`` with ``batch_shape ()`` whose event is one z.
+
+Batching over data points is the caller's ``jax.vmap``; compilation is ``jax.jit``;
+gradients are ``jax.grad`` of the returned scalar.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jlvm import _checks
+from jlvm import gradients as _gradients
+from jlvm.gradients import draw as _draw
+from jlvm.gradients import log_joints as _log_joints
+
+LogJoint = Callable[[jax.Array], jax.Array]
+
+# binary_support materializes 2**num_bits rows; past this it no longer fits in memory.
+MAX_SUPPORT_BITS = 24
+
+
+def elbo(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: int = 1, *,
+         grad_estimator: str = "reparam") -> jax.Array:
+    """Monte Carlo ELBO (Jensen's bound), joint form.
+
+    ``(1/K) sum_k [log p(x, z_k) - log q(z_k)]``, z_k ~ q: unbiased for
+    ELBO(q) = log p(x) - KL(q || p(z|x)) <= log p(x).
+
+    Args:
+      key: PRNG key.
+      log_joint: ``z -> log p(x, z)``, z: [*event] -> scalar.
+      q: distrax distribution over one z (batch_shape ()).
+      num_samples: K >= 1, a Python int.
+      grad_estimator: ``"reparam"`` (pathwise), ``"score_function"`` (REINFORCE with a
+        leave-one-out baseline; for discrete q) or ``"stl"`` (sticking the landing).
+        The returned value is the same for all three; only ``jax.grad`` of it differs.
+
+    Returns:
+      Scalar estimate in nats.
+    """
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    _checks.one_of(grad_estimator, "grad_estimator", _gradients.ELBO_ESTIMATORS)
+    _checks.scalar_distribution(q)
+    return _gradients.ELBO_SURROGATES[grad_estimator](key, log_joint, q, num_samples)
+
+
+def iwae_bound(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: int, *,
+               grad_estimator: str = "reparam") -> jax.Array:
+    """Importance weighted bound (Burda et al., 2016).
+
+    ``log (1/K) sum_k p(x, z_k) / q(z_k)``, z_k ~ q, computed with ``logsumexp``.
+    Its expectation rises with K from the ELBO (K=1) towards log p(x).
+
+    Args:
+      key, log_joint, q: as in ``elbo``.
+      num_samples: K >= 1.
+      grad_estimator: ``"reparam"``, ``"dreg"`` (doubly reparameterized: squared weights
+        for q's parameters, ordinary IWAE gradient for the model's) or ``"score_function"``
+        (VIMCO leave-one-out baseline; for discrete q).
+
+    Returns:
+      Scalar estimate in nats.
+    """
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    _checks.one_of(grad_estimator, "grad_estimator", _gradients.IWAE_ESTIMATORS)
+    _checks.scalar_distribution(q)
+    return _gradients.IWAE_SURROGATES[grad_estimator](key, log_joint, q, num_samples)
+
+
+def elbo_with_entropy(key: jax.Array, log_joint: LogJoint, q: Any,
+                      num_samples: int = 1) -> jax.Array:
+    """ELBO in its entropy form: ``(1/K) sum_k log p(x, z_k) + H(q)``, H analytic.
+
+    Same expectation as ``elbo``. Not always lower variance: at q = p(z|x) the joint form
+    is exact for every draw, while this form keeps the noise of log p(x, z).
+    """
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    _checks.scalar_distribution(q)
+    z, _ = _draw(key, q, num_samples)
+    return jnp.mean(_log_joints(log_joint, z)) + q.entropy()
+
+
+def elbo_with_kl(key: jax.Array, log_likelihood: LogJoint, q: Any, prior: Any,
+                 num_samples: int = 1) -> jax.Array:
+    """ELBO in its KL form: ``(1/K) sum_k log p(x | z_k) - KL(q || p(z))``, KL analytic.
+
+    The autoencoder reading: expected reconstruction log-likelihood minus a KL to the prior.
+
+    Args:
+      log_likelihood: ``z -> log p(x | z)`` for one z.
+      q, prior: distrax distributions over one z with a registered KL (e.g. two Gaussians).
+    """
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    _checks.scalar_distribution(q)
+    _checks.scalar_distribution(prior, "prior")
+    z, _ = _draw(key, q, num_samples)
+    with jax.numpy_rank_promotion("allow"):
+        kl = q.kl_divergence(prior)
+    return jnp.mean(_log_joints(log_likelihood, z)) - kl
+
+
+def importance_log_weights(key: jax.Array, log_joint: LogJoint, q: Any,
+                           num_samples: int) -> jax.Array:
+    """log w_k = log p(x, z_k) - log q(z_k), z_k ~ q: [K]. For diagnostics and plots."""
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    _checks.scalar_distribution(q)
+    z, log_q = _draw(key, q, num_samples)
+    return _log_joints(log_joint, z) - log_q
+
+
+def effective_sample_size(log_weights: jax.Array) -> jax.Array:
+    """Kish's effective sample size of importance weights, from log-weights [K].
+
+    ``ESS = (sum_k w_k)^2 / sum_k w_k^2`` in [1, K]; near 1 means one draw dominates and
+    the importance sampling estimate is unreliable.
+    """
+    log_weights = jnp.asarray(log_weights)
+    if log_weights.ndim != 1 or log_weights.shape[0] < 1:
+        raise ValueError(
+            f"log_weights must have shape [K] with K >= 1, got {tuple(log_weights.shape)}."
+        )
+    return jnp.exp(2.0 * jax.nn.logsumexp(log_weights) - jax.nn.logsumexp(2.0 * log_weights))
+
+
+def _chunked_logsumexp(log_values: Callable[[Any], jax.Array], inputs: Any, count: int,
+                       chunk_size: int | None) -> jax.Array:
+    """logsumexp_i log_values(inputs)[i] over a leading axis of ``count``, chunk by chunk.
+
+    A running (max, scaled sum) pair keeps only one chunk's terms in memory; the result
+    is the same sum as one logsumexp over everything.
+    """
+    if chunk_size is None or chunk_size >= count:
+        return jax.nn.logsumexp(log_values(inputs))
+    num_chunks = -(-count // chunk_size)
+    padding = num_chunks * chunk_size - count
+
+    def pad(leaf):
+        filler = jnp.repeat(leaf[:1], padding, axis=0)
+        padded = jnp.concatenate([leaf, filler], axis=0)
+        return padded.reshape((num_chunks, chunk_size) + leaf.shape[1:])
+
+    chunks = jax.tree_util.tree_map(pad, inputs)
+    valid = (jnp.arange(num_chunks * chunk_size) < count).reshape(num_chunks, chunk_size)
+
+    def body(carry, chunk):
+        running_max, running_sum = carry
+        chunk_inputs, chunk_valid = chunk
+        values = jnp.where(chunk_valid, log_values(chunk_inputs), -jnp.inf)
+        new_max = jnp.maximum(running_max, jnp.max(values))
+        # while every term so far is -inf (p = 0), shift by 0 rather than by -inf
+        shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
+        running_sum = (running_sum * jnp.exp(running_max - shift)
+                       + jnp.sum(jnp.exp(values - shift)))
+        return (new_max, running_sum), None
+
+    first_chunk = jax.tree_util.tree_map(lambda leaf: leaf[0], chunks)
+    dtype = jax.eval_shape(log_values, first_chunk).dtype
+    start = (jnp.array(-jnp.inf, dtype), jnp.array(0.0, dtype))
+    (final_max, final_sum), _ = jax.lax.scan(body, start, (chunks, valid))
+    shift = jnp.where(jnp.isfinite(final_max), final_max, 0.0)
+    return shift + jnp.log(final_sum)
+
+
+def log_marginal_is(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: int, *,
+                    chunk_size: int | None = None) -> jax.Array:
+    """Importance sampling estimate of log p(x).
+
+    ``log (1/K) sum_k p(x, z_k) / q(z_k)``, z_k ~ q. The average inside the log is
+    unbiased for p(x); its log is consistent for log p(x) (biased low for finite K).
+
+    Args:
+      key, log_joint, q: as in ``elbo``.
+      num_samples: K >= 1.
+      chunk_size: if given, the K draws are made and summed ``chunk_size`` at a time with
+        a running logsumexp, so memory is O(chunk_size) whatever K is. The estimator, and
+        for a given key the draws themselves, are the same with or without chunking.
+
+    Returns:
+      Scalar estimate in nats.
+    """
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    if chunk_size is not None:
+        chunk_size = _checks.positive_int(chunk_size, "chunk_size")
+    _checks.scalar_distribution(q)
+    keys = jax.random.split(key, num_samples)
+
+    def log_weights(chunk_keys):
+        z, log_q = jax.vmap(lambda k: _checks.sample_and_log_prob(q, k, 1))(chunk_keys)
+        return _log_joints(log_joint, z[:, 0]) - log_q[:, 0]
+
+    total = _chunked_logsumexp(log_weights, keys, num_samples, chunk_size)
+    return total - math.log(num_samples)
+
+
+def _support_size(support: Any) -> int:
+    shape = jnp.shape(support)
+    if len(shape) < 1 or shape[0] < 1:
+        raise ValueError(
+            "support must be an array whose leading axis enumerates latent values and has at "
+            f"least one row, got shape {tuple(shape)}."
+        )
+    return int(shape[0])
+
+
+def log_marginal_naive(key: jax.Array, log_joint: LogJoint, support: jax.Array,
+                       num_samples: int) -> jax.Array:
+    """Naive Monte Carlo with the uniform proposal over a finite support.
+
+    ``log|Z| + log (1/K) sum_k p(x, z_k)``, z_k uniform over the rows of ``support``
+    (with replacement). Unbiased for p(x) but, when few z explain x, its variance is huge:
+    uniform draws almost never hit the likely completions.
+
+    Args:
+      key: PRNG key.
+      log_joint: ``z -> log p(x, z)``.
+      support: [|Z|, *event] every latent value, one per row.
+      num_samples: K >= 1.
+    """
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    size = _support_size(support)
+    support = jnp.asarray(support)
+    rows = jax.random.randint(key, (num_samples,), 0, size)
+    log_p = _log_joints(log_joint, support[rows])
+    return math.log(size) + jax.nn.logsumexp(log_p) - math.log(num_samples)
+
+
+def log_marginal_exact(log_joint: LogJoint, support: jax.Array, *,
+                       chunk_size: int | None = None) -> jax.Array:
+    """Exact log p(x) by enumeration: ``logsumexp_z log p(x, z)`` over every row of support.
+
+    Args:
+      log_joint: ``z -> log p(x, z)``.
+      support: [|Z|, *event] every latent value, one per row (e.g. ``binary_support(n)``).
+      chunk_size: evaluate that many rows at a time (running logsumexp) for large supports.
+    """
+    size = _support_size(support)
+    if chunk_size is not None:
+        chunk_size = _checks.positive_int(chunk_size, "chunk_size")
+    support = jnp.asarray(support)
+    return _chunked_logsumexp(lambda rows: _log_joints(log_joint, rows), support, size,
+                              chunk_size)
+
+
+def binary_support(num_bits: int, dtype: Any = jnp.float32) -> jax.Array:
+    """Every bit pattern of length ``num_bits``: [2**num_bits, num_bits].
+
+    Row i is the binary expansion of i, most significant bit first (row 0 all zeros,
+    row 2**n - 1 all ones). Values are 0/1 in ``dtype`` (float32 by default, ready for
+    models that multiply by z).
+    """
+    if isinstance(num_bits, bool) or not isinstance(num_bits, int) or num_bits < 0:
+        raise ValueError(f"num_bits must be a Python int >= 0, got {num_bits!r}.")
+    if num_bits > MAX_SUPPORT_BITS:
+        raise ValueError(
+            f"num_bits must be <= {MAX_SUPPORT_BITS} (2**num_bits rows are materialized), "
+            f"got {num_bits}; use importance sampling for larger latent spaces."
+        )
+    index = jnp.arange(2**num_bits, dtype=jnp.int32)[:, None]
+    shifts = jnp.arange(num_bits - 1, -1, -1, dtype=jnp.int32)[None, :]
+    return ((index >> shifts) & 1).astype(dtype)

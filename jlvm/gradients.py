@@ -1,0 +1,169 @@
+"""Surrogate objectives: one value, several gradient estimators.
+
+Each function here returns a scalar whose VALUE is the Monte Carlo estimate of the bound
+and whose GRADIENT (under ``jax.grad``) is the named estimator. The device used throughout:
+
+    surrogate = value + (term - stop_gradient(term))
+
+adds ``grad term`` to the gradient and leaves the value as it was. The public entry points
+are ``jlvm.elbo`` and ``jlvm.iwae_bound``; these helpers assume validated arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jlvm import _checks
+
+LogJoint = Callable[[jax.Array], jax.Array]
+
+ELBO_ESTIMATORS = ("reparam", "score_function", "stl")
+IWAE_ESTIMATORS = ("reparam", "dreg", "score_function")
+
+_sg = jax.lax.stop_gradient
+
+
+def draw(key: jax.Array, q: Any, num_samples: int) -> tuple[jax.Array, jax.Array]:
+    """K independent draws from ``q``, one PRNG key each: (z [K, *event], log q(z) [K]).
+
+    One key per draw (rather than one call with ``sample_shape=(K,)``) makes draw k depend
+    only on (key, K, k): chunked and unchunked evaluations, the ELBO and the IWAE bound all
+    see the same z's for the same key.
+    """
+    keys = jax.random.split(key, num_samples)
+    z, log_q = jax.vmap(lambda k: _checks.sample_and_log_prob(q, k, 1))(keys)
+    return z[:, 0], log_q[:, 0]
+
+
+def log_joints(log_joint: LogJoint, z: jax.Array) -> jax.Array:
+    """log p(x, z_k) for a stack z [K, *event] -> [K], checking log_joint returns a scalar."""
+    values = jax.vmap(log_joint)(z)
+    if jnp.shape(values) != jnp.shape(z)[:1]:
+        raise ValueError(
+            "log_joint must map ONE latent value z to a scalar log p(x, z); for a stack of "
+            f"{jnp.shape(z)[0]} latents it returned shape {jnp.shape(values)[1:]} per latent."
+        )
+    return values
+
+
+def stop_gradient_params(q: Any) -> Any:
+    """The same distribution with every parameter behind a stop-gradient (a distrax pytree)."""
+    return jax.tree_util.tree_map(_sg, q)
+
+
+def _leave_one_out_mean(values: jax.Array) -> jax.Array:
+    """b_k = mean_{j != k} values_j: a baseline independent of draw k, so it adds no bias."""
+    count = values.shape[0]
+    if count == 1:
+        return jnp.zeros_like(values)
+    return (jnp.sum(values) - values) / (count - 1)
+
+
+def _log_mean_exp(log_weights: jax.Array) -> jax.Array:
+    return jax.nn.logsumexp(log_weights) - math.log(log_weights.shape[0])
+
+
+def _with_gradient_of(value: jax.Array, term: jax.Array) -> jax.Array:
+    return value + (term - _sg(term))
+
+
+# --------------------------------------------------------------------------- ELBO
+
+
+def elbo_reparam(key, log_joint, q, num_samples):
+    """Pathwise gradient: z = g(eps; phi), differentiate through the sample."""
+    z, log_q = draw(key, q, num_samples)
+    return jnp.mean(log_joints(log_joint, z) - log_q)
+
+
+def elbo_stl(key, log_joint, q, num_samples):
+    """Sticking the landing: drop the score term E[grad_phi log q(z)] (mean zero).
+
+    log q is evaluated with its parameters stopped, so only the path z(phi) carries
+    gradient; at q = p(z|x) the integrand log p(x,z) - log q(z) is constant in z and the
+    gradient is exactly zero for every draw.
+    """
+    z, _ = draw(key, q, num_samples)
+    log_q = _checks.log_prob(stop_gradient_params(q), z)
+    return jnp.mean(log_joints(log_joint, z) - log_q)
+
+
+def elbo_score_function(key, log_joint, q, num_samples):
+    """REINFORCE: grad = E[(f(z) - b) grad log q(z)] + E[grad f(z)], f = log p(x,z) - log q(z).
+
+    z carries no gradient (discrete q welcome). b is the leave-one-out mean of f over the
+    other K-1 draws, independent of draw k, so the estimator stays unbiased.
+    """
+    z, _ = draw(key, q, num_samples)
+    z = _sg(z)
+    log_q = _checks.log_prob(q, z)
+    f = log_joints(log_joint, z) - log_q
+    learning_signal = _sg(f - _leave_one_out_mean(f))
+    return _with_gradient_of(jnp.mean(f), jnp.mean(learning_signal * log_q))
+
+
+# --------------------------------------------------------------------------- IWAE
+
+
+def iwae_reparam(key, log_joint, q, num_samples):
+    z, log_q = draw(key, q, num_samples)
+    return _log_mean_exp(log_joints(log_joint, z) - log_q)
+
+
+def iwae_dreg(key, log_joint, q, num_samples):
+    """Doubly reparameterized IWAE gradient (Tucker et al., 2018).
+
+    Variational parameters phi: sum_k wt_k^2 d log w_k / dz_k dz_k/dphi (path only).
+    Model parameters theta (inside log_joint): sum_k wt_k grad_theta log p(x, z_k), the
+    ordinary IWAE gradient. Squared weights must NOT reach theta; the second term below
+    restores the missing (wt - wt^2) share with z stopped, so it touches theta only.
+    """
+    z, _ = draw(key, q, num_samples)
+    q_stopped = stop_gradient_params(q)
+    log_w = log_joints(log_joint, z) - _checks.log_prob(q_stopped, z)
+    normalized = jax.nn.softmax(_sg(log_w))
+    z_stopped = _sg(z)
+    log_w_fixed_z = log_joints(log_joint, z_stopped) - _checks.log_prob(q_stopped, z_stopped)
+    term = jnp.sum(normalized**2 * log_w) + jnp.sum((normalized - normalized**2) * log_w_fixed_z)
+    return _with_gradient_of(_sg(_log_mean_exp(log_w)), term)
+
+
+def iwae_score_function(key, log_joint, q, num_samples):
+    """Score-function IWAE gradient with the VIMCO leave-one-out baseline (Mnih & Rezende 2016).
+
+    For draw k the baseline replaces log w_k by the mean of the other log-weights; it does
+    not depend on z_k, so the estimator stays unbiased.
+    """
+    z, _ = draw(key, q, num_samples)
+    z = _sg(z)
+    log_q = _checks.log_prob(q, z)
+    log_w = log_joints(log_joint, z) - log_q
+    bound = _log_mean_exp(log_w)
+    if num_samples == 1:
+        learning_signal = _sg(jnp.broadcast_to(bound, log_w.shape))
+    else:
+        held_out = _sg(log_w)
+        replaced = _leave_one_out_mean(held_out)
+        # row k: the log-weights with entry k replaced by the mean of the others
+        swapped = jnp.where(jnp.eye(num_samples, dtype=bool), replaced[:, None],
+                            jnp.broadcast_to(held_out[None, :], (num_samples, num_samples)))
+        baselines = jax.vmap(_log_mean_exp)(swapped)
+        learning_signal = _sg(bound - baselines)
+    return _with_gradient_of(bound, jnp.sum(learning_signal * log_q))
+
+
+ELBO_SURROGATES = {
+    "reparam": elbo_reparam,
+    "stl": elbo_stl,
+    "score_function": elbo_score_function,
+}
+
+IWAE_SURROGATES = {
+    "reparam": iwae_reparam,
+    "dreg": iwae_dreg,
+    "score_function": iwae_score_function,
+}

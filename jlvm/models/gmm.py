@@ -1,0 +1,178 @@
+"""Gaussian mixture model: z ~ Categorical(softmax(logits)), x | z ~ N(means[z], L_z L_z^T).
+
+    log p(x, z) = log pi_z + log N(x; mu_z, Sigma_z),   log p(x) = logsumexp_z log p(x, z).
+
+Every function takes ONE observation x: [D]; vmap over data points.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import distrax
+import jax
+import jax.numpy as jnp
+
+from jlvm import _checks
+from jlvm.models._gaussian import mvn_log_prob_tril
+
+
+class Params(NamedTuple):
+    """Mixture parameters.
+
+    logits: [K] unnormalized log mixing weights (pi = softmax(logits)).
+    means: [K, D] component means.
+    scale_tril: [K, D, D] lower-triangular Cholesky factors, Sigma_k = L_k L_k^T.
+    """
+
+    logits: jax.Array
+    means: jax.Array
+    scale_tril: jax.Array
+
+
+def _sizes(params: Params) -> tuple[int, int]:
+    num_components, dim = jnp.shape(params.means)
+    if jnp.shape(params.logits) != (num_components,):
+        raise ValueError(f"params.logits must have shape [K]=({num_components},), "
+                         f"got {jnp.shape(params.logits)}.")
+    if jnp.shape(params.scale_tril) != (num_components, dim, dim):
+        raise ValueError(f"params.scale_tril must have shape [K, D, D]="
+                         f"{(num_components, dim, dim)}, got {jnp.shape(params.scale_tril)}.")
+    return num_components, dim
+
+
+def _check_x(params: Params, x: jax.Array) -> None:
+    _, dim = _sizes(params)
+    _checks.shape_is(x, "x", (dim,), "[D]")
+
+
+def _log_joint_all(params: Params, x: jax.Array) -> jax.Array:
+    """log p(x, z=k) for every k: [K]."""
+    log_weights = jax.nn.log_softmax(params.logits)
+    log_densities = jax.vmap(mvn_log_prob_tril, in_axes=(None, 0, 0))(
+        x, params.means, params.scale_tril)
+    return log_weights + log_densities
+
+
+def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
+    """log p(x, z) = log pi_z + log N(x; mu_z, Sigma_z). x: [D], z: integer scalar."""
+    _check_x(params, x)
+    if jnp.shape(z) != ():
+        raise ValueError(f"z must be a scalar component index, got shape {jnp.shape(z)}.")
+    return _log_joint_all(params, x)[z]
+
+
+def log_marginal(params: Params, x: jax.Array) -> jax.Array:
+    """Exact log p(x) = logsumexp_k [log pi_k + log N(x; mu_k, Sigma_k)]. x: [D]."""
+    _check_x(params, x)
+    return jax.nn.logsumexp(_log_joint_all(params, x))
+
+
+def posterior(params: Params, x: jax.Array) -> distrax.Categorical:
+    """p(z | x): the responsibilities, as a ``distrax.Categorical`` (logits normalized)."""
+    _check_x(params, x)
+    return distrax.Categorical(logits=jax.nn.log_softmax(_log_joint_all(params, x)))
+
+
+def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
+    """Ancestral sampling: z ~ pi, x ~ N(mu_z, Sigma_z). Returns (x [n, D], z [n])."""
+    n = _checks.positive_int(n, "n")
+    _, dim = _sizes(params)
+    key_z, key_x = jax.random.split(key)
+    z = jax.random.categorical(key_z, params.logits, shape=(n,))
+    noise = jax.random.normal(key_x, (n, dim), dtype=params.means.dtype)
+    x = params.means[z] + jnp.einsum("nij,nj->ni", params.scale_tril[z], noise)
+    return x, z
+
+
+def init_from_data(key: jax.Array, X: jax.Array, num_components: int, *,
+                   reg_covar: float = 1e-6) -> Params:
+    """A starting point for EM: K distinct data points as means, the data covariance for
+    every component, equal weights. X: [N, D]."""
+    num_components = _checks.positive_int(num_components, "num_components")
+    X = jnp.asarray(X)
+    if X.ndim != 2 or X.shape[0] < num_components:
+        raise ValueError(f"X must have shape [N, D] with N >= num_components="
+                         f"{num_components}, got {X.shape}.")
+    rows = jax.random.choice(key, X.shape[0], (num_components,), replace=False)
+    dim = X.shape[1]
+    covariance = jnp.cov(X, rowvar=False).reshape(dim, dim) + reg_covar * jnp.eye(dim)
+    scale_tril = jnp.linalg.cholesky(covariance)
+    return Params(
+        logits=jnp.zeros(num_components, X.dtype),
+        means=X[rows],
+        scale_tril=jnp.broadcast_to(scale_tril[None], (num_components, dim, dim)),
+    )
+
+
+def e_step(params: Params, X: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact posterior for every point: (log responsibilities [N, K], mean log p(x) scalar).
+
+    With q(z_n) = p(z_n | x_n) the ELBO is tight, so the mean log-likelihood is returned too.
+    """
+    log_joint_table = jax.vmap(_log_joint_all, in_axes=(None, 0))(params, X)
+    log_norm = jax.nn.logsumexp(log_joint_table, axis=1, keepdims=True)
+    return log_joint_table - log_norm, jnp.mean(log_norm)
+
+
+def m_step(X: jax.Array, log_resp: jax.Array, reg_covar: float) -> Params:
+    """Maximizes the ELBO in the parameters for fixed responsibilities (closed form).
+
+    pi_k = N_k / N, mu_k = sum_n r_nk x_n / N_k,
+    Sigma_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k + reg_covar I.
+    """
+    resp = jnp.exp(log_resp)
+    # the 10 eps keeps an emptied component from dividing by zero (as scikit-learn does)
+    counts = jnp.sum(resp, axis=0) + 10 * jnp.finfo(resp.dtype).eps
+    means = (resp.T @ X) / counts[:, None]
+    centered = X[None, :, :] - means[:, None, :]
+    covariances = jnp.einsum("nk,kni,knj->kij", resp, centered, centered) / counts[:, None, None]
+    dim = X.shape[1]
+    covariances = covariances + reg_covar * jnp.eye(dim, dtype=X.dtype)[None]
+    return Params(
+        logits=jnp.log(counts / X.shape[0]),
+        means=means,
+        scale_tril=jnp.linalg.cholesky(covariances),
+    )
+
+
+def em_iteration(params: Params, X: jax.Array, reg_covar: float) -> tuple[Params, jax.Array]:
+    """One EM iteration: returns the new parameters and the mean log p(x) of the OLD ones."""
+    log_resp, mean_log_likelihood = e_step(params, X)
+    return m_step(X, log_resp, reg_covar), mean_log_likelihood
+
+
+@functools.partial(jax.jit, static_argnames="num_iters")
+def _fit_em(params, X, reg_covar, num_iters):
+    def body(current, _):
+        return em_iteration(current, X, reg_covar)
+
+    return jax.lax.scan(body, params, None, length=num_iters)
+
+
+def fit_em(params: Params, X: jax.Array, num_iters: int, *,
+           reg_covar: float = 1e-6) -> tuple[Params, jax.Array]:
+    """Expectation maximization for the mixture, compiled as one ``lax.scan``.
+
+    E-step: q(z_n) = p(z_n | x_n), which makes the ELBO equal log p(x).
+    M-step: the closed-form maximizer of the ELBO (``m_step``).
+
+    Args:
+      params: starting parameters (e.g. ``init_from_data``).
+      X: [N, D] data.
+      num_iters: number of EM iterations (>= 1).
+      reg_covar: added to each covariance's diagonal, as in scikit-learn.
+
+    Returns:
+      (params after ``num_iters`` M-steps, trace [num_iters] where trace[t] is the mean
+      log p(x_n) under the parameters after t M-steps). The trace never decreases.
+    """
+    num_iters = _checks.positive_int(num_iters, "num_iters")
+    _, dim = _sizes(params)
+    X = jnp.asarray(X, dtype=params.means.dtype)
+    if X.ndim != 2 or X.shape[1] != dim or X.shape[0] < 1:
+        raise ValueError(f"X must have shape [N, D] with D={dim} and N >= 1, got {X.shape}.")
+    if not reg_covar >= 0:
+        raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}.")
+    return _fit_em(params, X, jnp.asarray(reg_covar, X.dtype), num_iters)

@@ -1,0 +1,101 @@
+"""Linear-Gaussian model (probabilistic PCA): the oracle for every estimator.
+
+    z ~ N(0, I_L),   x | z ~ N(W z + b, sigma^2 I_D)
+    p(x) = N(x; b, W W^T + sigma^2 I_D)
+    p(z | x) = N(M^{-1} W^T (x - b), sigma^2 M^{-1}),   M = W^T W + sigma^2 I_L
+
+Every function takes ONE observation x: [D] and latent z: [L]; vmap over data points.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import distrax
+import jax
+import jax.numpy as jnp
+
+from jlvm import _checks
+from jlvm.models._gaussian import mvn_log_prob_tril, standard_normal_log_prob
+
+
+class Params(NamedTuple):
+    """W: [D, L] loading matrix; b: [D] offset; noise_std: scalar sigma > 0."""
+
+    W: jax.Array
+    b: jax.Array
+    noise_std: jax.Array
+
+
+def _sizes(params: Params) -> tuple[int, int]:
+    data_dim, latent_dim = jnp.shape(params.W)
+    if jnp.shape(params.b) != (data_dim,):
+        raise ValueError(f"params.b must have shape [D]=({data_dim},), got {jnp.shape(params.b)}.")
+    if jnp.shape(params.noise_std) != ():
+        raise ValueError(f"params.noise_std must be a scalar, got shape "
+                         f"{jnp.shape(params.noise_std)}.")
+    return data_dim, latent_dim
+
+
+def init(key: jax.Array, data_dim: int, latent_dim: int, *, noise_std: float = 0.5) -> Params:
+    """Random parameters: W ~ N(0, 1), b ~ N(0, 1), the given noise_std."""
+    data_dim = _checks.positive_int(data_dim, "data_dim")
+    latent_dim = _checks.positive_int(latent_dim, "latent_dim")
+    if not noise_std > 0:
+        raise ValueError(f"noise_std must be > 0, got {noise_std!r}.")
+    key_w, key_b = jax.random.split(key)
+    return Params(
+        W=jax.random.normal(key_w, (data_dim, latent_dim)),
+        b=jax.random.normal(key_b, (data_dim,)),
+        noise_std=jnp.asarray(noise_std, jnp.float32),
+    )
+
+
+def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
+    """log p(x, z) = log N(z; 0, I) + log N(x; W z + b, sigma^2 I). x: [D], z: [L]."""
+    data_dim, latent_dim = _sizes(params)
+    _checks.shape_is(x, "x", (data_dim,), "[D]")
+    _checks.shape_is(z, "z", (latent_dim,), "[L]")
+    residual = (x - params.W @ z - params.b) / params.noise_std
+    log_likelihood = (standard_normal_log_prob(residual)
+                      - data_dim * jnp.log(params.noise_std))
+    return standard_normal_log_prob(z) + log_likelihood
+
+
+def marginal(params: Params) -> distrax.MultivariateNormalTri:
+    """p(x) = N(b, W W^T + sigma^2 I) as a distrax distribution over [D]."""
+    data_dim, _ = _sizes(params)
+    covariance = params.W @ params.W.T + params.noise_std**2 * jnp.eye(data_dim)
+    return distrax.MultivariateNormalTri(params.b, jnp.linalg.cholesky(covariance))
+
+
+def log_marginal(params: Params, x: jax.Array) -> jax.Array:
+    """Exact log p(x) = log N(x; b, W W^T + sigma^2 I). x: [D]."""
+    data_dim, _ = _sizes(params)
+    _checks.shape_is(x, "x", (data_dim,), "[D]")
+    covariance = params.W @ params.W.T + params.noise_std**2 * jnp.eye(data_dim)
+    return mvn_log_prob_tril(x, params.b, jnp.linalg.cholesky(covariance))
+
+
+def posterior(params: Params, x: jax.Array) -> distrax.MultivariateNormalTri:
+    """Exact p(z | x) = N(M^{-1} W^T (x - b), sigma^2 M^{-1}), M = W^T W + sigma^2 I. x: [D]."""
+    data_dim, latent_dim = _sizes(params)
+    _checks.shape_is(x, "x", (data_dim,), "[D]")
+    variance = params.noise_std**2
+    precision_factor = params.W.T @ params.W + variance * jnp.eye(latent_dim)
+    cholesky = jax.scipy.linalg.cho_factor(precision_factor, lower=True)
+    mean = jax.scipy.linalg.cho_solve(cholesky, params.W.T @ (x - params.b))
+    covariance = variance * jax.scipy.linalg.cho_solve(cholesky, jnp.eye(latent_dim))
+    covariance = 0.5 * (covariance + covariance.T)  # exact symmetry for the Cholesky below
+    return distrax.MultivariateNormalTri(mean, jnp.linalg.cholesky(covariance))
+
+
+def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
+    """Ancestral sampling. Returns (x [n, D], z [n, L])."""
+    n = _checks.positive_int(n, "n")
+    data_dim, latent_dim = _sizes(params)
+    key_z, key_x = jax.random.split(key)
+    z = jax.random.normal(key_z, (n, latent_dim))
+    noise = jax.random.normal(key_x, (n, data_dim))
+    x = z @ params.W.T + params.b[None, :] + params.noise_std * noise
+    return x, z

@@ -1,0 +1,163 @@
+"""Deep latent variable model (the VAE's generative model and its amortized encoder).
+
+    z ~ N(0, I_L),   x | z ~ p_theta(x | z)   (a Flax network gives its parameters)
+    likelihood "bernoulli": p(x|z) = prod_d Bernoulli(x_d; sigmoid(f_theta(z)_d))  (binary images)
+    likelihood "gaussian":  p(x|z) = N(x; mu_theta(z), diag sigma_theta(z)^2)
+    encoder:                q_phi(z|x) = N(z; m_phi(x), diag s_phi(x)^2)
+
+``Params`` is a pytree of arrays (decoder and encoder states) with the network structure
+as static metadata, so ``jax.grad``, optax and ``jax.jit`` see plain arrays and the
+functions here stay pure: ``log_joint(params, x, z)`` for ONE x: [D] and z: [L].
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import distrax
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from jlvm import _checks
+from jlvm.models import networks
+from jlvm.models._gaussian import diag_normal_log_prob, standard_normal_log_prob
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class Params(struct.PyTreeNode):
+    """VAE parameters: array leaves in ``decoder``/``encoder``, structure as static fields.
+
+    decoder: nnx.State of the decoder network (theta).
+    encoder: nnx.State of the encoder network (phi).
+    likelihood: "bernoulli" or "gaussian" (static).
+    data_dim, latent_dim: D and L (static).
+    """
+
+    decoder: nnx.State
+    encoder: nnx.State
+    decoder_graph: Any = struct.field(pytree_node=False)
+    encoder_graph: Any = struct.field(pytree_node=False)
+    likelihood: str = struct.field(pytree_node=False)
+    data_dim: int = struct.field(pytree_node=False)
+    latent_dim: int = struct.field(pytree_node=False)
+
+
+def _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim) -> Params:
+    decoder_graph, decoder_state = nnx.split(decoder_module)
+    encoder_graph, encoder_state = nnx.split(encoder_module)
+    return Params(decoder=decoder_state, encoder=encoder_state, decoder_graph=decoder_graph,
+                  encoder_graph=encoder_graph, likelihood=likelihood, data_dim=data_dim,
+                  latent_dim=latent_dim)
+
+
+def init(key: jax.Array, data_dim: int, latent_dim: int, *,
+         hidden_dims: Sequence[int] = (200, 200), likelihood: str = "bernoulli",
+         activation: str = "tanh") -> Params:
+    """MLP decoder L -> hidden_dims -> D and MLP encoder D -> reversed(hidden_dims) -> 2L.
+
+    Args:
+      key: PRNG key for the initial weights.
+      data_dim: D, pixels per image.
+      latent_dim: L.
+      hidden_dims: widths of the decoder's hidden layers (the encoder mirrors them).
+      likelihood: "bernoulli" (binary data) or "gaussian" (real-valued data).
+      activation: one of ``networks.ACTIVATIONS``.
+    """
+    data_dim = _checks.positive_int(data_dim, "data_dim")
+    latent_dim = _checks.positive_int(latent_dim, "latent_dim")
+    hidden_dims = tuple(_checks.positive_int(h, "hidden_dims[i]") for h in hidden_dims)
+    _checks.one_of(likelihood, "likelihood", LIKELIHOODS)
+    _checks.one_of(activation, "activation", tuple(networks.ACTIVATIONS))
+    key_decoder, key_encoder = jax.random.split(key)
+    decoder_class = (networks.BernoulliDecoder if likelihood == "bernoulli"
+                     else networks.GaussianDecoder)
+    decoder_module = decoder_class(latent_dim, hidden_dims, data_dim, activation,
+                                   rngs=nnx.Rngs(key_decoder))
+    encoder_module = networks.GaussianEncoder(data_dim, hidden_dims[::-1], latent_dim,
+                                              activation, rngs=nnx.Rngs(key_encoder))
+    return _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim)
+
+
+def lecture_example(key: jax.Array, *, latent_dim: int = 2, data_dim: int = 2,
+                    encoder_hidden_dims: Sequence[int] = (64,)) -> Params:
+    """The lecture's two-dimensional Gaussian example as a ready model.
+
+    mu_theta(z) = sigmoid(A z + c), Sigma_theta(z) = diag(exp(sigmoid(B z + d))),
+    theta = (A, B, c, d), with an MLP Gaussian encoder for amortized inference.
+    """
+    latent_dim = _checks.positive_int(latent_dim, "latent_dim")
+    data_dim = _checks.positive_int(data_dim, "data_dim")
+    key_decoder, key_encoder = jax.random.split(key)
+    decoder_module = networks.SigmoidGaussianDecoder(latent_dim, data_dim,
+                                                     rngs=nnx.Rngs(key_decoder))
+    encoder_module = networks.GaussianEncoder(data_dim, tuple(encoder_hidden_dims), latent_dim,
+                                              "tanh", rngs=nnx.Rngs(key_encoder))
+    return _from_modules(decoder_module, encoder_module, "gaussian", data_dim, latent_dim)
+
+
+def _decode(params: Params, z: jax.Array) -> tuple[jax.Array, ...]:
+    _checks.shape_is(z, "z", (params.latent_dim,), "[L]")
+    return nnx.merge(params.decoder_graph, params.decoder)(z)
+
+
+def prior(params: Params) -> distrax.MultivariateNormalDiag:
+    """p(z) = N(0, I_L)."""
+    return distrax.MultivariateNormalDiag(jnp.zeros(params.latent_dim),
+                                          jnp.ones(params.latent_dim))
+
+
+def decoder(params: Params, z: jax.Array) -> distrax.Distribution:
+    """p_theta(x | z) for one z: [L], a distrax distribution over x: [D]."""
+    outputs = _decode(params, z)
+    if params.likelihood == "bernoulli":
+        return distrax.Independent(distrax.Bernoulli(logits=outputs[0]), 1)
+    mean, log_scale = outputs
+    return distrax.MultivariateNormalDiag(mean, jnp.exp(log_scale))
+
+
+def encoder(params: Params, x: jax.Array) -> distrax.MultivariateNormalDiag:
+    """q_phi(z | x) = N(m_phi(x), diag s_phi(x)^2) for one x: [D]."""
+    _checks.shape_is(x, "x", (params.data_dim,), "[D]")
+    mean, log_scale = nnx.merge(params.encoder_graph, params.encoder)(x)
+    return distrax.MultivariateNormalDiag(mean, jnp.exp(log_scale))
+
+
+def log_likelihood(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
+    """log p_theta(x | z) for x: [D], z: [L].
+
+    Bernoulli: sum_d x_d l_d - softplus(l_d), the stable form of x log s + (1-x) log(1-s).
+    """
+    _checks.shape_is(x, "x", (params.data_dim,), "[D]")
+    outputs = _decode(params, z)
+    if params.likelihood == "bernoulli":
+        logits = outputs[0]
+        return jnp.sum(x * logits - jax.nn.softplus(logits))
+    mean, log_scale = outputs
+    return diag_normal_log_prob(x, mean, log_scale)
+
+
+def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
+    """log p(x, z) = log N(z; 0, I) + log p_theta(x | z). x: [D], z: [L]."""
+    return standard_normal_log_prob(z) + log_likelihood(params, x, z)
+
+
+def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
+    """Ancestral sampling z ~ p(z), x ~ p(x|z). Returns (x [n, D], z [n, L])."""
+    n = _checks.positive_int(n, "n")
+    key_z, key_x = jax.random.split(key)
+    z = jax.random.normal(key_z, (n, params.latent_dim))
+    keys = jax.random.split(key_x, n)
+    x = jax.vmap(lambda k, z_i: _checks.sample(decoder(params, z_i), k, 1)[0])(keys, z)
+    return x.astype(z.dtype), z
+
+
+def mean_image(params: Params, z: jax.Array) -> jax.Array:
+    """E[x | z]: the Bernoulli probabilities or the Gaussian mean, [D]. For pictures."""
+    outputs = _decode(params, z)
+    if params.likelihood == "bernoulli":
+        return jax.nn.sigmoid(outputs[0])
+    return outputs[0]
+
+
