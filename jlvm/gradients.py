@@ -50,9 +50,23 @@ def log_joints(log_joint: LogJoint, z: jax.Array) -> jax.Array:
     return values
 
 
-def stop_gradient_params(q: Any) -> Any:
-    """The same distribution with every parameter behind a stop-gradient (a distrax pytree)."""
-    return jax.tree_util.tree_map(_sg, q)
+def path_log_prob(q: Any, z: jax.Array) -> jax.Array:
+    """log q(z) [K] whose gradient flows only along the path z(phi), not via q's parameters.
+
+    First-order stop-gradient of q's parameters, written without rebuilding q:
+        sg(log q(z)) + sg(grad_z log q(z)) . (z - sg(z))
+    has the value log q(z) and the gradient (d log q / dz)(dz / dphi). (Rebuilding q from
+    stopped leaves with tree_map is unsafe: distrax bijectors keep bound methods of the
+    ORIGINAL objects in their static data, which would leak the parameters' gradient.)
+    """
+    if not jnp.issubdtype(jnp.result_type(z), jnp.floating):
+        raise ValueError("this grad_estimator differentiates along the sampling path and needs "
+                         f"a continuous q; got samples of dtype {jnp.result_type(z)}. Use "
+                         'grad_estimator="score_function" for discrete q.')
+    fixed = _sg(z)
+    values, scores = jax.vmap(jax.value_and_grad(lambda one: _checks.log_prob(q, one)))(fixed)
+    displacement = (_sg(scores) * (z - fixed)).reshape(z.shape[0], -1)
+    return _sg(values) + jnp.sum(displacement, axis=1)
 
 
 def _leave_one_out_mean(values: jax.Array) -> jax.Array:
@@ -88,8 +102,7 @@ def elbo_stl(key, log_joint, q, num_samples):
     gradient is exactly zero for every draw.
     """
     z, _ = draw(key, q, num_samples)
-    log_q = _checks.log_prob(stop_gradient_params(q), z)
-    return jnp.mean(log_joints(log_joint, z) - log_q)
+    return jnp.mean(log_joints(log_joint, z) - path_log_prob(q, z))
 
 
 def elbo_score_function(key, log_joint, q, num_samples):
@@ -122,12 +135,10 @@ def iwae_dreg(key, log_joint, q, num_samples):
     ordinary IWAE gradient. Squared weights must NOT reach theta; the second term below
     restores the missing (wt - wt^2) share with z stopped, so it touches theta only.
     """
-    z, _ = draw(key, q, num_samples)
-    q_stopped = stop_gradient_params(q)
-    log_w = log_joints(log_joint, z) - _checks.log_prob(q_stopped, z)
+    z, log_q = draw(key, q, num_samples)
+    log_w = log_joints(log_joint, z) - path_log_prob(q, z)
     normalized = jax.nn.softmax(_sg(log_w))
-    z_stopped = _sg(z)
-    log_w_fixed_z = log_joints(log_joint, z_stopped) - _checks.log_prob(q_stopped, z_stopped)
+    log_w_fixed_z = log_joints(log_joint, _sg(z)) - _sg(log_q)
     term = jnp.sum(normalized**2 * log_w) + jnp.sum((normalized - normalized**2) * log_w_fixed_z)
     return _with_gradient_of(_sg(_log_mean_exp(log_w)), term)
 

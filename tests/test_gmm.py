@@ -1,0 +1,141 @@
+"""jlvm.models.gmm against SciPy (densities) and scikit-learn (EM)."""
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+from jlvm import data
+from jlvm.models import gmm
+from oracles import gmm_log_joint_table, mean_and_standard_error
+
+
+@pytest.fixture
+def params():
+    return gmm.Params(
+        logits=jnp.array([0.2, -0.5, 0.9]),
+        means=jnp.array([[0.0, 0.0, 1.0], [3.0, -1.0, 0.0], [-2.0, 2.0, 0.5]]),
+        scale_tril=jnp.array([
+            [[1.0, 0.0, 0.0], [0.3, 0.8, 0.0], [-0.2, 0.1, 0.5]],
+            [[0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.2, 1.2]],
+            [[2.0, 0.0, 0.0], [-0.5, 1.0, 0.0], [0.4, 0.4, 0.7]],
+        ]),
+    )
+
+
+def test_log_joint_marginal_and_posterior_match_scipy(params):
+    for x in ([0.1, 0.2, 0.3], [2.5, -0.5, 0.2], [-4.0, 3.0, 1.0]):
+        table = gmm_log_joint_table(params.logits, params.means, params.scale_tril, x)
+        x = jnp.array(x)
+        for k in range(3):
+            np.testing.assert_allclose(gmm.log_joint(params, x, k), table[k], rtol=1e-5)
+        log_marginal = np.logaddexp.reduce(table)
+        np.testing.assert_allclose(gmm.log_marginal(params, x), log_marginal, rtol=1e-5)
+        np.testing.assert_allclose(gmm.posterior(params, x).probs,
+                                   np.exp(table - log_marginal), atol=1e-5)
+
+
+def test_sampling_follows_the_mixture(params, key):
+    x, z = gmm.sample(key, params, 20_000)
+    assert x.shape == (20_000, 3) and z.shape == (20_000,)
+    weights = np.asarray(jax.nn.softmax(params.logits))
+    for k in range(3):
+        freq, se = mean_and_standard_error((np.asarray(z) == k).astype(np.float64))
+        assert abs(freq - weights[k]) < 4 * se
+        members = np.asarray(x)[np.asarray(z) == k]
+        mean, se = mean_and_standard_error(members)
+        assert np.all(np.abs(mean - np.asarray(params.means[k])) < 4 * se)
+        cov = np.asarray(params.scale_tril[k] @ params.scale_tril[k].T)
+        np.testing.assert_allclose(np.cov(members, rowvar=False), cov, atol=0.1 * cov.max())
+
+
+def test_clustering_by_posterior_recovers_the_components(params, key):
+    x, z = gmm.sample(key, params, 2000)
+    assigned = jax.vmap(lambda xi: jnp.argmax(gmm.posterior(params, xi).probs))(x)
+    # Bayes-optimal assignment: its accuracy is the mean posterior mass of the truth
+    expected = jnp.mean(jax.vmap(lambda xi, zi: gmm.posterior(params, xi).probs[zi])(x, z))
+    accuracy = jnp.mean(assigned == z)
+    assert accuracy >= expected - 0.02 and accuracy > 0.9
+
+
+def _normalized(logits):
+    weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
+
+
+def _sklearn_from(params, X, num_iters, reg_covar):
+    covariances = np.asarray(jnp.einsum("kij,klj->kil", params.scale_tril, params.scale_tril),
+                             np.float64)
+    mixture = GaussianMixture(
+        n_components=params.logits.shape[0], covariance_type="full", tol=0.0,
+        reg_covar=reg_covar, max_iter=num_iters, n_init=1,
+        weights_init=_normalized(np.asarray(params.logits, np.float64)),
+        means_init=np.asarray(params.means, np.float64),
+        precisions_init=np.linalg.inv(covariances))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mixture.fit(np.asarray(X, np.float64))
+    return mixture
+
+
+def test_fit_em_matches_scikit_learn_from_the_same_start(params, key):
+    X, _ = gmm.sample(key, params, 600)
+    start = gmm.init_from_data(jax.random.PRNGKey(3), X, 3)
+    fitted, trace = gmm.fit_em(start, X, 40)
+    mixture = _sklearn_from(start, X, 40, reg_covar=1e-6)
+    np.testing.assert_allclose(trace[-1], mixture.lower_bound_, rtol=1e-4)
+    final = jnp.mean(jax.vmap(functools.partial(gmm.log_marginal, fitted))(X))
+    np.testing.assert_allclose(final, mixture.score(np.asarray(X, np.float64)), rtol=1e-4)
+    np.testing.assert_allclose(jax.nn.softmax(fitted.logits), mixture.weights_, atol=1e-4)
+    np.testing.assert_allclose(fitted.means, mixture.means_, atol=1e-3)
+    np.testing.assert_allclose(jnp.einsum("kij,klj->kil", fitted.scale_tril, fitted.scale_tril),
+                               mixture.covariances_, atol=1e-3)
+
+
+def test_em_log_likelihood_never_decreases_on_digits():
+    X = jnp.asarray(data.digits().train)
+    start = gmm.init_from_data(jax.random.PRNGKey(0), X, 10, reg_covar=1e-2)
+    _, trace = gmm.fit_em(start, X, 60, reg_covar=1e-2)
+    trace = np.asarray(trace, np.float64)
+    # EM's monotonicity, up to float32 rounding of a sum of ~1000 terms
+    assert np.all(np.diff(trace) >= -1e-5 * np.abs(trace[1:]))
+    assert trace[-1] > trace[0] + 5.0
+
+
+def test_em_on_digits_matches_scikit_learn():
+    X = jnp.asarray(data.digits().train)
+    start = gmm.init_from_data(jax.random.PRNGKey(0), X, 5, reg_covar=1e-2)
+    _, trace = gmm.fit_em(start, X, 15, reg_covar=1e-2)
+    mixture = _sklearn_from(start, X, 15, reg_covar=1e-2)
+    np.testing.assert_allclose(trace[-1], mixture.lower_bound_, rtol=1e-4)
+
+
+def test_jit_and_vmap_match_eager(params):
+    xs = jnp.array([[0.1, 0.2, 0.3], [2.5, -0.5, 0.2]])
+    eager = np.array([float(gmm.log_marginal(params, x)) for x in xs])
+    batched = jax.jit(jax.vmap(gmm.log_marginal, in_axes=(None, 0)))(params, xs)
+    np.testing.assert_allclose(batched, eager, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(gmm.log_joint)(params, xs[0], 1),
+                               gmm.log_joint(params, xs[0], 1), rtol=1e-6)
+
+
+def test_bad_inputs_raise_value_errors(params, key):
+    with pytest.raises(ValueError, match="x must have shape"):
+        gmm.log_marginal(params, jnp.zeros(4))
+    with pytest.raises(ValueError, match="x must have shape"):
+        gmm.log_joint(params, jnp.zeros((2, 3)), 0)
+    with pytest.raises(ValueError, match="z must be a scalar"):
+        gmm.log_joint(params, jnp.zeros(3), jnp.array([0, 1]))
+    with pytest.raises(ValueError, match="n must be"):
+        gmm.sample(key, params, 0)
+    with pytest.raises(ValueError, match="X must have shape"):
+        gmm.fit_em(params, jnp.zeros((10, 4)), 3)
+    with pytest.raises(ValueError, match="num_iters"):
+        gmm.fit_em(params, jnp.zeros((10, 3)), 0)
+    with pytest.raises(ValueError, match="scale_tril"):
+        gmm.log_marginal(params._replace(scale_tril=jnp.zeros((3, 2, 2))), jnp.zeros(3))

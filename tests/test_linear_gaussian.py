@@ -1,0 +1,83 @@
+"""jlvm.models.linear_gaussian against SciPy and Bayes' rule in float64."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from jlvm.models import linear_gaussian
+from oracles import linear_gaussian_marginal, linear_gaussian_posterior
+
+
+@pytest.fixture
+def params():
+    return linear_gaussian.init(jax.random.PRNGKey(0), data_dim=5, latent_dim=2, noise_std=0.6)
+
+
+def test_log_marginal_matches_scipy(params, key):
+    xs, _ = linear_gaussian.sample(key, params, 5)
+    oracle = linear_gaussian_marginal(params.W, params.b, params.noise_std)
+    for x in xs:
+        np.testing.assert_allclose(linear_gaussian.log_marginal(params, x),
+                                   oracle.logpdf(np.asarray(x, np.float64)), rtol=1e-5)
+        np.testing.assert_allclose(linear_gaussian.marginal(params).log_prob(x),
+                                   oracle.logpdf(np.asarray(x, np.float64)), rtol=1e-5)
+
+
+def test_log_joint_matches_scipy(params):
+    x, z = jnp.arange(5.0) / 3, jnp.array([0.4, -1.1])
+    expected = (stats.multivariate_normal(np.zeros(2), np.eye(2)).logpdf(np.asarray(z))
+                + stats.multivariate_normal(
+                    np.asarray(params.W @ z + params.b),
+                    float(params.noise_std) ** 2 * np.eye(5)).logpdf(np.asarray(x)))
+    np.testing.assert_allclose(linear_gaussian.log_joint(params, x, z), expected, rtol=1e-5)
+
+
+def test_posterior_is_bayes_rule(params, key):
+    x = linear_gaussian.sample(key, params, 1)[0][0]
+    post = linear_gaussian.posterior(params, x)
+    mean, cov = linear_gaussian_posterior(params.W, params.b, params.noise_std, x)
+    np.testing.assert_allclose(post.mean(), mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(post.covariance(), cov, rtol=1e-4, atol=1e-6)
+    # log p(z|x) = log p(x, z) - log p(x) at any z
+    for z in (jnp.zeros(2), jnp.array([1.0, -2.0]), jnp.array([-0.3, 0.7])):
+        np.testing.assert_allclose(
+            post.log_prob(z),
+            linear_gaussian.log_joint(params, x, z) - linear_gaussian.log_marginal(params, x),
+            atol=2e-4)
+
+
+def test_samples_have_the_marginal_moments(params, key):
+    n = 40_000
+    x, z = linear_gaussian.sample(key, params, n)
+    cov = np.asarray(params.W @ params.W.T) + float(params.noise_std) ** 2 * np.eye(5)
+    mean = np.asarray(x, np.float64).mean(axis=0)
+    assert np.all(np.abs(mean - np.asarray(params.b)) < 4 * np.sqrt(np.diag(cov) / n))
+    # standard error of a sample covariance entry: sqrt((S_ii S_jj + S_ij^2) / n)
+    se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
+    assert np.all(np.abs(np.cov(np.asarray(x, np.float64), rowvar=False) - cov) < 4.5 * se)
+    assert z.shape == (n, 2)
+
+
+def test_jit_and_vmap_match_eager(params, key):
+    xs, _ = linear_gaussian.sample(key, params, 3)
+    eager = [float(linear_gaussian.log_marginal(params, x)) for x in xs]
+    batched = jax.jit(jax.vmap(linear_gaussian.log_marginal, in_axes=(None, 0)))(params, xs)
+    np.testing.assert_allclose(batched, eager, rtol=1e-6)
+    means = jax.vmap(lambda x: linear_gaussian.posterior(params, x).mean())(xs)
+    np.testing.assert_allclose(means[1], linear_gaussian.posterior(params, xs[1]).mean(),
+                               rtol=1e-5)
+
+
+def test_bad_inputs_raise_value_errors(params, key):
+    with pytest.raises(ValueError, match="x must have shape"):
+        linear_gaussian.log_marginal(params, jnp.zeros(4))
+    with pytest.raises(ValueError, match="x must have shape"):
+        linear_gaussian.posterior(params, jnp.zeros((5, 1)))
+    with pytest.raises(ValueError, match="z must have shape"):
+        linear_gaussian.log_joint(params, jnp.zeros(5), jnp.zeros(3))
+    with pytest.raises(ValueError, match="noise_std"):
+        linear_gaussian.init(key, 3, 2, noise_std=0.0)
+    with pytest.raises(ValueError, match="latent_dim"):
+        linear_gaussian.init(key, 3, 0)

@@ -1,0 +1,155 @@
+"""jlvm.models.vae: the Flax-network likelihoods against hand-written densities."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from scipy import stats
+
+import jlvm
+from jlvm.models import vae
+
+
+@pytest.fixture
+def bernoulli(key):
+    return vae.init(key, data_dim=12, latent_dim=3, hidden_dims=(16, 8))
+
+
+@pytest.fixture
+def gaussian(key):
+    return vae.init(key, data_dim=4, latent_dim=2, hidden_dims=(8,), likelihood="gaussian")
+
+
+def _logits(params, z):
+    return np.asarray(nnx.merge(params.decoder_graph, params.decoder)(z)[0], np.float64)
+
+
+def test_bernoulli_log_joint_is_prior_plus_pixelwise_bernoulli(bernoulli):
+    x = (jnp.arange(12) % 3 == 0).astype(jnp.float32)
+    z = jnp.array([0.5, -1.0, 2.0])
+    probs = 1 / (1 + np.exp(-_logits(bernoulli, z)))
+    expected = (stats.norm.logpdf(np.asarray(z)).sum()
+                + stats.bernoulli.logpmf(np.asarray(x), probs).sum())
+    np.testing.assert_allclose(vae.log_joint(bernoulli, x, z), expected, rtol=1e-5)
+    with jax.numpy_rank_promotion("allow"):
+        np.testing.assert_allclose(vae.decoder(bernoulli, z).log_prob(x),
+                                   vae.log_likelihood(bernoulli, x, z), rtol=1e-5)
+
+
+def test_bernoulli_likelihood_is_stable_for_saturated_logits(bernoulli):
+    z = jnp.array([300.0, -300.0, 300.0])  # saturates the tanh network's logits
+    x = jnp.ones(12)
+    assert np.isfinite(vae.log_likelihood(bernoulli, x, z))
+    assert np.isfinite(vae.log_likelihood(bernoulli, 1 - x, z))
+
+
+def test_gaussian_log_joint_is_prior_plus_diagonal_gaussian(gaussian):
+    x, z = jnp.array([0.1, -0.3, 0.7, 1.2]), jnp.array([0.2, -0.4])
+    mean, log_scale = (np.asarray(a, np.float64) for a in
+                       nnx.merge(gaussian.decoder_graph, gaussian.decoder)(z))
+    expected = (stats.norm.logpdf(np.asarray(z)).sum()
+                + stats.norm.logpdf(np.asarray(x), mean, np.exp(log_scale)).sum())
+    np.testing.assert_allclose(vae.log_joint(gaussian, x, z), expected, rtol=1e-5)
+    np.testing.assert_allclose(vae.decoder(gaussian, z).log_prob(x),
+                               vae.log_likelihood(gaussian, x, z), rtol=1e-5)
+
+
+def test_lecture_example_follows_its_formula(key):
+    params = vae.lecture_example(key)
+    decoder = nnx.merge(params.decoder_graph, params.decoder)
+    A, c = decoder.mean_layer.kernel[...].T, decoder.mean_layer.bias[...]
+    B, d = decoder.variance_layer.kernel[...].T, decoder.variance_layer.bias[...]
+    z = jnp.array([0.3, -0.8])
+    p = vae.decoder(params, z)
+    np.testing.assert_allclose(p.mean(), jax.nn.sigmoid(A @ z + c), rtol=1e-6)
+    np.testing.assert_allclose(p.variance(), jnp.exp(jax.nn.sigmoid(B @ z + d)), rtol=1e-5)
+    x = jnp.array([0.4, 0.6])
+    expected = (stats.norm.logpdf(np.asarray(z)).sum()
+                + stats.multivariate_normal(np.asarray(p.mean()),
+                                            np.diag(np.asarray(p.variance()))).logpdf(x))
+    np.testing.assert_allclose(vae.log_joint(params, x, z), expected, rtol=1e-5)
+
+
+def test_lecture_example_marginal_by_is_agrees_with_quadrature(key):
+    """log p(x) = log int N(z; 0, I) p(x|z) dz: a 2-D grid against importance sampling."""
+    params = vae.lecture_example(key)
+    x = jnp.array([0.5, 0.4])
+    grid = jnp.linspace(-7, 7, 281)
+    zz = jnp.stack(jnp.meshgrid(grid, grid), axis=-1).reshape(-1, 2)
+    cell = float(grid[1] - grid[0]) ** 2
+    quadrature = jax.nn.logsumexp(jax.vmap(functools.partial(vae.log_joint, params, x))(zz)) \
+        + np.log(cell)
+    log_joint = functools.partial(vae.log_joint, params, x)
+    estimate = jlvm.log_marginal_is(key, log_joint, vae.prior(params), 100_000,
+                                    chunk_size=25_000)
+    np.testing.assert_allclose(estimate, quadrature, atol=5e-3)
+
+
+def test_encoder_gives_a_diagonal_gaussian_over_z(bernoulli):
+    q = vae.encoder(bernoulli, jnp.ones(12))
+    assert q.event_shape == (3,) and q.batch_shape == ()
+    bound = jlvm.elbo(jax.random.PRNGKey(0),
+                      functools.partial(vae.log_joint, bernoulli, jnp.ones(12)), q, 4)
+    assert np.isfinite(bound)
+
+
+def test_sample_shapes_and_values(bernoulli, gaussian, key):
+    x, z = vae.sample(key, bernoulli, 5)
+    assert x.shape == (5, 12) and z.shape == (5, 3)
+    assert set(np.unique(np.asarray(x))) <= {0.0, 1.0}
+    probs = vae.mean_image(bernoulli, z[0])
+    assert probs.shape == (12,) and np.all((probs > 0) & (probs < 1))
+    x, z = vae.sample(key, gaussian, 5)
+    assert x.shape == (5, 4) and x.dtype == jnp.float32
+
+
+def test_params_are_a_pytree_for_grad_optax_and_jit(bernoulli):
+    xs = (jax.random.uniform(jax.random.PRNGKey(1), (8, 12)) < 0.4).astype(jnp.float32)
+    traces = []
+
+    def loss(params, key):
+        keys = jax.random.split(key, xs.shape[0])
+
+        def one(x, k):
+            return jlvm.elbo(k, functools.partial(vae.log_joint, params, x),
+                             vae.encoder(params, x), 1)
+
+        return -jnp.mean(jax.vmap(one)(xs, keys))
+
+    optimizer = optax.adam(1e-2)
+
+    @jax.jit
+    def step(params, opt_state, key):
+        traces.append(1)  # runs only while tracing
+        value, grads = jax.value_and_grad(loss)(params, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    params, opt_state = bernoulli, optimizer.init(bernoulli)
+    values = []
+    for i in range(150):
+        params, opt_state, value = step(params, opt_state, jax.random.PRNGKey(i))
+        values.append(float(value))
+    assert len(traces) == 1  # compiled once for a fixed batch shape
+    assert isinstance(params, vae.Params) and params.latent_dim == 3
+    # the negative ELBO falls on this tiny data set (averaged to damp Monte Carlo noise)
+    assert np.mean(values[-20:]) < np.mean(values[:20]) - 1.0
+
+
+def test_bad_inputs_raise_value_errors(bernoulli, key):
+    with pytest.raises(ValueError, match="x must have shape"):
+        vae.log_joint(bernoulli, jnp.zeros(11), jnp.zeros(3))
+    with pytest.raises(ValueError, match="z must have shape"):
+        vae.log_joint(bernoulli, jnp.zeros(12), jnp.zeros(2))
+    with pytest.raises(ValueError, match="x must have shape"):
+        vae.encoder(bernoulli, jnp.zeros((2, 12)))
+    with pytest.raises(ValueError, match="likelihood"):
+        vae.init(key, 4, 2, likelihood="poisson")
+    with pytest.raises(ValueError, match="activation"):
+        vae.init(key, 4, 2, activation="swish!")
+    with pytest.raises(ValueError, match="latent_dim"):
+        vae.init(key, 4, 0)
