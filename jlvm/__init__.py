@@ -4,7 +4,8 @@ Estimators take ``log_joint(z) -> log p(x, z)`` for one z and a distrax ``q``; b
 is ``jax.vmap``, compilation ``jax.jit``, gradients ``jax.grad``.
 """
 
-from jlvm import models
+from jlvm import data, diagnostics, missing, models
+from jlvm.diagnostics import GradientStatistics, gradient_statistics
 from jlvm.estimators import (
     binary_support,
     effective_sample_size,
@@ -21,7 +22,12 @@ from jlvm.estimators import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "GradientStatistics",
     "binary_support",
+    "data",
+    "diagnostics",
+    "gradient_statistics",
+    "missing",
     "effective_sample_size",
     "elbo",
     "elbo_with_entropy",

@@ -25,7 +25,8 @@ def standard_normal_log_prob(z: jax.Array) -> jax.Array:
     return -0.5 * z.shape[-1] * math.log(2 * math.pi) - 0.5 * jnp.sum(z**2)
 
 
-def diag_normal_log_prob(x: jax.Array, mean: jax.Array, log_scale: jax.Array) -> jax.Array:
-    """log N(x; mean, diag(exp(log_scale))^2) for x, mean, log_scale: [D]."""
+def normal_log_prob_elementwise(x: jax.Array, mean: jax.Array,
+                                log_scale: jax.Array) -> jax.Array:
+    """log N(x_d; mean_d, exp(log_scale_d)^2) for each d: [D] -> [D]."""
     z = (x - mean) * jnp.exp(-log_scale)
-    return jnp.sum(-0.5 * math.log(2 * math.pi) - log_scale - 0.5 * z**2)
+    return -0.5 * math.log(2 * math.pi) - log_scale - 0.5 * z**2

@@ -17,11 +17,12 @@ from typing import Any, Sequence
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from jlvm import _checks
 from jlvm.models import networks
-from jlvm.models._gaussian import diag_normal_log_prob, standard_normal_log_prob
+from jlvm.models._gaussian import normal_log_prob_elementwise, standard_normal_log_prob
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -117,30 +118,64 @@ def decoder(params: Params, z: jax.Array) -> distrax.Distribution:
     return distrax.MultivariateNormalDiag(mean, jnp.exp(log_scale))
 
 
-def encoder(params: Params, x: jax.Array) -> distrax.MultivariateNormalDiag:
-    """q_phi(z | x) = N(m_phi(x), diag s_phi(x)^2) for one x: [D]."""
+def _pixel_mask(params: Params, mask: Any) -> jax.Array | None:
+    """Validates a [D] observation mask (True = observed) and returns it as float weights."""
+    if mask is None:
+        return None
+    _checks.shape_is(mask, "mask", (params.data_dim,), "[D]")
+    try:  # values can be checked only when concrete; under jit the shape check stands
+        concrete = np.asarray(mask)
+    except jax.errors.TracerArrayConversionError:
+        concrete = None
+    if concrete is not None and not concrete.any():
+        raise ValueError("mask leaves nothing observed: there is no likelihood to evaluate.")
+    return jnp.asarray(mask).astype(jnp.float32)
+
+
+def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.MultivariateNormalDiag:
+    """q_phi(z | x) = N(m_phi(x), diag s_phi(x)^2) for one x: [D].
+
+    With a ``mask`` [D] (True = observed) the encoder sees x with missing pixels set to 0:
+    a practical choice for an encoder trained on complete data, not an exact posterior.
+    """
     _checks.shape_is(x, "x", (params.data_dim,), "[D]")
+    weights = _pixel_mask(params, mask)
+    if weights is not None:
+        x = x * weights
     mean, log_scale = nnx.merge(params.encoder_graph, params.encoder)(x)
     return distrax.MultivariateNormalDiag(mean, jnp.exp(log_scale))
 
 
-def log_likelihood(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
-    """log p_theta(x | z) for x: [D], z: [L].
+def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
+    """log p_theta(x | z) for x: [D], z: [L]; with ``mask`` [D], of the observed pixels only.
 
     Bernoulli: sum_d x_d l_d - softplus(l_d), the stable form of x log s + (1-x) log(1-s).
+    Given z the pixels are independent, so leaving a missing pixel out of the sum is
+    summing it out exactly: log p(x_obs | z) = sum_{d observed} log p(x_d | z).
     """
     _checks.shape_is(x, "x", (params.data_dim,), "[D]")
+    weights = _pixel_mask(params, mask)
     outputs = _decode(params, z)
     if params.likelihood == "bernoulli":
         logits = outputs[0]
-        return jnp.sum(x * logits - jax.nn.softplus(logits))
-    mean, log_scale = outputs
-    return diag_normal_log_prob(x, mean, log_scale)
+        per_pixel = x * logits - jax.nn.softplus(logits)
+    else:
+        mean, log_scale = outputs
+        per_pixel = normal_log_prob_elementwise(x, mean, log_scale)
+    if weights is not None:
+        # where, not multiply: a missing pixel may hold anything, NaN included
+        per_pixel = jnp.where(weights > 0, per_pixel, 0.0)
+    return jnp.sum(per_pixel)
 
 
-def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
-    """log p(x, z) = log N(z; 0, I) + log p_theta(x | z). x: [D], z: [L]."""
-    return standard_normal_log_prob(z) + log_likelihood(params, x, z)
+def log_joint(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
+    """log p(x_obs, z) = log N(z; 0, I) + log p_theta(x_obs | z). x: [D], z: [L].
+
+    ``mask`` [D] (True = observed), default all observed. Bind it with
+    ``functools.partial(vae.log_joint, params, x, mask=mask)`` and every estimator in
+    ``jlvm`` estimates log p(x_obs).
+    """
+    return standard_normal_log_prob(z) + log_likelihood(params, x, z, mask)
 
 
 def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:

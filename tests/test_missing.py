@@ -1,0 +1,164 @@
+"""jlvm.missing: missing pixels as latent variables, checked by enumeration and the chain rule."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import jlvm
+from jlvm import missing
+from jlvm.models import autoregressive, vae
+
+
+@pytest.fixture
+def nade():
+    params = autoregressive.init(jax.random.PRNGKey(0), data_dim=12, hidden_dim=8)
+    return params._replace(b=jnp.linspace(-1.5, 1.5, 12), W=3 * params.W, V=3 * params.V)
+
+
+X_BAR = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+
+
+def test_complete_fills_missing_entries_in_index_order():
+    mask = np.array([True, False, True, False])
+    np.testing.assert_array_equal(missing.complete(jnp.array([1.0, 9.0, 3.0, 9.0]),
+                                                   jnp.array([2.0, 4.0]), mask), [1, 2, 3, 4])
+
+
+def test_exact_enumeration_equals_the_chain_rule_for_a_missing_suffix(nade):
+    """Hiding the LAST pixels of an autoregressive model: p(x_obs) is the prefix's chain rule."""
+    mask = np.arange(12) < 7  # pixels 7..11 missing
+    log_joint = missing.log_joint_with_missing(functools.partial(autoregressive.log_prob, nade),
+                                               X_BAR, mask)
+    exact = jlvm.log_marginal_exact(log_joint, jlvm.binary_support(5))
+    logits = autoregressive.conditional_logits(nade, X_BAR)
+    prefix = jnp.sum((X_BAR * logits - jax.nn.softplus(logits))[:7])
+    np.testing.assert_allclose(exact, prefix, rtol=1e-5)
+
+
+@pytest.fixture
+def top_missing(nade):
+    mask = np.arange(12) >= 6  # the FIRST six pixels missing: no shortcut exists
+    log_joint = missing.log_joint_with_missing(functools.partial(autoregressive.log_prob, nade),
+                                               X_BAR, mask)
+    exact = float(jlvm.log_marginal_exact(log_joint, jlvm.binary_support(6)))
+    return log_joint, exact
+
+
+def test_importance_sampling_with_a_fitted_q_agrees_with_enumeration(top_missing):
+    log_joint, exact = top_missing
+    fit = jax.jit(lambda k: missing.fit_mean_field(k, log_joint, 6, num_steps=300))(
+        jax.random.PRNGKey(1))
+    q = missing.mean_field_bernoulli(fit.logits)
+    keys = jax.random.split(jax.random.PRNGKey(2), 200)
+    estimates = jax.vmap(lambda k: jlvm.log_marginal_is(k, log_joint, q, 2000))(keys)
+    mean = float(jnp.mean(estimates))
+    se = float(jnp.std(estimates)) / math.sqrt(200)
+    assert abs(mean - exact) < 4 * se + 1e-3
+    assert abs(float(jlvm.log_marginal_is(jax.random.PRNGKey(3), log_joint, q, 100_000,
+                                          chunk_size=10_000)) - exact) < 0.01
+
+
+def _exact_elbo(log_joint, logits, num_latent):
+    support = jlvm.binary_support(num_latent)
+    with jax.numpy_rank_promotion("allow"):
+        log_q = missing.mean_field_bernoulli(logits).log_prob(support)
+    return jnp.sum(jnp.exp(log_q) * (jax.vmap(log_joint)(support) - log_q))
+
+
+def test_svi_with_score_function_reaches_the_best_mean_field_elbo(top_missing):
+    log_joint, exact = top_missing
+    fit = jax.jit(lambda k: missing.fit_mean_field(k, log_joint, 6, num_steps=400))(
+        jax.random.PRNGKey(4))
+    fitted = float(_exact_elbo(log_joint, fit.logits, 6))
+    # the optimum of the same family by exact gradient ascent on the enumerated ELBO
+    logits = jnp.zeros(6)
+    ascent = jax.jit(jax.grad(lambda lg: _exact_elbo(log_joint, lg, 6)))
+    for _ in range(2000):
+        logits = logits + 0.5 * ascent(logits)
+    best = float(_exact_elbo(log_joint, logits, 6))
+    assert best <= exact + 1e-4 and fitted <= exact + 1e-4
+    assert fitted > best - 0.05
+    # the lecture's point: phi = 0.5 (uniform) and phi = 1 (all on) are far worse
+    assert float(_exact_elbo(log_joint, jnp.zeros(6), 6)) < fitted - 1.0
+    assert float(_exact_elbo(log_joint, jnp.full(6, 30.0), 6)) < fitted - 1.0
+    # and the ELBO trace rose
+    assert float(jnp.mean(fit.elbo[-50:])) > float(jnp.mean(fit.elbo[:10]))
+
+
+def test_mask_errors_name_the_mask(nade):
+    log_prob = functools.partial(autoregressive.log_prob, nade)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        missing.log_joint_with_missing(log_prob, X_BAR, np.ones(11, bool))
+    with pytest.raises(ValueError, match="nothing observed"):
+        missing.log_joint_with_missing(log_prob, X_BAR, np.zeros(12, bool))
+    with pytest.raises(ValueError, match="nothing missing"):
+        missing.log_joint_with_missing(log_prob, X_BAR, np.ones(12, bool))
+    with pytest.raises(ValueError, match="0/1"):
+        missing.check_mask(np.full(12, 2), 12)
+    with pytest.raises(ValueError, match="concrete"):
+        jax.jit(lambda m: missing.check_mask(m, 12))(jnp.ones(12, bool))
+    with pytest.raises(ValueError, match="z must have shape"):
+        missing.complete(X_BAR, jnp.zeros(3), np.arange(12) >= 6)
+    with pytest.raises(ValueError, match="num_samples"):
+        missing.fit_mean_field(jax.random.PRNGKey(0), lambda z: jnp.sum(z), 3, num_samples=1)
+
+
+# ----------------------------------------------------------- masked VAE likelihood
+
+
+@pytest.fixture
+def bernoulli_vae():
+    return vae.init(jax.random.PRNGKey(0), data_dim=8, latent_dim=2, hidden_dims=(6,))
+
+
+def test_masked_vae_likelihood_is_the_sub_image_likelihood(bernoulli_vae):
+    x = jnp.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0])
+    z = jnp.array([0.3, -0.7])
+    mask = np.array([1, 1, 0, 1, 0, 1, 1, 0], bool)
+    probs = np.asarray(vae.mean_image(bernoulli_vae, z), np.float64)
+    sub_image = stats.bernoulli.logpmf(np.asarray(x)[mask], probs[mask]).sum()
+    np.testing.assert_allclose(vae.log_likelihood(bernoulli_vae, x, z, mask), sub_image,
+                               rtol=1e-5)
+    # summing the missing pixels out by enumeration gives the same number
+    missing_idx = np.flatnonzero(~mask)
+    completions = jlvm.binary_support(missing_idx.size)
+    full = jax.vmap(lambda values: vae.log_likelihood(
+        bernoulli_vae, x.at[missing_idx].set(values), z))(completions)
+    np.testing.assert_allclose(jax.nn.logsumexp(full), sub_image, rtol=1e-5)
+    # whatever the missing pixels hold, NaN included, changes nothing
+    poisoned = x.at[missing_idx].set(jnp.nan)
+    np.testing.assert_allclose(vae.log_likelihood(bernoulli_vae, poisoned, z, mask), sub_image,
+                               rtol=1e-5)
+    np.testing.assert_allclose(
+        vae.log_joint(bernoulli_vae, x, z, mask),
+        sub_image + stats.norm.logpdf(np.asarray(z)).sum(), rtol=1e-5)
+
+
+def test_masked_gaussian_vae_and_estimators_accept_the_mask():
+    params = vae.init(jax.random.PRNGKey(1), data_dim=5, latent_dim=2, hidden_dims=(4,),
+                      likelihood="gaussian")
+    x, z = jnp.linspace(-1, 1, 5), jnp.array([0.2, 0.1])
+    mask = np.array([True, False, True, True, False])
+    p = vae.decoder(params, z)
+    expected = stats.norm.logpdf(np.asarray(x)[mask], np.asarray(p.mean())[mask],
+                                 np.asarray(p.stddev())[mask]).sum()
+    np.testing.assert_allclose(vae.log_likelihood(params, x, z, mask), expected, rtol=1e-5)
+    log_joint = functools.partial(vae.log_joint, params, x, mask=mask)
+    q = vae.encoder(params, x, mask)
+    value = jax.jit(lambda k: jlvm.log_marginal_is(k, log_joint, q, 100))(jax.random.PRNGKey(0))
+    assert np.isfinite(value)
+
+
+def test_masked_vae_errors(bernoulli_vae):
+    x, z = jnp.zeros(8), jnp.zeros(2)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        vae.log_likelihood(bernoulli_vae, x, z, np.ones(7, bool))
+    with pytest.raises(ValueError, match="nothing observed"):
+        vae.log_joint(bernoulli_vae, x, z, np.zeros(8, bool))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        vae.encoder(bernoulli_vae, x, np.ones((8, 1), bool))
