@@ -1,87 +1,579 @@
-"""The ``jlvm`` command.
+"""The ``jlvm`` command: train, evaluate and sample latent variable models.
 
-    jlvm fit-gmm [--components K] [--iters N] [--seed S]
+    jlvm train [--model {vae,iwae,semi,svi,gmm}] [--data NAME] [--epochs N] [--latent-dim L]
+               [--out RUN_DIR] [--seed S] [--resume] ...
+    jlvm evaluate RUN_DIR [--num-samples K] [--split test]
+    jlvm sample RUN_DIR [--n 64] --out FILE.png
 
-fits a Gaussian mixture by EM to scikit-learn's bundled digits and prints, per iteration
-block, the mean log-likelihood; at the end one JSON line with the train and test
-log-likelihood (nats per image) and the agreement of the clusters with the digit labels.
+A run directory holds config.json, metrics.jsonl (one JSON object per epoch), orbax
+checkpoints under checkpoints/, and the figures samples.png, reconstructions.png,
+latent.png and elbo.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
+import functools
 import json
+import os
+import pathlib
 import sys
 import time
+from typing import Any
+
+MODELS = ("vae", "iwae", "semi", "svi", "gmm")
+EVAL_SUBSET = 2000  # training examples whose ELBO is reported each epoch
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+class UsageError(Exception):
+    """A bad argument or state: reported as one line, exit status 2."""
+
+
+@dataclasses.dataclass
+class Config:
+    model: str = "vae"
+    data: str = "digits"
+    epochs: int = 300
+    latent_dim: int = 4
+    hidden: tuple = (200, 200)
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    num_samples: int = 1
+    grad_estimator: str = "reparam"
+    components: int = 10
+    inner_steps: int = 20
+    inner_learning_rate: float = 0.05
+    reg_covar: float = 1e-2
+    seed: int = 0
+    data_path: str | None = None
+
+
+# ------------------------------------------------------------------ arguments
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jlvm", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    fit = commands.add_parser("fit-gmm", help="EM for a Gaussian mixture on the bundled digits")
-    fit.add_argument("--components", type=_positive, default=10, help="mixture components K")
-    fit.add_argument("--iters", type=_positive, default=100, help="EM iterations")
-    fit.add_argument("--reg-covar", type=float, default=1e-2,
-                     help="added to each covariance's diagonal (pixels are in [0, 1])")
-    fit.add_argument("--seed", type=int, default=0, help="PRNG seed of the initialization")
+    train = commands.add_parser("train", help="train a model; writes a run directory")
+    train.add_argument("--model", choices=MODELS, help="vae (ELBO), iwae, semi "
+                       "(semi-amortized), svi (per-datapoint), gmm (EM); default vae")
+    from jlvm import data as data_module
+
+    train.add_argument("--data", choices=data_module.NAMES, help="default digits (bundled)")
+    train.add_argument("--data-path", help="file or folder for binarized-mnist "
+                       "(default $JLVM_DATA_DIR)")
+    train.add_argument("--epochs", type=int, help="passes over the training data (default 300;"
+                       " for gmm, EM iterations)")
+    train.add_argument("--latent-dim", type=int, help="L, dimensions of z (default 4)")
+    train.add_argument("--hidden", type=int, nargs="+", help="hidden widths (default 200 200)")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--num-samples", type=int, help="K draws per data point (iwae: K)")
+    train.add_argument("--grad-estimator", help="reparam, stl (vae), dreg (iwae)")
+    train.add_argument("--components", type=int, help="mixture components (gmm)")
+    train.add_argument("--inner-steps", type=int, help="per-datapoint steps (svi, semi)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--out", help="run directory (default runs/MODEL-DATA-TIMESTAMP)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint")
+
+    evaluate = commands.add_parser("evaluate", help="test log-likelihood by importance sampling")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--num-samples", type=int, default=1000, help="K (default 1000)")
+    evaluate.add_argument("--split", choices=("test", "valid", "train"), default="test")
+    evaluate.add_argument("--chunk-size", type=int, default=500,
+                          help="draws held in memory at once per data point")
+    evaluate.add_argument("--batch-size", type=int, default=100)
+    evaluate.add_argument("--seed", type=int, default=0)
+
+    sample = commands.add_parser("sample", help="draw from a trained model into a PNG")
+    sample.add_argument("run_dir")
+    sample.add_argument("--n", type=int, default=64)
+    sample.add_argument("--out", required=True, help="PNG file to create (never overwritten)")
+    sample.add_argument("--seed", type=int, default=0)
     return parser
 
 
-def _fit_gmm(args: argparse.Namespace) -> dict:
+def _config_from(args: argparse.Namespace, base: Config) -> Config:
+    fields = {f.name for f in dataclasses.fields(Config)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if "hidden" in given:
+        given["hidden"] = tuple(given["hidden"])
+    config = dataclasses.replace(base, **given)
+    if args.model == "iwae" and args.num_samples is None and base.num_samples == 1:
+        config.num_samples = 5  # an IWAE with K=1 is the VAE
+    if config.model == "gmm" and args.epochs is None and base == Config():
+        config.epochs = 100
+    return config
+
+
+def _validate(config: Config) -> None:
+    positive = ("epochs", "latent_dim", "batch_size", "num_samples", "components",
+                "inner_steps")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got "
+                             f"{getattr(config, name)}.")
+    if any(h < 1 for h in config.hidden):
+        raise UsageError(f"--hidden widths must be >= 1, got {list(config.hidden)}.")
+    if not config.learning_rate > 0:
+        raise UsageError(f"--learning-rate must be > 0, got {config.learning_rate}.")
+    allowed = {"vae": ("reparam", "stl"), "iwae": ("reparam", "dreg")}.get(config.model,
+                                                                           ("reparam",))
+    if config.grad_estimator not in allowed:
+        raise UsageError(f"--grad-estimator for --model {config.model} must be one of "
+                         f"{allowed}, got {config.grad_estimator!r}.")
+
+
+# ------------------------------------------------------------------- the runs
+
+
+@dataclasses.dataclass
+class _Setup:
+    config: Config
+    dataset: Any
+    learner: Any
+    train_data: Any
+    batch_size: int
+
+
+def _load_data(config: Config):
+    from jlvm import data
+
+    try:
+        return data.load(config.data, path=config.data_path)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _setup(config: Config) -> _Setup:
+    import jax.numpy as jnp
+    import optax
+
+    from jlvm import inference
+    from jlvm.models import vae
+
+    dataset = _load_data(config)
+    X = jnp.asarray(dataset.train)
+    if config.model == "gmm":
+        learner = inference.em(config.components, reg_covar=config.reg_covar)
+        return _Setup(config, dataset, learner, X, X.shape[0])
+    likelihood = "bernoulli" if dataset.binary else "gaussian"
+    init_params = functools.partial(vae.init, data_dim=X.shape[1], latent_dim=config.latent_dim,
+                                    hidden_dims=config.hidden, likelihood=likelihood)
+    optimizer = optax.adam(config.learning_rate)
+    batch_size = min(config.batch_size, X.shape[0])
+    if config.model in ("vae", "iwae"):
+        learner = inference.amortized(init_params, optimizer,
+                                      objective="elbo" if config.model == "vae" else "iwae",
+                                      num_samples=config.num_samples,
+                                      grad_estimator=config.grad_estimator)
+        return _Setup(config, dataset, learner, X, batch_size)
+    if config.model == "semi":
+        learner = inference.semi_amortized(init_params, optimizer,
+                                           inner_steps=config.inner_steps,
+                                           inner_learning_rate=config.inner_learning_rate,
+                                           num_samples=config.num_samples)
+        return _Setup(config, dataset, learner, X, batch_size)
+    learner = inference.svi(init_params, optimizer, X.shape[0], inner_steps=config.inner_steps,
+                            inner_learning_rate=config.inner_learning_rate,
+                            num_samples=config.num_samples)
+    return _Setup(config, dataset, learner, (jnp.arange(X.shape[0], dtype=jnp.int32), X),
+                  batch_size)
+
+
+def _vae_params(setup: _Setup, state):
+    return state.params.model if setup.config.model == "svi" else state.params
+
+
+def _fresh_q(setup: _Setup, state, X, key, steps: int):
+    """For SVI: per-point Gaussian q's fitted from the prior (no encoder exists)."""
     import jax
     import jax.numpy as jnp
-    from sklearn.metrics import adjusted_rand_score
 
-    from jlvm import data
+    from jlvm.inference import _local
+
+    model = state.params.model
+
+    def one(x, k):
+        zeros = jnp.zeros(model.latent_dim)
+        refined, _, _ = _local.refine(model, x, (zeros, zeros), k, inner_steps=steps,
+                                      inner_learning_rate=setup.config.inner_learning_rate,
+                                      num_samples=1)
+        return refined
+
+    return jax.jit(jax.vmap(one))(X, jax.random.split(key, X.shape[0]))
+
+
+def _elbo_per_example(setup: _Setup, state, X, key, split: str):
+    """The ELBO of each row of X at the current parameters (K=1), nats."""
+    import jax
+    import jax.numpy as jnp
+
+    from jlvm import evaluate
+    from jlvm.inference import _local
     from jlvm.models import gmm
 
-    split = data.digits()
-    train, test = jnp.asarray(split.train), jnp.asarray(split.test)
-    params = gmm.init_from_data(jax.random.PRNGKey(args.seed), train, args.components,
-                                reg_covar=args.reg_covar)
-    start = time.perf_counter()
-    # EM in blocks of 10 compiled iterations, so progress shows while it runs
-    trace = []
-    done = 0
-    while done < args.iters:
-        block = min(10, args.iters - done)
-        params, block_trace = gmm.fit_em(params, train, block, reg_covar=args.reg_covar)
-        trace.extend(float(v) for v in block_trace)
-        done += block
-        print(f"EM iteration {done:4d}/{args.iters}: mean log p(x) = {trace[-1]:.3f} nats",
-              file=sys.stderr, flush=True)
-    seconds = time.perf_counter() - start
-    train_ll = float(jnp.mean(jax.vmap(gmm.log_marginal, in_axes=(None, 0))(params, train)))
-    test_ll = float(jnp.mean(jax.vmap(gmm.log_marginal, in_axes=(None, 0))(params, test)))
-    clusters = jax.vmap(lambda x: jnp.argmax(gmm.posterior(params, x).logits))(test)
-    return {
-        "model": "gmm",
-        "data": "digits",
-        "components": args.components,
-        "iters": args.iters,
-        "train_log_likelihood": round(train_ll, 4),
-        "test_log_likelihood": round(test_ll, 4),
-        "test_adjusted_rand_index": round(float(adjusted_rand_score(split.test_labels,
-                                                                    clusters)), 4),
-        "seconds": round(seconds, 3),
-    }
+    if setup.config.model == "gmm":  # the ELBO at q = p(z|x) is log p(x), exactly
+        return jax.jit(jax.vmap(gmm.log_marginal, in_axes=(None, 0)))(state.params, X)
+    params = _vae_params(setup, state)
+    if setup.config.model != "svi":
+        return evaluate.vae_elbo(key, params, X)
+    if split == "train":  # the stored phi^i of the training points
+        return jax.jit(jax.vmap(lambda x, m, s, k: _local.local_elbo(params, x, (m, s), k, 1)))(
+            X, state.params.mean[: X.shape[0]], state.params.log_scale[: X.shape[0]],
+            jax.random.split(key, X.shape[0]))
+    mean, log_scale = _fresh_q(setup, state, X, key, 5 * setup.config.inner_steps)
+    return jax.jit(jax.vmap(lambda x, m, s, k: _local.local_elbo(params, x, (m, s), k, 1)))(
+        X, mean, log_scale, jax.random.split(key, X.shape[0]))
+
+
+def _write_json_lines(path: pathlib.Path, records: list[dict]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(temporary, path)
+
+
+def _read_json_lines(path: pathlib.Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _prepare_run_dir(args, run_dir: pathlib.Path) -> Config:
+    config_path = run_dir / "config.json"
+    if args.resume:
+        if not config_path.is_file():
+            raise UsageError(f"--resume: {run_dir} holds no run (no config.json); start one "
+                             "without --resume.")
+        stored = Config(**{**json.loads(config_path.read_text())["config"]})
+        stored.hidden = tuple(stored.hidden)
+        config = _config_from(args, stored)
+        changed = [f.name for f in dataclasses.fields(Config)
+                   if f.name != "epochs" and getattr(config, f.name) != getattr(stored, f.name)]
+        if changed:
+            raise UsageError(f"--resume continues the stored configuration; these differ from "
+                             f"{config_path}: {', '.join(changed)}. Only --epochs may change.")
+        return config
+    if config_path.exists() or (run_dir / "checkpoints").exists():
+        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                         "choose a new --out (nothing was overwritten).")
+    return _config_from(args, Config())
+
+
+def _train(args) -> int:
+    config_base = Config()
+    run_dir = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / (
+        f"{args.model or config_base.model}-{args.data or config_base.data}-"
+        f"{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    config = _prepare_run_dir(args, run_dir)
+    _validate(config)
+
+    import jax
+    import numpy as np
+    from tqdm import tqdm
+
+    from jlvm import checkpoint, train
+
+    setup = _setup(config)
+    steps_per_epoch = (1 if config.model == "gmm"
+                       else train.num_batches(setup.dataset.train.shape[0], setup.batch_size))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.json"
+    if not args.resume or not config_path.is_file():
+        temporary = run_dir / ".config.json.tmp"
+        temporary.write_text(json.dumps({"config": dataclasses.asdict(config),
+                                         "data_dim": int(setup.dataset.train.shape[1]),
+                                         "steps_per_epoch": steps_per_epoch}, indent=2))
+        os.replace(temporary, config_path)
+    else:
+        stored = json.loads(config_path.read_text())
+        stored["config"]["epochs"] = config.epochs
+        temporary = run_dir / ".config.json.tmp"
+        temporary.write_text(json.dumps(stored, indent=2))
+        os.replace(temporary, config_path)
+
+    key = jax.random.PRNGKey(config.seed)
+    first = jax.tree_util.tree_map(lambda a: a[: setup.batch_size], setup.train_data)
+    state = setup.learner.init(key, first)
+    checkpoints = run_dir / "checkpoints"
+    start_epoch = 1
+    metrics_path = run_dir / "metrics.jsonl"
+    records = []
+    latest = checkpoint.latest_step(checkpoints)
+    if latest is not None:
+        state = checkpoint.restore(checkpoints, state, latest)
+        start_epoch = latest + 1
+        records = [r for r in _read_json_lines(metrics_path) if r["epoch"] <= latest]
+        _write_json_lines(metrics_path, records)
+    elif metrics_path.exists():
+        _write_json_lines(metrics_path, [])
+    if start_epoch > config.epochs:
+        print(f"jlvm: {run_dir} already completed {latest} epochs (--epochs {config.epochs}).",
+              file=sys.stderr)
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=(start_epoch - 1) * steps_per_epoch,
+               unit="step", desc=f"{config.model} on {config.data}", file=sys.stderr,
+               disable=None, mininterval=0.5)
+    if config.model == "gmm":
+        step = jax.jit(setup.learner.step)
+        epoch_fn = lambda s, d: (lambda out: (out[0], jax.tree_util.tree_map(
+            lambda v: v[None], out[1])))(step(s, d))
+    else:
+        epoch_fn = train.make_epoch(setup.learner, setup.batch_size, progress=bar.update)
+    X_train = setup.dataset.train[:EVAL_SUBSET]
+    started = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs + 1):
+        state, metrics = epoch_fn(state, setup.train_data)
+        if config.model == "gmm":
+            bar.update(1)
+        summary = train.summarize(metrics)
+        if summary.pop("finite") < 1.0:
+            bar.close()
+            kept = (f"the checkpoint of epoch {epoch - 1} is intact" if epoch > 1
+                    else "no checkpoint was written")
+            raise UsageError(f"training produced a non-finite loss in epoch {epoch} (the "
+                             f"parameters were not updated with it); {kept}. Lower "
+                             "--learning-rate, or choose another --seed.")
+        eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), epoch)
+        record = {"epoch": epoch, "step": int(state.step)}
+        record.update({f"train_{name}_during_epoch": value for name, value in summary.items()})
+        record["train_elbo"] = float(np.mean(np.asarray(
+            _elbo_per_example(setup, state, X_train, eval_key, "train"))))
+        if setup.dataset.valid is not None:
+            record["valid_elbo"] = float(np.mean(np.asarray(_elbo_per_example(
+                setup, state, setup.dataset.valid, eval_key, "valid"))))
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        records.append(record)
+        _write_json_lines(metrics_path, records)
+        checkpoint.save(checkpoints, epoch, state)
+        if epoch == config.epochs or epoch % max(1, config.epochs // 10) == 0:
+            bar.write(f"epoch {epoch:4d}: train ELBO {record['train_elbo']:.3f} nats"
+                      + (f", valid ELBO {record['valid_elbo']:.3f}" if "valid_elbo" in record
+                         else ""), file=sys.stderr)
+    bar.close()
+    if records:
+        _figures(setup, state, run_dir, records)
+    print(json.dumps({"run_dir": str(run_dir), "epochs": config.epochs,
+                      "train_elbo": records[-1]["train_elbo"] if records else None,
+                      "seconds": round(time.perf_counter() - started, 3)}))
+    return 0
+
+
+# -------------------------------------------------------------------- figures
+
+
+def _model_samples(setup: _Setup, state, key, n: int):
+    import jax
+    import numpy as np
+
+    from jlvm.models import gmm, vae
+
+    if setup.config.model == "gmm":
+        x, _ = gmm.sample(key, state.params, n)
+        return np.clip(np.asarray(x), 0, 1) if setup.dataset.image_shape else np.asarray(x)
+    params = _vae_params(setup, state)
+    z = jax.random.normal(key, (n, params.latent_dim))
+    if setup.dataset.image_shape:  # the mean image E[x | z] shows the digit best
+        return np.asarray(jax.vmap(functools.partial(vae.mean_image, params))(z))
+    return np.asarray(vae.sample(key, params, n)[0])
+
+
+def _codes(setup: _Setup, state, X, key):
+    """E_q[z | x] (or, for the mixture, the most probable component)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jlvm.models import gmm, vae
+
+    if setup.config.model == "gmm":
+        return np.asarray(jax.vmap(lambda x: jnp.argmax(gmm.posterior(state.params, x).logits))(X))
+    params = _vae_params(setup, state)
+    if setup.config.model == "svi":
+        return np.asarray(_fresh_q(setup, state, X, key, 5 * setup.config.inner_steps)[0])
+    return np.asarray(jax.vmap(lambda x: vae.encoder(params, x).mean())(X))
+
+
+def _figures(setup: _Setup, state, run_dir: pathlib.Path, records: list[dict]) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jlvm import plots
+    from jlvm.models import gmm, vae
+
+    key = jax.random.PRNGKey(setup.config.seed + 2)
+    dataset = setup.dataset
+    title = f"{setup.config.model} on {setup.config.data}"
+    samples = _model_samples(setup, state, key, 64)
+    if dataset.image_shape:
+        plots.save(plots.image_grid(samples, dataset.image_shape,
+                                    title=f"{title}: E[x|z], z ~ p(z)"), run_dir / "samples.png")
+    else:
+        plots.save(plots.scatter_pairs([dataset.test, samples], ["test data", "model samples"],
+                                       title=title), run_dir / "samples.png")
+    X = jnp.asarray(dataset.test[:2000])
+    codes = _codes(setup, state, X, key)
+    if setup.config.model == "gmm":
+        components = state.params.means[codes[:10]]
+        reconstructions = np.clip(np.asarray(components), 0, 1)
+        centered = np.asarray(X) - np.asarray(X).mean(0)
+        _, _, vt = np.linalg.svd(centered, full_matrices=False)
+        latent = plots.latent_scatter(centered @ vt[:2].T, codes,
+                                      title=f"{title}: data (2 PCs) by most probable component")
+    else:
+        params = _vae_params(setup, state)
+        reconstructions = np.asarray(jax.vmap(functools.partial(vae.mean_image, params))(
+            jnp.asarray(codes[:10])))
+        latent = plots.latent_scatter(codes, dataset.test_labels[:2000]
+                                      if dataset.test_labels is not None else None,
+                                      title=f"{title}: E_q[z|x] of test data")
+    if dataset.image_shape:
+        plots.save(plots.reconstruction_grid(np.asarray(X[:10]), reconstructions,
+                                             dataset.image_shape, title=title),
+                   run_dir / "reconstructions.png")
+    else:
+        plots.save(plots.scatter_pairs([X[:10], reconstructions], ["data", "reconstruction"],
+                                       title=title), run_dir / "reconstructions.png")
+    plots.save(latent, run_dir / "latent.png")
+    plots.save(plots.training_curves(records, title=title), run_dir / "elbo.png")
+    del gmm
+
+
+# ------------------------------------------------------------ evaluate, sample
+
+
+def _load_run(run_dir: pathlib.Path):
+    from jlvm import checkpoint
+
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{run_dir} holds no run (no config.json); train one with jlvm train.")
+    stored = json.loads(config_path.read_text())["config"]
+    stored["hidden"] = tuple(stored["hidden"])
+    config = Config(**stored)
+    setup = _setup(config)
+    import jax
+
+    first = jax.tree_util.tree_map(lambda a: a[: setup.batch_size], setup.train_data)
+    state = setup.learner.init(jax.random.PRNGKey(config.seed), first)
+    if checkpoint.latest_step(run_dir / "checkpoints") is None:
+        raise UsageError(f"{run_dir} has no complete checkpoint yet; resume its training with "
+                         f"jlvm train --out {run_dir} --resume.")
+    return setup, checkpoint.restore(run_dir / "checkpoints", state)
+
+
+def _evaluate(args) -> int:
+    if args.num_samples < 1 or args.chunk_size < 1 or args.batch_size < 1:
+        raise UsageError("--num-samples, --chunk-size and --batch-size must be >= 1.")
+    setup, state = _load_run(pathlib.Path(args.run_dir))
+    import jax
+    import jax.numpy as jnp
+
+    from jlvm import evaluate
+    from jlvm.models import gmm
+
+    X = getattr(setup.dataset, args.split)
+    if X is None:
+        raise UsageError(f"data set {setup.config.data} has no {args.split} split.")
+    X = jnp.asarray(X)
+    key = jax.random.PRNGKey(args.seed)
+    started = time.perf_counter()
+    if setup.config.model == "gmm":
+        log_likelihood = jax.jit(jax.vmap(gmm.log_marginal, in_axes=(None, 0)))(state.params, X)
+        elbo = log_likelihood
+    else:
+        params = _vae_params(setup, state)
+        if setup.config.model == "svi":
+            # no encoder: each test point gets its own q fitted from the prior, then IS
+            mean, log_scale = _fresh_q(setup, state, X, key, 5 * setup.config.inner_steps)
+            rows = jnp.concatenate([X, mean, log_scale], axis=1)
+            svi_is = functools.partial(_svi_bounds, params, X.shape[1], args.num_samples,
+                                       args.chunk_size)
+            both = jax.jit(lambda k, r: evaluate.map_over_data(svi_is, k, r, args.batch_size))
+            bounds = both(key, rows)
+            log_likelihood, elbo = bounds[:, 0], bounds[:, 1]
+        else:
+            log_likelihood = evaluate.vae_log_likelihood(key, params, X, args.num_samples,
+                                                         batch_size=args.batch_size,
+                                                         chunk_size=args.chunk_size)
+            elbo = evaluate.vae_elbo(jax.random.fold_in(key, 1), params, X)
+    jax.block_until_ready(log_likelihood)
+    seconds = time.perf_counter() - started
+    ll_mean, ll_se = evaluate.summary(log_likelihood)
+    elbo_mean, elbo_se = evaluate.summary(elbo)
+    print(json.dumps({
+        "run_dir": args.run_dir, "split": args.split, "num_examples": int(X.shape[0]),
+        "num_samples": args.num_samples if setup.config.model != "gmm" else None,
+        "log_likelihood": round(ll_mean, 4), "log_likelihood_se": round(ll_se, 4),
+        "elbo": round(elbo_mean, 4), "elbo_se": round(elbo_se, 4),
+        "gap": round(ll_mean - elbo_mean, 4),
+        "bits_per_dim": round(evaluate.bits_per_dim(ll_mean, X.shape[1]), 5),
+        "seconds": round(seconds, 3)}))
+    return 0
+
+
+def _svi_bounds(params, data_dim, num_samples, chunk_size, key, row):
+    """(IS log p(x), ELBO) for one row [x, mean, log_scale] of a fitted per-point q."""
+    import jax
+    import jax.numpy as jnp
+
+    from jlvm import estimators
+    from jlvm.inference import _local
+    from jlvm.models import vae
+
+    latent = (row.shape[0] - data_dim) // 2
+    x = row[:data_dim]
+    phi = (row[data_dim:data_dim + latent], row[data_dim + latent:])
+    log_joint = functools.partial(vae.log_joint, params, x)
+    is_key, elbo_key = jax.random.split(key)
+    return jnp.stack([
+        estimators.log_marginal_is(is_key, log_joint, _local.gaussian_q(*phi), num_samples,
+                                   chunk_size=min(chunk_size, num_samples)),
+        _local.local_elbo(params, x, phi, elbo_key, 1)])
+
+
+def _sample(args) -> int:
+    out = pathlib.Path(args.out)
+    if out.exists():
+        raise UsageError(f"{out} exists; choose another --out (nothing was overwritten).")
+    if args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}.")
+    if not out.parent.is_dir():
+        raise UsageError(f"folder {out.parent} does not exist.")
+    setup, state = _load_run(pathlib.Path(args.run_dir))
+    import jax
+
+    from jlvm import plots
+
+    samples = _model_samples(setup, state, jax.random.PRNGKey(args.seed), args.n)
+    if setup.dataset.image_shape:
+        figure = plots.image_grid(samples, setup.dataset.image_shape,
+                                  title=f"{args.n} samples, E[x|z], z ~ p(z)")
+    else:
+        figure = plots.scatter_pairs([samples], ["model samples"])
+    plots.save(figure, out)
+    print(json.dumps({"out": str(out), "n": args.n}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "fit-gmm":
-        if not args.reg_covar > 0:
-            print("jlvm: --reg-covar must be > 0 (digits have constant pixels)", file=sys.stderr)
-            return 2
-        print(json.dumps(_fit_gmm(args)))
-    return 0
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
+        return _sample(args)
+    except UsageError as error:
+        print(f"jlvm {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"jlvm {args.command}: interrupted; the last complete checkpoint is kept "
+              "(continue with --resume).", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

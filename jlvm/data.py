@@ -1,22 +1,50 @@
-"""Data sets. The default is scikit-learn's bundled handwritten digits: no network needed."""
+"""Data sets, as NumPy arrays of one example per row.
+
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (the embedded default; no network).
+- ``binarized_mnist``: the statically binarized MNIST of Larochelle & Murray (2011), 50k/10k/10k,
+  read from the published ``binarized_mnist_{train,valid,test}.amat`` text files or from a
+  ``.npz`` with ``train``/``valid``/``test`` keys, found through a path or ``JLVM_DATA_DIR``;
+  ``download_binarized_mnist`` fetches and checks the published files.
+- ``blobs`` and ``lecture_2d``: synthetic data drawn from the lecture's models.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import pathlib
+import shutil
+import tempfile
+import urllib.request
 from typing import NamedTuple
 
 import numpy as np
 
+MNIST_SPLITS = {"train": 50_000, "valid": 10_000, "test": 10_000}
+MNIST_PIXELS = 784
+MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist"
+DATA_DIR_VARIABLE = "JLVM_DATA_DIR"
+NAMES = ("digits", "digits-gray", "binarized-mnist", "blobs", "lecture-2d")
 
-class Split(NamedTuple):
-    """train: [N, D] float32; test: [M, D] float32; labels alongside (for plots and scores)."""
 
+class Dataset(NamedTuple):
+    """Splits as float32 [N, D] arrays; ``valid`` and labels are None where there are none.
+
+    binary: whether every value is 0 or 1 (what a Bernoulli likelihood needs).
+    image_shape: (height, width) for pictures, or None for non-image data.
+    """
+
+    name: str
     train: np.ndarray
+    valid: np.ndarray | None
     test: np.ndarray
-    train_labels: np.ndarray
-    test_labels: np.ndarray
+    train_labels: np.ndarray | None
+    test_labels: np.ndarray | None
+    binary: bool
+    image_shape: tuple[int, int] | None
 
 
-def digits(*, binarize: bool = False, test_fraction: float = 0.2, split_seed: int = 0) -> Split:
+def digits(*, binarize: bool = True, test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
     """scikit-learn's 8x8 handwritten digits (1797 images, 64 pixels), scaled to [0, 1].
 
     Args:
@@ -36,4 +64,167 @@ def digits(*, binarize: bool = False, test_fraction: float = 0.2, split_seed: in
     order = np.random.default_rng(split_seed).permutation(images.shape[0])
     num_test = int(round(test_fraction * images.shape[0]))
     test, train = order[:num_test], order[num_test:]
-    return Split(images[train], images[test], labels[train], labels[test])
+    return Dataset("digits" if binarize else "digits-gray", images[train], None, images[test],
+                   labels[train], labels[test], binarize, (8, 8))
+
+
+def _data_dir(path: str | os.PathLike | None) -> pathlib.Path:
+    if path is not None:
+        return pathlib.Path(path)
+    env = os.environ.get(DATA_DIR_VARIABLE)
+    if not env:
+        raise FileNotFoundError(
+            "binarized MNIST: no path given and JLVM_DATA_DIR is not set. Point JLVM_DATA_DIR "
+            "at a folder holding binarized_mnist.npz or binarized_mnist_{train,valid,test}.amat, "
+            "or fetch them with jlvm.data.download_binarized_mnist(folder).")
+    return pathlib.Path(env)
+
+
+def _check_split(array: np.ndarray, split: str, source: pathlib.Path,
+                 expected_rows: int | None) -> np.ndarray:
+    if array.ndim != 2 or array.shape[1] != MNIST_PIXELS:
+        raise ValueError(f"{source}: split {split!r} must have shape [N, {MNIST_PIXELS}], "
+                         f"got {array.shape}.")
+    if expected_rows is not None and array.shape[0] != expected_rows:
+        raise ValueError(f"{source}: split {split!r} must have {expected_rows} rows, got "
+                         f"{array.shape[0]} (a truncated or different file).")
+    if not np.all((array == 0) | (array == 1)):
+        raise ValueError(f"{source}: split {split!r} must hold only 0/1 pixels.")
+    return array.astype(np.float32)
+
+
+def read_amat(path: str | os.PathLike, split: str = "?",
+              expected_rows: int | None = None) -> np.ndarray:
+    """One published ``.amat`` file: one image a line, 784 space-separated 0/1 values."""
+    path = pathlib.Path(path)
+    try:
+        array = np.loadtxt(path, dtype=np.float32, ndmin=2)
+    except ValueError as error:
+        raise ValueError(f"{path}: not a binarized MNIST .amat file ({error}).") from None
+    return _check_split(array, split, path, expected_rows)
+
+
+def binarized_mnist(path: str | os.PathLike | None = None, *,
+                    check_sizes: bool = True) -> Dataset:
+    """Statically binarized MNIST: train [50000, 784], valid [10000, 784], test [10000, 784].
+
+    Args:
+      path: a ``.npz`` file, or a folder holding ``binarized_mnist.npz`` or the three
+        ``binarized_mnist_{train,valid,test}.amat`` files; default ``$JLVM_DATA_DIR``.
+      check_sizes: insist on the published 50k/10k/10k split sizes.
+    """
+    location = _data_dir(path)
+    expected = MNIST_SPLITS if check_sizes else dict.fromkeys(MNIST_SPLITS)
+    npz = location if location.suffix == ".npz" else location / "binarized_mnist.npz"
+    amats = {s: location / f"binarized_mnist_{s}.amat" for s in MNIST_SPLITS}
+    if npz.is_file():
+        try:
+            with np.load(npz) as archive:
+                missing = [s for s in MNIST_SPLITS if s not in archive.files]
+                if missing:
+                    raise ValueError(f"{npz}: missing keys {missing}; expected train, valid, "
+                                     "test.")
+                splits = {s: _check_split(archive[s], s, npz, expected[s]) for s in MNIST_SPLITS}
+        except (OSError, EOFError, ValueError) as error:
+            if isinstance(error, ValueError) and str(npz) in str(error):
+                raise
+            raise ValueError(f"{npz}: not a readable .npz archive ({error}).") from None
+    elif all(p.is_file() for p in amats.values()):
+        splits = {s: read_amat(amats[s], s, expected[s]) for s in MNIST_SPLITS}
+    else:
+        raise FileNotFoundError(
+            f"binarized MNIST not found in {location}: expected binarized_mnist.npz or "
+            "binarized_mnist_{train,valid,test}.amat there (set JLVM_DATA_DIR or pass path; "
+            "jlvm.data.download_binarized_mnist fetches the .amat files).")
+    return Dataset("binarized-mnist", splits["train"], splits["valid"], splits["test"], None,
+                   None, True, (28, 28))
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_binarized_mnist(cache_dir: str | os.PathLike, *, base_url: str = MNIST_URL,
+                             sha256: dict[str, str] | None = None,
+                             check_sizes: bool = True) -> pathlib.Path:
+    """Fetches the three published ``.amat`` files into ``cache_dir`` and verifies them.
+
+    Each file is downloaded to a temporary name, checked (its SHA-256 when ``sha256`` gives
+    one, and always its shape and 0/1 values), then renamed into place, so an interrupted
+    or corrupt download never leaves a file that looks complete. Files already present and
+    valid are kept. Returns ``cache_dir``, ready for ``binarized_mnist(cache_dir)``.
+    """
+    cache = pathlib.Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    for split, rows in MNIST_SPLITS.items():
+        name = f"binarized_mnist_{split}.amat"
+        target = cache / name
+        expected_rows = rows if check_sizes else None
+        if target.is_file():
+            read_amat(target, split, expected_rows)
+            continue
+        handle, temporary = tempfile.mkstemp(dir=cache, prefix=f".{name}.", suffix=".part")
+        os.close(handle)
+        temporary = pathlib.Path(temporary)
+        try:
+            with urllib.request.urlopen(f"{base_url}/{name}") as response, \
+                    open(temporary, "wb") as out:
+                shutil.copyfileobj(response, out)
+            if sha256 and split in sha256 and _sha256(temporary) != sha256[split]:
+                raise ValueError(f"{base_url}/{name}: SHA-256 {_sha256(temporary)} does not "
+                                 f"match the expected {sha256[split]}.")
+            read_amat(temporary, split, expected_rows)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+    return cache
+
+
+def blobs(n: int = 2000, *, seed: int = 0, num_components: int = 3) -> Dataset:
+    """Samples of a 2-D Gaussian mixture (``models.gmm``), labelled by component."""
+    import jax
+    import jax.numpy as jnp
+
+    from jlvm.models import gmm
+
+    angles = 2 * np.pi * np.arange(num_components) / num_components
+    params = gmm.Params(
+        logits=jnp.zeros(num_components),
+        means=jnp.asarray(3.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1), jnp.float32),
+        scale_tril=jnp.broadcast_to(0.7 * jnp.eye(2), (num_components, 2, 2)))
+    x, z = gmm.sample(jax.random.PRNGKey(seed), params, n)
+    x, z = np.asarray(x, np.float32), np.asarray(z, np.int32)
+    cut = int(0.8 * n)
+    return Dataset("blobs", x[:cut], None, x[cut:], z[:cut], z[cut:], False, None)
+
+
+def lecture_2d(n: int = 2000, *, seed: int = 0) -> Dataset:
+    """Samples of the lecture's 2-D example, mu(z) = sigmoid(Az + c), Sigma = diag(exp(sigmoid(Bz + d)))."""
+    import jax
+
+    from jlvm.models import vae
+
+    params = vae.lecture_example(jax.random.PRNGKey(seed + 1000))
+    x, _ = vae.sample(jax.random.PRNGKey(seed), params, n)
+    x = np.asarray(x, np.float32)
+    cut = int(0.8 * n)
+    return Dataset("lecture-2d", x[:cut], None, x[cut:], None, None, False, None)
+
+
+def load(name: str, *, path: str | os.PathLike | None = None) -> Dataset:
+    """A data set by its command-line name: one of ``NAMES``."""
+    if name == "digits":
+        return digits(binarize=True)
+    if name == "digits-gray":
+        return digits(binarize=False)
+    if name == "binarized-mnist":
+        return binarized_mnist(path)
+    if name == "blobs":
+        return blobs()
+    if name == "lecture-2d":
+        return lecture_2d()
+    raise ValueError(f"data must be one of {NAMES}, got {name!r}.")

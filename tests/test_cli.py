@@ -1,40 +1,130 @@
-"""The `jlvm` command, run in-process and as an installed console script."""
+"""The `jlvm` command end to end, on tiny settings, in temporary directories."""
 
 import json
-import shutil
+import os
+import pathlib
+import signal
 import subprocess
+import sys
+import time
 
+import jax
+import numpy as np
 import pytest
 
-from jlvm import cli
+from jlvm import checkpoint, cli
+
+TINY = ["--latent-dim", "2", "--hidden", "16", "--batch-size", "100"]
+FILES = ["config.json", "metrics.jsonl", "samples.png", "reconstructions.png", "latent.png",
+         "elbo.png"]
 
 
-def test_fit_gmm_prints_one_json_line(capsys):
-    assert cli.main(["fit-gmm", "--components", "3", "--iters", "12", "--seed", "1"]) == 0
+def _run(argv, capsys):
+    code = cli.main(argv)
     out, err = capsys.readouterr()
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["components"] == 3 and result["iters"] == 12
-    assert result["train_log_likelihood"] > result["test_log_likelihood"] - 50
-    assert -1.0 <= result["test_adjusted_rand_index"] <= 1.0
-    assert "EM iteration   12/12" in err  # progress went to stderr
+    return code, out, err
 
 
-@pytest.mark.parametrize("argv", [["fit-gmm", "--iters", "0"], ["fit-gmm", "--components", "-1"],
-                                  ["train-something"]])
-def test_bad_arguments_exit_with_usage_error(argv):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(argv)
-    assert exit_info.value.code == 2
+def _final_state(run_dir):
+    setup, state = cli._load_run(pathlib.Path(run_dir))
+    return state
 
 
-def test_reg_covar_must_be_positive(capsys):
-    assert cli.main(["fit-gmm", "--reg-covar", "0"]) == 2
-    assert "--reg-covar" in capsys.readouterr().err
+@pytest.mark.parametrize("model", ["vae", "iwae", "semi", "svi", "gmm"])
+def test_train_writes_the_whole_run_directory(model, tmp_path, capsys):
+    out = tmp_path / model
+    extra = ["--inner-steps", "2"] if model in ("svi", "semi") else []
+    extra += ["--components", "3"] if model == "gmm" else []
+    code, stdout, err = _run(["train", "--model", model, "--epochs", "2", "--out", str(out),
+                              *TINY, *extra], capsys)
+    assert code == 0, err
+    for name in FILES:
+        assert (out / name).is_file(), name
+    for name in ("samples.png", "reconstructions.png", "latent.png", "elbo.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(np.isfinite(r["train_elbo"]) for r in records)
+    assert json.loads(stdout)["run_dir"] == str(out)
+    assert checkpoint.latest_step(out / "checkpoints") == 2
+
+    code, stdout, err = _run(["evaluate", str(out), "--num-samples", "50"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    for field in ("log_likelihood", "elbo", "gap", "seconds", "bits_per_dim"):
+        assert field in result
+    # importance sampling's estimate is at least the ELBO (up to their standard errors)
+    assert result["log_likelihood"] >= result["elbo"] - 3 * result["elbo_se"]
+
+    png = tmp_path / f"{model}-samples.png"
+    code, _, err = _run(["sample", str(out), "--n", "16", "--out", str(png)], capsys)
+    assert code == 0 and png.read_bytes()[:4] == b"\x89PNG", err
 
 
-@pytest.mark.skipif(shutil.which("jlvm") is None, reason="console script not installed")
-def test_console_script_runs():
-    done = subprocess.run(["jlvm", "fit-gmm", "--components", "2", "--iters", "3"],
+def test_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert _run(["train", "--epochs", "4", "--out", str(whole), *TINY], capsys)[0] == 0
+    assert _run(["train", "--epochs", "2", "--out", str(split), *TINY], capsys)[0] == 0
+    assert _run(["train", "--epochs", "4", "--out", str(split), "--resume"], capsys)[0] == 0
+    for a, b in zip(jax.tree_util.tree_leaves(_final_state(whole)),
+                    jax.tree_util.tree_leaves(_final_state(split))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    lines = (split / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_killing_train_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path):
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "jlvm", "train", "--epochs", "400", "--out", str(run_dir),
+               *TINY]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    deadline = time.time() + 240
+    while time.time() < deadline and checkpoint.latest_step(run_dir / "checkpoints") in (None,
+                                                                                          1, 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up: the hardest interruption
+    process.wait()
+    step = checkpoint.latest_step(run_dir / "checkpoints")
+    assert step is not None and step < 400
+    state = _final_state(run_dir)  # loads
+    assert int(state.step) == step * 14
+    done = subprocess.run([*command[:5], str(step + 2), "--out", str(run_dir), "--resume"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["model"] == "gmm"
+    assert checkpoint.latest_step(run_dir / "checkpoints") == step + 2
+
+
+def test_bad_input_stops_with_one_line_and_overwrites_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(["train", "--epochs", "1", "--out", str(out), *TINY], capsys)[0] == 0
+    before = (out / "metrics.jsonl").read_text()
+    code, _, err = _run(["train", "--epochs", "1", "--out", str(out), *TINY], capsys)
+    assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    assert (out / "metrics.jsonl").read_text() == before
+    code, _, err = _run(["train", "--epochs", "-3", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "--epochs must be >= 1" in err
+    code, _, err = _run(["train", "--resume", "--out", str(tmp_path / "none")], capsys)
+    assert code == 2 and "no config.json" in err
+    code, _, err = _run(["train", "--resume", "--out", str(out), "--latent-dim", "5"], capsys)
+    assert code == 2 and "latent_dim" in err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--model", "flow"])
+    assert exit_info.value.code == 2
+    code, _, err = _run(["train", "--epochs", "3", "--learning-rate", "1e30", "--out",
+                         str(tmp_path / "nan"), *TINY], capsys)
+    assert code == 2 and "non-finite loss" in err
+    code, _, err = _run(["sample", str(out), "--out", str(out / "samples.png")], capsys)
+    assert code == 2 and "exists" in err
+    code, _, err = _run(["evaluate", str(tmp_path / "none")], capsys)
+    assert code == 2 and "no config.json" in err
+    code, _, err = _run(["train", "--data", "binarized-mnist", "--data-path",
+                         str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")], capsys)
+    assert code == 2 and "binarized MNIST not found" in err
+
+
+def test_default_output_directory_is_new_each_time(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, _ = _run(["train", "--epochs", "1", *TINY], capsys)
+    assert code == 0
+    assert pathlib.Path(json.loads(stdout)["run_dir"]).parent == pathlib.Path("runs")

@@ -1,0 +1,87 @@
+"""Evaluation over whole data sets: log-likelihood by importance sampling, ELBO, bits/dim.
+
+Data points are processed ``batch_size`` at a time (``lax.map`` over batches, ``vmap``
+within one) and each data point's K draws ``chunk_size`` at a time, so memory is bounded by
+batch_size x chunk_size evaluations of the decoder whatever N and K are.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jlvm import _checks, estimators
+
+
+def map_over_data(per_example: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array,
+                  X: jax.Array, batch_size: int) -> jax.Array:
+    """per_example(key_n, x_n) for every row of X [N, D] -> [N, ...], batch by batch."""
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    count = X.shape[0]
+    batches = -(-count // batch_size)
+    padded = jnp.concatenate([X, jnp.repeat(X[:1], batches * batch_size - count, axis=0)])
+    keys = jax.random.split(key, batches * batch_size)
+    shape = (batches, batch_size)
+    values = jax.lax.map(lambda args: jax.vmap(per_example)(*args),
+                         (keys.reshape(shape + keys.shape[1:]),
+                          padded.reshape(shape + X.shape[1:])))
+    return values.reshape((batches * batch_size,) + values.shape[2:])[:count]
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples", "batch_size", "chunk_size"))
+def _vae_log_likelihood(key, params, X, num_samples, batch_size, chunk_size):
+    from jlvm.models import vae
+
+    def one(k, x):
+        return estimators.log_marginal_is(k, functools.partial(vae.log_joint, params, x),
+                                          vae.encoder(params, x), num_samples,
+                                          chunk_size=chunk_size)
+
+    return map_over_data(one, key, X, batch_size)
+
+
+def vae_log_likelihood(key: jax.Array, params: Any, X: jax.Array, num_samples: int, *,
+                       batch_size: int = 100, chunk_size: int | None = 500) -> jax.Array:
+    """log p(x_n) by importance sampling with K draws from the encoder, for every row: [N].
+
+    ``log (1/K) sum_k p(x, z_k) / q(z_k | x)``, z_k ~ q(z | x), chunk_size draws at a time.
+    """
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    chunk_size = min(_checks.positive_int(chunk_size or num_samples, "chunk_size"), num_samples)
+    return _vae_log_likelihood(key, params, jnp.asarray(X), num_samples, batch_size, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples", "batch_size"))
+def _vae_elbo(key, params, X, num_samples, batch_size):
+    from jlvm.models import vae
+
+    def one(k, x):
+        return estimators.elbo(k, functools.partial(vae.log_joint, params, x),
+                               vae.encoder(params, x), num_samples)
+
+    return map_over_data(one, key, X, batch_size)
+
+
+def vae_elbo(key: jax.Array, params: Any, X: jax.Array, num_samples: int = 1, *,
+             batch_size: int = 500) -> jax.Array:
+    """The ELBO of every row of X with the encoder's q: [N] (K draws each)."""
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    return _vae_elbo(key, params, jnp.asarray(X), num_samples, batch_size)
+
+
+def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:
+    """-log2 p(x) / D: nats per example to bits per dimension."""
+    return -float(log_likelihood_nats) / (data_dim * math.log(2))
+
+
+def summary(values: Any) -> tuple[float, float]:
+    """Mean and standard error of per-example values."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(max(len(values), 1)))

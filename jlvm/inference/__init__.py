@@ -1,0 +1,13 @@
+"""Learning algorithms, each a function returning ``jlvm.train.Learner(init, step)``.
+
+- ``amortized``: the VAE (ELBO) or IWAE objective over encoder and decoder jointly.
+- ``semi_amortized``: the encoder's q refined per data point by a few gradient steps.
+- ``svi``: one variational parameter set per data point, optimized in an inner loop.
+- ``em``: expectation maximization for the Gaussian mixture.
+"""
+
+from jlvm.inference.amortized import amortized, semi_amortized
+from jlvm.inference.em import em
+from jlvm.inference.svi import SVIParams, svi
+
+__all__ = ["SVIParams", "amortized", "em", "semi_amortized", "svi"]

@@ -1,0 +1,90 @@
+"""Stochastic variational inference with one variational parameter set per data point."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jlvm import _checks
+from jlvm.inference import _local
+from jlvm.models import vae
+from jlvm.train import Learner, TrainState, keep_if_finite
+
+
+class SVIParams(NamedTuple):
+    """model: the decoder's ``vae.Params`` (theta); mean, log_scale: [N, L] the table of
+    per-datapoint q(z; phi^i) = N(mean[i], diag exp(log_scale[i])^2)."""
+
+    model: Any
+    mean: jax.Array
+    log_scale: jax.Array
+
+
+def svi(init_params: Callable[[jax.Array], vae.Params], optimizer: optax.GradientTransformation,
+        num_data: int, *, inner_steps: int = 20, inner_learning_rate: float = 0.05,
+        num_samples: int = 1) -> Learner:
+    """Non-amortized SVI, as in the lecture's algorithm.
+
+    For a batch of data points i: starting from the stored phi^i, take ``inner_steps``
+    Adam steps of gradient ascent on ELBO(x_i; theta, phi^i) (vmapped over the batch), store
+    phi^{i,*}, then take one optimizer step on theta with the gradient of the batch ELBO at
+    phi^{i,*}. The encoder in ``vae.Params`` is not used.
+
+    Args:
+      init_params: key -> ``vae.Params`` (its decoder is theta).
+      optimizer: optax optimizer for theta.
+      num_data: N, the size of the phi table (data points are addressed by index).
+      inner_steps, inner_learning_rate: the per-datapoint inner optimization.
+      num_samples: draws per ELBO estimate.
+
+    Returns:
+      ``Learner`` whose batches are ``(index [B] int32, x [B, D])``; ``step`` reports
+      ``loss``, ``elbo`` (at phi*, nats per example), ``elbo_before_inner`` and
+      ``inner_gain`` (= elbo - elbo_before_inner), and ``finite``.
+    """
+    num_data = _checks.positive_int(num_data, "num_data")
+    inner_steps = _checks.positive_int(inner_steps, "inner_steps")
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+
+    def init(key: jax.Array, batch) -> TrainState:
+        del batch
+        params_key, state_key = jax.random.split(key)
+        model = init_params(params_key)
+        # phi^i starts at the prior N(0, I)
+        params = SVIParams(model, jnp.zeros((num_data, model.latent_dim)),
+                           jnp.zeros((num_data, model.latent_dim)))
+        return TrainState(params, optimizer.init(model), jnp.zeros((), jnp.int32), state_key)
+
+    def step(state: TrainState, batch):
+        index, x = batch
+        key, inner_key, theta_key = jax.random.split(state.key, 3)
+        params = state.params
+        phi = (params.mean[index], params.log_scale[index])
+        refined, before, after = jax.vmap(
+            lambda xi, mean, log_scale, k: _local.refine(
+                params.model, xi, (mean, log_scale), k, inner_steps=inner_steps,
+                inner_learning_rate=inner_learning_rate, num_samples=num_samples)
+        )(x, *phi, jax.random.split(inner_key, x.shape[0]))
+        refined = jax.lax.stop_gradient(refined)
+
+        def loss_fn(model):
+            keys = jax.random.split(theta_key, x.shape[0])
+            values = jax.vmap(lambda xi, m, s, k: _local.local_elbo(model, xi, (m, s), k,
+                                                                    num_samples))(
+                x, *refined, keys)
+            return -jnp.mean(values)
+
+        loss, grads = jax.value_and_grad(loss_fn)(params.model)
+        updates, opt_state = optimizer.update(grads, state.opt_state, params.model)
+        new_params = SVIParams(optax.apply_updates(params.model, updates),
+                               params.mean.at[index].set(refined[0]),
+                               params.log_scale.at[index].set(refined[1]))
+        new = TrainState(new_params, opt_state, state.step + 1, key)
+        new = keep_if_finite(loss, new, state._replace(key=key))
+        return new, {"loss": loss, "elbo": jnp.mean(after), "elbo_before_inner": jnp.mean(before),
+                     "inner_gain": jnp.mean(after - before), "finite": jnp.isfinite(loss)}
+
+    return Learner(init, step)

@@ -1,0 +1,123 @@
+"""Figures a person looks at: samples, reconstructions, the latent space, training curves.
+
+Each function draws onto a new matplotlib figure and saves it atomically (a temporary file
+renamed into place), so a killed process never leaves a half-written picture.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: str | os.PathLike) -> pathlib.Path:
+    """Writes ``fig`` as PNG to ``path`` via a temporary file in the same folder."""
+    path = pathlib.Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(handle)
+    try:
+        fig.savefig(temporary, dpi=110, bbox_inches="tight")
+        os.replace(temporary, path)
+    finally:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        _pyplot().close(fig)
+    return path
+
+
+def image_grid(images: np.ndarray, image_shape: Sequence[int], *, columns: int = 8,
+               title: str = ""):
+    """A grid of [n, H*W] images with values in [0, 1]."""
+    plt = _pyplot()
+    images = np.asarray(images)
+    rows = -(-images.shape[0] // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9 + 0.4),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image in zip(axes.ravel(), images):
+        ax.imshow(image.reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
+                        image_shape: Sequence[int], *, title: str = ""):
+    """Pairs of rows: originals above, their reconstructions below."""
+    plt = _pyplot()
+    n = originals.shape[0]
+    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.2), squeeze=False)
+    for j in range(n):
+        for i, image in enumerate((originals[j], reconstructions[j])):
+            axes[i, j].imshow(np.asarray(image).reshape(image_shape), cmap="gray_r", vmin=0,
+                              vmax=1)
+            axes[i, j].axis("off")
+    axes[0, 0].set_title("data", fontsize=8, loc="left")
+    axes[1, 0].set_title("reconstruction E[x | z], z = E_q[z | x]", fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def scatter_pairs(points: Sequence[np.ndarray], labels: Sequence[str], *, title: str = ""):
+    """2-D scatter of several point sets (for non-image data)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for values, label in zip(points, labels):
+        values = np.asarray(values)
+        ax.scatter(values[:, 0], values[:, 1], s=4, alpha=0.6, label=label)
+    ax.legend()
+    ax.set_title(title)
+    return fig
+
+
+def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, *, title: str = ""):
+    """E_q[z | x] in 2-D (first two principal components when L > 2), coloured by label."""
+    plt = _pyplot()
+    codes = np.asarray(codes, np.float64)
+    axis_names = ("z_1", "z_2")
+    if codes.shape[1] > 2:
+        centered = codes - codes.mean(axis=0)
+        _, _, vt = np.linalg.svd(centered, full_matrices=False)
+        codes = centered @ vt[:2].T
+        axis_names = ("PC 1 of E_q[z|x]", "PC 2 of E_q[z|x]")
+    elif codes.shape[1] == 1:
+        codes = np.concatenate([codes, np.zeros_like(codes)], axis=1)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    points = ax.scatter(codes[:, 0], codes[:, 1], s=5,
+                        c=None if labels is None else np.asarray(labels), cmap="tab10")
+    if labels is not None:
+        fig.colorbar(points, ax=ax, label="label")
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    ax.set_title(title)
+    return fig
+
+
+def training_curves(records: list[dict], *, title: str = ""):
+    """Per-epoch curves of every ``*_elbo`` (and related bound) field in metrics records."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [r["epoch"] for r in records]
+    fields = [k for k in records[0] if k != "epoch" and isinstance(records[0][k], (int, float))
+              and any(word in k for word in ("elbo", "iwae_bound", "log_likelihood"))]
+    for field in fields:
+        ax.plot(epochs, [r.get(field, np.nan) for r in records], label=field)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per example")
+    ax.legend()
+    ax.set_title(title)
+    return fig

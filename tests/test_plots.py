@@ -1,0 +1,27 @@
+"""jlvm.plots: real PNG files, written atomically."""
+
+import numpy as np
+
+from jlvm import plots
+
+
+def _is_png(path):
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_figure_is_saved_as_png(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.random((10, 64))
+    figures = {
+        "grid.png": plots.image_grid(images, (8, 8), title="t"),
+        "recon.png": plots.reconstruction_grid(images[:4], images[4:8], (8, 8)),
+        "latent.png": plots.latent_scatter(rng.normal(size=(50, 5)), rng.integers(0, 10, 50)),
+        "latent1.png": plots.latent_scatter(rng.normal(size=(50, 1)), None),
+        "scatter.png": plots.scatter_pairs([rng.normal(size=(20, 2))], ["a"]),
+        "curves.png": plots.training_curves([{"epoch": 1, "train_elbo": -3.0, "seconds": 1.0},
+                                             {"epoch": 2, "train_elbo": -2.0, "seconds": 2.0}]),
+    }
+    for name, figure in figures.items():
+        path = plots.save(figure, tmp_path / name)
+        assert _is_png(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(figures)  # no temporaries left
