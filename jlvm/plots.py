@@ -97,9 +97,10 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, *, title: str =
     elif codes.shape[1] == 1:
         codes = np.concatenate([codes, np.zeros_like(codes)], axis=1)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    points = ax.scatter(codes[:, 0], codes[:, 1], s=5,
-                        c=None if labels is None else np.asarray(labels), cmap="tab10")
-    if labels is not None:
+    if labels is None:
+        ax.scatter(codes[:, 0], codes[:, 1], s=5)
+    else:
+        points = ax.scatter(codes[:, 0], codes[:, 1], s=5, c=np.asarray(labels), cmap="tab10")
         fig.colorbar(points, ax=ax, label="label")
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])

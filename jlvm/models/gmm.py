@@ -18,6 +18,10 @@ from jlvm import _checks
 from jlvm.models._gaussian import mvn_log_prob_tril
 
 
+# Exact float32 on every device (no TF32 matmuls on GPUs): these are the tests' oracles.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
 class Params(NamedTuple):
     """Mixture parameters.
 
@@ -82,7 +86,8 @@ def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array
     key_z, key_x = jax.random.split(key)
     z = jax.random.categorical(key_z, params.logits, shape=(n,))
     noise = jax.random.normal(key_x, (n, dim), dtype=params.means.dtype)
-    x = params.means[z] + jnp.einsum("nij,nj->ni", params.scale_tril[z], noise)
+    x = params.means[z] + jnp.einsum("nij,nj->ni", params.scale_tril[z], noise,
+                                     precision=_HIGHEST)
     return x, z
 
 
@@ -125,9 +130,10 @@ def m_step(X: jax.Array, log_resp: jax.Array, reg_covar: float) -> Params:
     resp = jnp.exp(log_resp)
     # the 10 eps keeps an emptied component from dividing by zero (as scikit-learn does)
     counts = jnp.sum(resp, axis=0) + 10 * jnp.finfo(resp.dtype).eps
-    means = (resp.T @ X) / counts[:, None]
+    means = jnp.matmul(resp.T, X, precision=_HIGHEST) / counts[:, None]
     centered = X[None, :, :] - means[:, None, :]
-    covariances = jnp.einsum("nk,kni,knj->kij", resp, centered, centered) / counts[:, None, None]
+    covariances = jnp.einsum("nk,kni,knj->kij", resp, centered, centered,
+                             precision=_HIGHEST) / counts[:, None, None]
     dim = X.shape[1]
     covariances = covariances + reg_covar * jnp.eye(dim, dtype=X.dtype)[None]
     return Params(

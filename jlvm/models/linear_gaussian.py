@@ -9,6 +9,7 @@ Every function takes ONE observation x: [D] and latent z: [L]; vmap over data po
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import distrax
@@ -17,6 +18,11 @@ import jax.numpy as jnp
 
 from jlvm import _checks
 from jlvm.models._gaussian import mvn_log_prob_tril, standard_normal_log_prob
+
+
+# The oracle must be exact in float32 on every device: full-precision matmuls, not the
+# TF32 that XLA uses by default on NVIDIA GPUs.
+_mm = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
 
 
 class Params(NamedTuple):
@@ -56,7 +62,7 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
     data_dim, latent_dim = _sizes(params)
     _checks.shape_is(x, "x", (data_dim,), "[D]")
     _checks.shape_is(z, "z", (latent_dim,), "[L]")
-    residual = (x - params.W @ z - params.b) / params.noise_std
+    residual = (x - _mm(params.W, z) - params.b) / params.noise_std
     log_likelihood = (standard_normal_log_prob(residual)
                       - data_dim * jnp.log(params.noise_std))
     return standard_normal_log_prob(z) + log_likelihood
@@ -65,7 +71,7 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
 def marginal(params: Params) -> distrax.MultivariateNormalTri:
     """p(x) = N(b, W W^T + sigma^2 I) as a distrax distribution over [D]."""
     data_dim, _ = _sizes(params)
-    covariance = params.W @ params.W.T + params.noise_std**2 * jnp.eye(data_dim)
+    covariance = _mm(params.W, params.W.T) + params.noise_std**2 * jnp.eye(data_dim)
     return distrax.MultivariateNormalTri(params.b, jnp.linalg.cholesky(covariance))
 
 
@@ -73,7 +79,7 @@ def log_marginal(params: Params, x: jax.Array) -> jax.Array:
     """Exact log p(x) = log N(x; b, W W^T + sigma^2 I). x: [D]."""
     data_dim, _ = _sizes(params)
     _checks.shape_is(x, "x", (data_dim,), "[D]")
-    covariance = params.W @ params.W.T + params.noise_std**2 * jnp.eye(data_dim)
+    covariance = _mm(params.W, params.W.T) + params.noise_std**2 * jnp.eye(data_dim)
     return mvn_log_prob_tril(x, params.b, jnp.linalg.cholesky(covariance))
 
 
@@ -82,9 +88,9 @@ def posterior(params: Params, x: jax.Array) -> distrax.MultivariateNormalTri:
     data_dim, latent_dim = _sizes(params)
     _checks.shape_is(x, "x", (data_dim,), "[D]")
     variance = params.noise_std**2
-    precision_factor = params.W.T @ params.W + variance * jnp.eye(latent_dim)
+    precision_factor = _mm(params.W.T, params.W) + variance * jnp.eye(latent_dim)
     cholesky = jax.scipy.linalg.cho_factor(precision_factor, lower=True)
-    mean = jax.scipy.linalg.cho_solve(cholesky, params.W.T @ (x - params.b))
+    mean = jax.scipy.linalg.cho_solve(cholesky, _mm(params.W.T, x - params.b))
     covariance = variance * jax.scipy.linalg.cho_solve(cholesky, jnp.eye(latent_dim))
     covariance = 0.5 * (covariance + covariance.T)  # exact symmetry for the Cholesky below
     return distrax.MultivariateNormalTri(mean, jnp.linalg.cholesky(covariance))
@@ -97,5 +103,5 @@ def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array
     key_z, key_x = jax.random.split(key)
     z = jax.random.normal(key_z, (n, latent_dim))
     noise = jax.random.normal(key_x, (n, data_dim))
-    x = z @ params.W.T + params.b[None, :] + params.noise_std * noise
+    x = _mm(z, params.W.T) + params.b[None, :] + params.noise_std * noise
     return x, z
