@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="draws held in memory at once per data point")
     evaluate.add_argument("--batch-size", type=int, default=100)
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--missing", choices=("none", "top-half", "bottom-half"),
+                          default="none", help="treat these pixels as missing: log p(x_obs), "
+                          "summed out exactly (vae, iwae, semi on image data)")
 
     sample = commands.add_parser("sample", help="draw from a trained model into a PNG")
     sample.add_argument("run_dir")
@@ -471,6 +474,7 @@ def _evaluate(args) -> int:
     setup, state = _load_run(pathlib.Path(args.run_dir))
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from jlvm import evaluate
     from jlvm.models import gmm
@@ -480,6 +484,13 @@ def _evaluate(args) -> int:
         raise UsageError(f"data set {setup.config.data} has no {args.split} split.")
     X = jnp.asarray(X)
     key = jax.random.PRNGKey(args.seed)
+    mask = None
+    if args.missing != "none":
+        if setup.config.model not in ("vae", "iwae", "semi") or not setup.dataset.image_shape:
+            raise UsageError("--missing needs an encoder model (vae, iwae, semi) on image data.")
+        rows = np.arange(X.shape[1]) // setup.dataset.image_shape[1]
+        half = setup.dataset.image_shape[0] // 2
+        mask = rows >= half if args.missing == "top-half" else rows < half
     started = time.perf_counter()
     if setup.config.model == "gmm":
         log_likelihood = jax.jit(jax.vmap(gmm.log_marginal, in_axes=(None, 0)))(state.params, X)
@@ -498,8 +509,8 @@ def _evaluate(args) -> int:
         else:
             log_likelihood = evaluate.vae_log_likelihood(key, params, X, args.num_samples,
                                                          batch_size=args.batch_size,
-                                                         chunk_size=args.chunk_size)
-            elbo = evaluate.vae_elbo(jax.random.fold_in(key, 1), params, X)
+                                                         chunk_size=args.chunk_size, mask=mask)
+            elbo = evaluate.vae_elbo(jax.random.fold_in(key, 1), params, X, mask=mask)
     jax.block_until_ready(log_likelihood)
     seconds = time.perf_counter() - started
     ll_mean, ll_se = evaluate.summary(log_likelihood)
@@ -510,7 +521,9 @@ def _evaluate(args) -> int:
         "log_likelihood": round(ll_mean, 4), "log_likelihood_se": round(ll_se, 4),
         "elbo": round(elbo_mean, 4), "elbo_se": round(elbo_se, 4),
         "gap": round(ll_mean - elbo_mean, 4),
-        "bits_per_dim": round(evaluate.bits_per_dim(ll_mean, X.shape[1]), 5),
+        "missing": args.missing,
+        "bits_per_dim": round(evaluate.bits_per_dim(
+            ll_mean, X.shape[1] if mask is None else int(mask.sum())), 5),
         "seconds": round(seconds, 3)}))
     return 0
 

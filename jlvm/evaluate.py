@@ -33,47 +33,62 @@ def map_over_data(per_example: Callable[[jax.Array, jax.Array], jax.Array], key:
     return values.reshape((batches * batch_size,) + values.shape[2:])[:count]
 
 
+def _check_mask(params: Any, mask: Any) -> jax.Array:
+    if mask is None:
+        return jnp.ones(params.data_dim, bool)
+    from jlvm import missing
+
+    return jnp.asarray(missing.check_mask(mask, params.data_dim, need_missing=False))
+
+
 @functools.partial(jax.jit, static_argnames=("num_samples", "batch_size", "chunk_size"))
-def _vae_log_likelihood(key, params, X, num_samples, batch_size, chunk_size):
+def _vae_log_likelihood(key, params, X, mask, num_samples, batch_size, chunk_size):
     from jlvm.models import vae
 
     def one(k, x):
-        return estimators.log_marginal_is(k, functools.partial(vae.log_joint, params, x),
-                                          vae.encoder(params, x), num_samples,
+        return estimators.log_marginal_is(k, functools.partial(vae.log_joint, params, x,
+                                                               mask=mask),
+                                          vae.encoder(params, x, mask), num_samples,
                                           chunk_size=chunk_size)
 
     return map_over_data(one, key, X, batch_size)
 
 
 def vae_log_likelihood(key: jax.Array, params: Any, X: jax.Array, num_samples: int, *,
-                       batch_size: int = 100, chunk_size: int | None = 500) -> jax.Array:
+                       batch_size: int = 100, chunk_size: int | None = 500,
+                       mask: Any = None) -> jax.Array:
     """log p(x_n) by importance sampling with K draws from the encoder, for every row: [N].
 
     ``log (1/K) sum_k p(x, z_k) / q(z_k | x)``, z_k ~ q(z | x), chunk_size draws at a time.
+    With ``mask`` [D] (True = observed; the same for every row), log p(x_obs): missing
+    pixels are summed out exactly and the encoder sees them as 0.
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
     chunk_size = min(_checks.positive_int(chunk_size or num_samples, "chunk_size"), num_samples)
-    return _vae_log_likelihood(key, params, jnp.asarray(X), num_samples, batch_size, chunk_size)
+    return _vae_log_likelihood(key, params, jnp.asarray(X), _check_mask(params, mask),
+                               num_samples, batch_size, chunk_size)
 
 
 @functools.partial(jax.jit, static_argnames=("num_samples", "batch_size"))
-def _vae_elbo(key, params, X, num_samples, batch_size):
+def _vae_elbo(key, params, X, mask, num_samples, batch_size):
     from jlvm.models import vae
 
     def one(k, x):
-        return estimators.elbo(k, functools.partial(vae.log_joint, params, x),
-                               vae.encoder(params, x), num_samples)
+        return estimators.elbo(k, functools.partial(vae.log_joint, params, x, mask=mask),
+                               vae.encoder(params, x, mask), num_samples)
 
     return map_over_data(one, key, X, batch_size)
 
 
 def vae_elbo(key: jax.Array, params: Any, X: jax.Array, num_samples: int = 1, *,
-             batch_size: int = 500) -> jax.Array:
-    """The ELBO of every row of X with the encoder's q: [N] (K draws each)."""
+             batch_size: int = 500, mask: Any = None) -> jax.Array:
+    """The ELBO of every row of X with the encoder's q: [N] (K draws each); ``mask`` as in
+    ``vae_log_likelihood``."""
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
-    return _vae_elbo(key, params, jnp.asarray(X), num_samples, batch_size)
+    return _vae_elbo(key, params, jnp.asarray(X), _check_mask(params, mask), num_samples,
+                     batch_size)
 
 
 def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:

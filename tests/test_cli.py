@@ -56,6 +56,14 @@ def test_train_writes_the_whole_run_directory(model, tmp_path, capsys):
     # importance sampling's estimate is at least the ELBO (up to their standard errors)
     assert result["log_likelihood"] >= result["elbo"] - 3 * result["elbo_se"]
 
+    if model in ("vae", "iwae", "semi"):
+        code, stdout, err = _run(["evaluate", str(out), "--num-samples", "50", "--missing",
+                                  "top-half"], capsys)
+        assert code == 0, err
+        masked = json.loads(stdout)
+        assert masked["missing"] == "top-half"
+        assert masked["log_likelihood"] > result["log_likelihood"]  # half the pixels
+
     png = tmp_path / f"{model}-samples.png"
     code, _, err = _run(["sample", str(out), "--n", "16", "--out", str(png)], capsys)
     assert code == 0 and png.read_bytes()[:4] == b"\x89PNG", err
