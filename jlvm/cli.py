@@ -285,18 +285,12 @@ def _train(args) -> int:
                        else train.num_batches(setup.dataset.train.shape[0], setup.batch_size))
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
-    if not args.resume or not config_path.is_file():
-        temporary = run_dir / ".config.json.tmp"
-        temporary.write_text(json.dumps({"config": dataclasses.asdict(config),
-                                         "data_dim": int(setup.dataset.train.shape[1]),
-                                         "steps_per_epoch": steps_per_epoch}, indent=2))
-        os.replace(temporary, config_path)
-    else:
-        stored = json.loads(config_path.read_text())
-        stored["config"]["epochs"] = config.epochs
-        temporary = run_dir / ".config.json.tmp"
-        temporary.write_text(json.dumps(stored, indent=2))
-        os.replace(temporary, config_path)
+    # written via a temporary file and a rename: never a half-written config
+    stored = {"config": dataclasses.asdict(config), "data_dim": int(setup.dataset.train.shape[1]),
+              "steps_per_epoch": steps_per_epoch}
+    temporary = run_dir / ".config.json.tmp"
+    temporary.write_text(json.dumps(stored, indent=2))
+    os.replace(temporary, config_path)
 
     key = jax.random.PRNGKey(config.seed)
     first = jax.tree_util.tree_map(lambda a: a[: setup.batch_size], setup.train_data)
@@ -319,10 +313,12 @@ def _train(args) -> int:
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=(start_epoch - 1) * steps_per_epoch,
                unit="step", desc=f"{config.model} on {config.data}", file=sys.stderr,
                disable=None, mininterval=0.5)
-    if config.model == "gmm":
-        step = jax.jit(setup.learner.step)
-        epoch_fn = lambda s, d: (lambda out: (out[0], jax.tree_util.tree_map(
-            lambda v: v[None], out[1])))(step(s, d))
+    if config.model == "gmm":  # an epoch is one full-batch EM iteration
+        em_step = jax.jit(setup.learner.step)
+
+        def epoch_fn(state, data):
+            state, metrics = em_step(state, data)
+            return state, {name: value[None] for name, value in metrics.items()}
     else:
         epoch_fn = train.make_epoch(setup.learner, setup.batch_size, progress=bar.update)
     X_train = setup.dataset.train[:EVAL_SUBSET]
