@@ -64,17 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data", choices=data_module.NAMES, help="default digits (bundled)")
     train.add_argument("--data-path", help="file or folder for binarized-mnist "
                        "(default $JLVM_DATA_DIR)")
-    train.add_argument("--epochs", type=int, help="passes over the training data (default 300;"
-                       " for gmm, EM iterations)")
+    train.add_argument("--epochs", type=int, help="passes over the training data (default 300; "
+                       "for gmm: EM iterations, default 100)")
     train.add_argument("--latent-dim", type=int, help="L, dimensions of z (default 4)")
     train.add_argument("--hidden", type=int, nargs="+", help="hidden widths (default 200 200)")
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--learning-rate", type=float)
-    train.add_argument("--num-samples", type=int, help="K draws per data point (iwae: K)")
+    train.add_argument("--batch-size", type=int, help="default 100")
+    train.add_argument("--learning-rate", type=float, help="Adam's step size (default 1e-3)")
+    train.add_argument("--num-samples", type=int, help="K draws per data point (default 1; iwae: 5)")
     train.add_argument("--grad-estimator", help="reparam, stl (vae), dreg (iwae)")
     train.add_argument("--components", type=int, help="mixture components (gmm)")
     train.add_argument("--inner-steps", type=int, help="per-datapoint steps (svi, semi)")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=int, help="PRNG seed (default 0)")
     train.add_argument("--out", help="run directory (default runs/MODEL-DATA-TIMESTAMP)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint")
