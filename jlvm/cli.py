@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=int, nargs="+", help="hidden widths (default 200 200)")
     train.add_argument("--batch-size", type=int, help="default 100")
     train.add_argument("--learning-rate", type=float, help="Adam's step size (default 1e-3)")
-    train.add_argument("--num-samples", type=int, help="K draws per data point (default 1; iwae: 5)")
+    train.add_argument("--num-samples", type=int,
+                       help="K draws per data point (default 1; iwae: 5)")
     train.add_argument("--grad-estimator", help="reparam, stl (vae), dreg (iwae)")
     train.add_argument("--components", type=int, help="mixture components (gmm)")
     train.add_argument("--inner-steps", type=int, help="per-datapoint steps (svi, semi)")
@@ -213,7 +214,6 @@ def _fresh_q(setup: _Setup, state, X, key, steps: int):
 def _elbo_per_example(setup: _Setup, state, X, key, split: str):
     """The ELBO of each row of X at the current parameters (K=1), nats."""
     import jax
-    import jax.numpy as jnp
 
     from jlvm import evaluate
     from jlvm.inference import _local
@@ -401,7 +401,7 @@ def _figures(setup: _Setup, state, run_dir: pathlib.Path, records: list[dict]) -
     import numpy as np
 
     from jlvm import plots
-    from jlvm.models import gmm, vae
+    from jlvm.models import vae
 
     key = jax.random.PRNGKey(setup.config.seed + 2)
     dataset = setup.dataset
@@ -438,7 +438,6 @@ def _figures(setup: _Setup, state, run_dir: pathlib.Path, records: list[dict]) -
                                        title=title), run_dir / "reconstructions.png")
     plots.save(latent, run_dir / "latent.png")
     plots.save(plots.training_curves(records, title=title), run_dir / "elbo.png")
-    del gmm
 
 
 # ------------------------------------------------------------ evaluate, sample

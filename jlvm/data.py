@@ -203,7 +203,10 @@ def blobs(n: int = 2000, *, seed: int = 0, num_components: int = 3) -> Dataset:
 
 
 def lecture_2d(n: int = 2000, *, seed: int = 0) -> Dataset:
-    """Samples of the lecture's 2-D example, mu(z) = sigmoid(Az + c), Sigma = diag(exp(sigmoid(Bz + d)))."""
+    """Samples of the lecture's 2-D example.
+
+    mu(z) = sigmoid(Az + c), Sigma(z) = diag(exp(sigmoid(Bz + d))), z ~ N(0, I_2).
+    """
     import jax
 
     from jlvm.models import vae

@@ -30,7 +30,8 @@ def test_loss_is_minus_the_batch_mean_of_the_bound(digits):
         step_key = jax.random.split(state.key)[1]
         keys = jax.random.split(step_key, 8)
         expected = np.mean([fn(k, functools.partial(vae.log_joint, state.params, x),
-                               vae.encoder(state.params, x), 3) for k, x in zip(keys, digits[:8])])
+                               vae.encoder(state.params, x), 3)
+                            for k, x in zip(keys, digits[:8], strict=True)])
         np.testing.assert_allclose(metrics[metric], expected, rtol=1e-5)
         np.testing.assert_allclose(metrics["loss"], -expected, rtol=1e-5)
 

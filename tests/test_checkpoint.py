@@ -27,7 +27,9 @@ def test_save_then_restore_round_trips_every_array_exactly(tmp_path):
     assert checkpoint.latest_step(tmp_path / "ck") == 7
     restored = checkpoint.restore(tmp_path / "ck", state)
     assert type(restored) is type(trained) and type(restored.params) is type(trained.params)
-    for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(trained)):
+    leaves = zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(trained),
+                 strict=True)
+    for a, b in leaves:
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # the restored state steps exactly like the original

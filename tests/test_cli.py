@@ -75,7 +75,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, capsys):
     assert _run(["train", "--epochs", "2", "--out", str(split), *TINY], capsys)[0] == 0
     assert _run(["train", "--epochs", "4", "--out", str(split), "--resume"], capsys)[0] == 0
     for a, b in zip(jax.tree_util.tree_leaves(_final_state(whole)),
-                    jax.tree_util.tree_leaves(_final_state(split))):
+                    jax.tree_util.tree_leaves(_final_state(split)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     lines = (split / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]

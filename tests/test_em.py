@@ -21,7 +21,7 @@ def test_em_learner_matches_fit_em():
         trace.append(float(metrics["log_likelihood"]))
     params, expected = gmm.fit_em(start, X, 20, reg_covar=1e-2)
     np.testing.assert_allclose(trace, expected, rtol=1e-5)
-    for a, b in zip(state.params, params):
+    for a, b in zip(state.params, params, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     # init is gmm.init_from_data with the learner's split of the key
     np.testing.assert_array_equal(

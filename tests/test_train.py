@@ -26,7 +26,8 @@ def learner():
 
 def _leaves_equal(a, b):
     return all(np.array_equal(np.asarray(x), np.asarray(y))
-               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b),
+                               strict=True))
 
 
 def test_step_is_pure_and_bitwise_reproducible_under_jit(learner, digits):
@@ -69,7 +70,8 @@ def test_epoch_runs_every_batch_and_reports_progress(learner, digits):
                                                         100)))(again)
     for b in batches:
         again, _ = jax.jit(learner.step)(again, b)
-    for x, y in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(again)):
+    for x, y in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(again),
+                    strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=1e-6)
 
 
