@@ -25,6 +25,7 @@ from typing import Any
 
 MODELS = ("vae", "iwae", "semi", "svi", "gmm")
 EVAL_SUBSET = 2000  # training examples whose ELBO is reported each epoch
+EVAL_BLOCK_BATCHES = 10  # jlvm evaluate reports progress every this many batches
 
 
 class UsageError(Exception):
@@ -502,10 +503,24 @@ def _evaluate(args) -> int:
             bounds = both(key, rows)
             log_likelihood, elbo = bounds[:, 0], bounds[:, 1]
         else:
-            log_likelihood = evaluate.vae_log_likelihood(key, params, X, args.num_samples,
-                                                         batch_size=args.batch_size,
-                                                         chunk_size=args.chunk_size, mask=mask)
-            elbo = evaluate.vae_elbo(jax.random.fold_in(key, 1), params, X, mask=mask)
+            # blocks of rows, so that a long evaluation shows progress (one compiled
+            # function serves every full block)
+            from tqdm import tqdm
+
+            block = EVAL_BLOCK_BATCHES * args.batch_size
+            is_key, elbo_key = jax.random.split(key)
+            pieces = []
+            with tqdm(total=X.shape[0], unit="example", desc="importance sampling",
+                      file=sys.stderr, disable=None) as bar:
+                for index, start in enumerate(range(0, X.shape[0], block)):
+                    rows = X[start:start + block]
+                    pieces.append(evaluate.vae_log_likelihood(
+                        jax.random.fold_in(is_key, index), params, rows, args.num_samples,
+                        batch_size=args.batch_size, chunk_size=args.chunk_size, mask=mask))
+                    jax.block_until_ready(pieces[-1])
+                    bar.update(rows.shape[0])
+            log_likelihood = jnp.concatenate(pieces)
+            elbo = evaluate.vae_elbo(elbo_key, params, X, mask=mask)
     jax.block_until_ready(log_likelihood)
     seconds = time.perf_counter() - started
     ll_mean, ll_se = evaluate.summary(log_likelihood)
