@@ -189,6 +189,14 @@ def _setup(config: Config) -> _Setup:
                   batch_size)
 
 
+def _initial_state(setup: _Setup):
+    """The learner's state at initialization (also the template checkpoints restore into)."""
+    import jax
+
+    first = jax.tree_util.tree_map(lambda a: a[: setup.batch_size], setup.train_data)
+    return setup.learner.init(jax.random.PRNGKey(setup.config.seed), first)
+
+
 def _vae_params(setup: _Setup, state):
     return state.params.model if setup.config.model == "svi" else state.params
 
@@ -246,14 +254,18 @@ def _read_json_lines(path: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _read_config(config_path: pathlib.Path) -> Config:
+    stored = json.loads(config_path.read_text())["config"]
+    return Config(**{**stored, "hidden": tuple(stored["hidden"])})
+
+
 def _prepare_run_dir(args, run_dir: pathlib.Path) -> Config:
     config_path = run_dir / "config.json"
     if args.resume:
         if not config_path.is_file():
             raise UsageError(f"--resume: {run_dir} holds no run (no config.json); start one "
                              "without --resume.")
-        stored = Config(**{**json.loads(config_path.read_text())["config"]})
-        stored.hidden = tuple(stored.hidden)
+        stored = _read_config(config_path)
         config = _config_from(args, stored)
         changed = [f.name for f in dataclasses.fields(Config)
                    if f.name != "epochs" and getattr(config, f.name) != getattr(stored, f.name)]
@@ -293,9 +305,7 @@ def _train(args) -> int:
     temporary.write_text(json.dumps(stored, indent=2))
     os.replace(temporary, config_path)
 
-    key = jax.random.PRNGKey(config.seed)
-    first = jax.tree_util.tree_map(lambda a: a[: setup.batch_size], setup.train_data)
-    state = setup.learner.init(key, first)
+    state = _initial_state(setup)
     checkpoints = run_dir / "checkpoints"
     start_epoch = 1
     metrics_path = run_dir / "metrics.jsonl"
@@ -450,14 +460,8 @@ def _load_run(run_dir: pathlib.Path):
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise UsageError(f"{run_dir} holds no run (no config.json); train one with jlvm train.")
-    stored = json.loads(config_path.read_text())["config"]
-    stored["hidden"] = tuple(stored["hidden"])
-    config = Config(**stored)
-    setup = _setup(config)
-    import jax
-
-    first = jax.tree_util.tree_map(lambda a: a[: setup.batch_size], setup.train_data)
-    state = setup.learner.init(jax.random.PRNGKey(config.seed), first)
+    setup = _setup(_read_config(config_path))
+    state = _initial_state(setup)
     if checkpoint.latest_step(run_dir / "checkpoints") is None:
         raise UsageError(f"{run_dir} has no complete checkpoint yet; resume its training with "
                          f"jlvm train --out {run_dir} --resume.")

@@ -193,8 +193,8 @@ def log_marginal_is(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: in
     keys = jax.random.split(key, num_samples)
 
     def log_weights(chunk_keys):
-        z, log_q = jax.vmap(lambda k: _checks.sample_and_log_prob(q, k, 1))(chunk_keys)
-        return _log_joints(log_joint, z[:, 0]) - log_q[:, 0]
+        z, log_q = _gradients.draw_with_keys(chunk_keys, q)
+        return _log_joints(log_joint, z) - log_q
 
     total = _chunked_logsumexp(log_weights, keys, num_samples, chunk_size)
     return total - math.log(num_samples)

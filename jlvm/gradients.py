@@ -34,7 +34,11 @@ def draw(key: jax.Array, q: Any, num_samples: int) -> tuple[jax.Array, jax.Array
     only on (key, K, k): chunked and unchunked evaluations, the ELBO and the IWAE bound all
     see the same z's for the same key.
     """
-    keys = jax.random.split(key, num_samples)
+    return draw_with_keys(jax.random.split(key, num_samples), q)
+
+
+def draw_with_keys(keys: jax.Array, q: Any) -> tuple[jax.Array, jax.Array]:
+    """One draw from ``q`` per key in ``keys`` [K]: (z [K, *event], log q(z) [K])."""
     z, log_q = jax.vmap(lambda k: _checks.sample_and_log_prob(q, k, 1))(keys)
     return z[:, 0], log_q[:, 0]
 

@@ -27,6 +27,23 @@ def _bound(objective: str, num_samples: int, grad_estimator: str):
     return bound
 
 
+def _step(loss_fn, optimizer):
+    """A train step from ``loss_fn(params, key, batch) -> (loss, metrics)``: one optimizer
+    update, and the state kept as it was if the loss is not finite."""
+
+    def step(state: TrainState, batch: jax.Array):
+        key, step_key = jax.random.split(state.key)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params,
+                                                                            step_key, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        new = TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1,
+                         key)
+        new = keep_if_finite(loss, new, state._replace(key=key))
+        return new, {"loss": loss, **metrics, "finite": jnp.isfinite(loss)}
+
+    return step
+
+
 def _init(init_params, optimizer):
     def init(key: jax.Array, batch: jax.Array) -> TrainState:
         del batch  # the architecture is fixed by init_params
@@ -66,18 +83,10 @@ def amortized(init_params: Callable[[jax.Array], vae.Params],
 
     def loss_fn(params, key, batch):
         keys = jax.random.split(key, batch.shape[0])
-        return -jnp.mean(jax.vmap(bound, in_axes=(None, 0, 0))(params, keys, batch))
+        value = jnp.mean(jax.vmap(bound, in_axes=(None, 0, 0))(params, keys, batch))
+        return -value, {metric: value}
 
-    def step(state: TrainState, batch: jax.Array):
-        key, step_key = jax.random.split(state.key)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, step_key, batch)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        new = TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1,
-                         key)
-        new = keep_if_finite(loss, new, state._replace(key=key))
-        return new, {"loss": loss, metric: -loss, "finite": jnp.isfinite(loss)}
-
-    return Learner(_init(init_params, optimizer), step)
+    return Learner(_init(init_params, optimizer), _step(loss_fn, optimizer))
 
 
 def semi_amortized(init_params: Callable[[jax.Array], vae.Params],
@@ -120,14 +129,4 @@ def semi_amortized(init_params: Callable[[jax.Array], vae.Params],
                    "amortization_gap": jnp.mean(after - before)}
         return -jnp.mean(objective), metrics
 
-    def step(state: TrainState, batch: jax.Array):
-        key, step_key = jax.random.split(state.key)
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params,
-                                                                            step_key, batch)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        new = TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1,
-                         key)
-        new = keep_if_finite(loss, new, state._replace(key=key))
-        return new, {"loss": loss, **metrics, "finite": jnp.isfinite(loss)}
-
-    return Learner(_init(init_params, optimizer), step)
+    return Learner(_init(init_params, optimizer), _step(loss_fn, optimizer))
