@@ -1,11 +1,11 @@
 """The ``jlvm`` command: train, evaluate and sample latent variable models.
 
     jlvm train [--model {vae,iwae,semi,svi,gmm}] [--data NAME] [--epochs N] [--latent-dim L]
-               [--out RUN_DIR] [--seed S] [--resume] ...
-    jlvm evaluate RUN_DIR [--num-samples K] [--split test]
+               [--out RUN_DIR] [--seed S] [--num-seeds S] [--devices N] [--resume] ...
+    jlvm evaluate RUN_DIR [--num-samples K] [--split test] [--devices N]
     jlvm sample RUN_DIR [--n 64] --out FILE.png
 
-A run directory holds config.json, metrics.jsonl (one JSON object per epoch), orbax
+A run directory holds config.json, metrics.jsonl (one JSON object per epoch and seed), orbax
 checkpoints under checkpoints/, and the figures samples.png, reconstructions.png,
 latent.png and elbo.png.
 """
@@ -49,6 +49,7 @@ class Config:
     reg_covar: float = 1e-2
     seed: int = 0
     data_path: str | None = None
+    num_seeds: int = 1
 
 
 # ------------------------------------------------------------------ arguments
@@ -77,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--components", type=int, help="mixture components (gmm)")
     train.add_argument("--inner-steps", type=int, help="per-datapoint steps (svi, semi)")
     train.add_argument("--seed", type=int, help="PRNG seed (default 0)")
+    train.add_argument("--num-seeds", type=int, help="train S independent models at once, "
+                       "seeds SEED..SEED+S-1, in one compiled step (jax.vmap); metrics per "
+                       "seed (default 1)")
+    _add_device_arguments(train)
+    train.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                       help="write a checkpoint every N epochs and after the last (default 1)")
     train.add_argument("--out", help="run directory (default runs/MODEL-DATA-TIMESTAMP)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint")
@@ -92,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--missing", choices=("none", "top-half", "bottom-half"),
                           default="none", help="treat these pixels as missing: log p(x_obs), "
                           "summed out exactly (vae, iwae, semi on image data)")
+    _add_device_arguments(evaluate)
 
     sample = commands.add_parser("sample", help="draw from a trained model into a PNG")
     sample.add_argument("run_dir")
@@ -99,6 +107,24 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, help="PNG file to create (never overwritten)")
     sample.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--devices", metavar="{N,all}",
+                        help="data parallelism: split every batch over N devices (a "
+                        "jax.sharding.Mesh; parameters replicated), or all devices JAX sees; "
+                        "the batch size must be a multiple of N (default 1; with "
+                        "--distributed, all)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="start JAX's multi-process runtime first "
+                        "(jax.distributed.initialize; one process per host, each with the same "
+                        "arguments and a shared --out); --devices then counts every host's "
+                        "devices. On SLURM, Open MPI, Kubernetes or Cloud TPU JAX finds the "
+                        "processes itself; elsewhere give the three options below")
+    parser.add_argument("--coordinator", metavar="HOST:PORT",
+                        help="--distributed: process 0's address")
+    parser.add_argument("--num-processes", type=int, help="--distributed: how many processes")
+    parser.add_argument("--process-id", type=int, help="--distributed: this process's index")
 
 
 def _config_from(args: argparse.Namespace, base: Config) -> Config:
@@ -116,7 +142,7 @@ def _config_from(args: argparse.Namespace, base: Config) -> Config:
 
 def _validate(config: Config) -> None:
     positive = ("epochs", "latent_dim", "batch_size", "num_samples", "components",
-                "inner_steps")
+                "inner_steps", "num_seeds")
     for name in positive:
         if getattr(config, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got "
@@ -190,11 +216,83 @@ def _setup(config: Config) -> _Setup:
 
 
 def _initial_state(setup: _Setup):
-    """The learner's state at initialization (also the template checkpoints restore into)."""
+    """The learner's state at initialization (also the template checkpoints restore into).
+
+    With --num-seeds S every leaf has a leading axis S, and run s is initialized exactly as
+    a single run with --seed SEED+s would be."""
+    import jax
+    import jax.numpy as jnp
+
+    config = setup.config
+    first = jax.tree_util.tree_map(lambda a: a[: setup.batch_size], setup.train_data)
+    if config.num_seeds == 1:
+        return setup.learner.init(jax.random.PRNGKey(config.seed), first)
+    keys = jnp.stack([jax.random.PRNGKey(config.seed + s) for s in range(config.num_seeds)])
+    return jax.vmap(setup.learner.init, in_axes=(0, None))(keys, first)
+
+
+def _runs(config: Config, state):
+    """(seed, state of that run) for each of the --num-seeds runs held in ``state``."""
     import jax
 
-    first = jax.tree_util.tree_map(lambda a: a[: setup.batch_size], setup.train_data)
-    return setup.learner.init(jax.random.PRNGKey(setup.config.seed), first)
+    if config.num_seeds == 1:
+        yield config.seed, state
+        return
+    for index in range(config.num_seeds):
+        yield config.seed + index, jax.tree_util.tree_map(
+            lambda leaf: leaf[index], state)  # noqa: B023
+
+
+def _start_distributed(args) -> bool:
+    """JAX's own multi-process runtime where --distributed asks for it; True on the process
+    that writes files (process 0)."""
+    import jax
+
+    given = {"coordinator_address": args.coordinator, "num_processes": args.num_processes,
+             "process_id": args.process_id}
+    if not args.distributed:
+        named = [f"--{name.replace('_', '-')}" for name, value in given.items()
+                 if value is not None]
+        if named:
+            raise UsageError(f"{', '.join(named)} need --distributed.")
+        return True
+    try:
+        jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
+    except (ValueError, RuntimeError, TypeError) as error:
+        raise UsageError(f"--distributed: jax.distributed.initialize() failed: {error}")
+    return jax.process_index() == 0
+
+
+def _mesh(args, batch_size: int, model: str):
+    """The data-parallel mesh --devices asks for, or None for one device."""
+    import jax
+
+    from jlvm import train
+
+    available = jax.device_count()
+    requested = args.devices or ("all" if args.distributed else "1")
+    if requested == "all":
+        count = available
+    else:
+        try:
+            count = int(requested)
+        except ValueError:
+            raise UsageError(f"--devices must be a number or 'all', got {requested!r}.")
+        if count < 1 or count > available:
+            raise UsageError(f"--devices must be between 1 and the {available} devices JAX "
+                             f"sees, got {count}.")
+        if jax.process_count() > 1 and count != available:
+            raise UsageError(f"with --distributed, --devices must be 'all' (every process "
+                             f"takes part), got {count} of {available}.")
+    if count == 1 and jax.process_count() == 1:
+        return None
+    if model == "gmm":
+        raise UsageError("--devices above 1 applies to vae, iwae, semi and svi (EM takes "
+                         "full-data steps).")
+    if batch_size % count:
+        raise UsageError(f"--batch-size ({batch_size}) must be a multiple of --devices "
+                         f"({count}): each device takes an equal share of every batch.")
+    return train.data_mesh(count)
 
 
 def _vae_params(setup: _Setup, state):
@@ -279,13 +377,29 @@ def _prepare_run_dir(args, run_dir: pathlib.Path) -> Config:
     return _config_from(args, Config())
 
 
+def _summaries(metrics, num_seeds: int) -> list[dict[str, float]]:
+    """Per-seed epoch means of the stacked step metrics ([steps] or [steps, S])."""
+    import numpy as np
+
+    from jlvm import train
+
+    host = train.to_host(metrics)
+    if num_seeds == 1:
+        return [train.summarize(host)]
+    return [{name: float(np.mean(values[:, index])) for name, values in host.items()}
+            for index in range(num_seeds)]
+
+
 def _train(args) -> int:
     config_base = Config()
     run_dir = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / (
         f"{args.model or config_base.model}-{args.data or config_base.data}-"
         f"{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    if args.checkpoint_every < 1:
+        raise UsageError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}.")
     config = _prepare_run_dir(args, run_dir)
     _validate(config)
+    writer = _start_distributed(args)
 
     import jax
     import numpy as np
@@ -294,16 +408,19 @@ def _train(args) -> int:
     from jlvm import checkpoint, train
 
     setup = _setup(config)
+    mesh = _mesh(args, setup.batch_size, config.model)
     steps_per_epoch = (1 if config.model == "gmm"
                        else train.num_batches(setup.dataset.train.shape[0], setup.batch_size))
-    run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
-    # written via a temporary file and a rename: never a half-written config
-    stored = {"config": dataclasses.asdict(config), "data_dim": int(setup.dataset.train.shape[1]),
-              "steps_per_epoch": steps_per_epoch}
-    temporary = run_dir / ".config.json.tmp"
-    temporary.write_text(json.dumps(stored, indent=2))
-    os.replace(temporary, config_path)
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # written via a temporary file and a rename: never a half-written config
+        stored = {"config": dataclasses.asdict(config),
+                  "data_dim": int(setup.dataset.train.shape[1]),
+                  "steps_per_epoch": steps_per_epoch}
+        temporary = run_dir / ".config.json.tmp"
+        temporary.write_text(json.dumps(stored, indent=2))
+        os.replace(temporary, config_path)
 
     state = _initial_state(setup)
     checkpoints = run_dir / "checkpoints"
@@ -315,60 +432,92 @@ def _train(args) -> int:
         state = checkpoint.restore(checkpoints, state, latest)
         start_epoch = latest + 1
         records = [r for r in _read_json_lines(metrics_path) if r["epoch"] <= latest]
-        _write_json_lines(metrics_path, records)
-    elif metrics_path.exists():
+        if writer:
+            _write_json_lines(metrics_path, records)
+    elif metrics_path.exists() and writer:
         _write_json_lines(metrics_path, [])
     if start_epoch > config.epochs:
         print(f"jlvm: {run_dir} already completed {latest} epochs (--epochs {config.epochs}).",
               file=sys.stderr)
+    seeds = config.num_seeds
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=(start_epoch - 1) * steps_per_epoch,
-               unit="step", desc=f"{config.model} on {config.data}", file=sys.stderr,
-               disable=None, mininterval=0.5)
+               unit="step", desc=f"{config.model} on {config.data}"
+               + (f", {seeds} seeds" if seeds > 1 else ""), file=sys.stderr,
+               disable=None if writer else True, mininterval=0.5)
     if config.model == "gmm":  # an epoch is one full-batch EM iteration
-        em_step = jax.jit(setup.learner.step)
+        em_step = jax.jit(setup.learner.step if seeds == 1
+                          else jax.vmap(setup.learner.step, in_axes=(0, None)))
 
         def epoch_fn(state, data):
             state, metrics = em_step(state, data)
             return state, {name: value[None] for name, value in metrics.items()}
     else:
-        epoch_fn = train.make_epoch(setup.learner, setup.batch_size, progress=bar.update)
+        epoch_fn = train.make_epoch(setup.learner, setup.batch_size, progress=bar.update,
+                                    mesh=mesh, num_seeds=seeds if seeds > 1 else None)
     X_train = setup.dataset.train[:EVAL_SUBSET]
     started = time.perf_counter()
     for epoch in range(start_epoch, config.epochs + 1):
         state, metrics = epoch_fn(state, setup.train_data)
         if config.model == "gmm":
             bar.update(1)
-        summary = train.summarize(metrics)
-        if summary.pop("finite") < 1.0:
+        summaries = _summaries(metrics, seeds)
+        failed = [config.seed + i for i, summary in enumerate(summaries)
+                  if summary.pop("finite") < 1.0]
+        host_state = train.to_host(state)
+        last_saved = epoch - 1 - (epoch - 1) % args.checkpoint_every
+        if failed:
             bar.close()
-            kept = (f"the checkpoint of epoch {epoch - 1} is intact" if epoch > 1
+            kept = (f"the checkpoint of epoch {last_saved} is intact" if last_saved > 0
                     else "no checkpoint was written")
-            raise UsageError(f"training produced a non-finite loss in epoch {epoch} (the "
-                             f"parameters were not updated with it); {kept}. Lower "
+            which = f" (seed {', '.join(map(str, failed))})" if seeds > 1 else ""
+            raise UsageError(f"training produced a non-finite loss in epoch {epoch}{which} "
+                             f"(the parameters were not updated with it); {kept}. Lower "
                              "--learning-rate, or choose another --seed.")
-        eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), epoch)
-        record = {"epoch": epoch, "step": int(state.step)}
-        record.update({f"train_{name}_during_epoch": value for name, value in summary.items()})
-        record["train_elbo"] = float(np.mean(np.asarray(
-            _elbo_per_example(setup, state, X_train, eval_key, "train"))))
-        if setup.dataset.valid is not None:
-            record["valid_elbo"] = float(np.mean(np.asarray(_elbo_per_example(
-                setup, state, setup.dataset.valid, eval_key, "valid"))))
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        records.append(record)
-        _write_json_lines(metrics_path, records)
-        checkpoint.save(checkpoints, epoch, state)
-        if epoch == config.epochs or epoch % max(1, config.epochs // 10) == 0:
-            bar.write(f"epoch {epoch:4d}: train ELBO {record['train_elbo']:.3f} nats"
-                      + (f", valid ELBO {record['valid_elbo']:.3f}" if "valid_elbo" in record
-                         else ""), file=sys.stderr)
+        for (seed, run_state), summary in zip(_runs(config, host_state), summaries, strict=True):
+            eval_key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), epoch)
+            record = {"epoch": epoch, "seed": seed, "step": int(run_state.step)}
+            record.update({f"train_{name}_during_epoch": value
+                           for name, value in summary.items()})
+            record["train_elbo"] = float(np.mean(np.asarray(
+                _elbo_per_example(setup, run_state, X_train, eval_key, "train"))))
+            if setup.dataset.valid is not None:
+                record["valid_elbo"] = float(np.mean(np.asarray(_elbo_per_example(
+                    setup, run_state, setup.dataset.valid, eval_key, "valid"))))
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            records.append(record)
+        if writer:
+            _write_json_lines(metrics_path, records)
+        if epoch % args.checkpoint_every == 0 or epoch == config.epochs:
+            checkpoint.save(checkpoints, epoch, host_state)
+        if writer and (epoch == config.epochs or epoch % max(1, config.epochs // 10) == 0):
+            bar.write(f"epoch {epoch:4d}: " + _progress_line(records[-seeds:]), file=sys.stderr)
     bar.close()
-    if records:
-        _figures(setup, state, run_dir, records)
-    print(json.dumps({"run_dir": str(run_dir), "epochs": config.epochs,
-                      "train_elbo": records[-1]["train_elbo"] if records else None,
-                      "seconds": round(time.perf_counter() - started, 3)}))
+    final = records[-seeds:]
+    if records and writer:
+        _figures(setup, next(_runs(config, train.to_host(state)))[1], run_dir, records)
+    result = {"run_dir": str(run_dir), "epochs": config.epochs,
+              "train_elbo": float(np.mean([r["train_elbo"] for r in final])) if final else None,
+              "seconds": round(time.perf_counter() - started, 3)}
+    if seeds > 1:
+        result["seeds"] = [r["seed"] for r in final]
+        result["train_elbo_per_seed"] = [r["train_elbo"] for r in final]
+    if writer:
+        print(json.dumps(result))
     return 0
+
+
+def _progress_line(records: list[dict]) -> str:
+    def describe(name):
+        values = [r[name] for r in records]
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        return f"{sum(values) / len(values):.3f} (mean of {len(values)} seeds, " \
+               f"{min(values):.3f} to {max(values):.3f})"
+
+    line = f"train ELBO {describe('train_elbo')} nats"
+    if "valid_elbo" in records[0]:
+        line += f", valid ELBO {describe('valid_elbo')}"
+    return line
 
 
 # -------------------------------------------------------------------- figures
@@ -471,12 +620,23 @@ def _load_run(run_dir: pathlib.Path):
 def _evaluate(args) -> int:
     if args.num_samples < 1 or args.chunk_size < 1 or args.batch_size < 1:
         raise UsageError("--num-samples, --chunk-size and --batch-size must be >= 1.")
-    setup, state = _load_run(pathlib.Path(args.run_dir))
+    writer = _start_distributed(args)
+    setup, states = _load_run(pathlib.Path(args.run_dir))
+    mesh = _mesh(args, args.batch_size, setup.config.model)
+    for seed, state in _runs(setup.config, states):
+        line = _evaluate_one(args, setup, state, mesh)
+        if writer:
+            print(json.dumps({"run_dir": args.run_dir, "seed": seed, **line}))
+    return 0
+
+
+def _evaluate_one(args, setup: _Setup, state, mesh) -> dict:
+    """IS log-likelihood and ELBO of one trained model on --split, as a JSON-ready dict."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from jlvm import evaluate
+    from jlvm import evaluate, train
     from jlvm.models import gmm
 
     X = getattr(setup.dataset, args.split)
@@ -518,19 +678,20 @@ def _evaluate(args) -> int:
                       file=sys.stderr, disable=None) as bar:
                 for index, start in enumerate(range(0, X.shape[0], block)):
                     rows = X[start:start + block]
-                    pieces.append(evaluate.vae_log_likelihood(
+                    pieces.append(train.to_host(evaluate.vae_log_likelihood(
                         jax.random.fold_in(is_key, index), params, rows, args.num_samples,
-                        batch_size=args.batch_size, chunk_size=args.chunk_size, mask=mask))
-                    jax.block_until_ready(pieces[-1])
+                        batch_size=args.batch_size, chunk_size=args.chunk_size, mask=mask,
+                        mesh=mesh)))
                     bar.update(rows.shape[0])
-            log_likelihood = jnp.concatenate(pieces)
-            elbo = evaluate.vae_elbo(elbo_key, params, X, mask=mask)
-    jax.block_until_ready(log_likelihood)
+            log_likelihood = np.concatenate(pieces)
+            elbo = evaluate.vae_elbo(elbo_key, params, X, mask=mask, mesh=mesh,
+                                     batch_size=args.batch_size)
+    log_likelihood, elbo = train.to_host((log_likelihood, elbo))
     seconds = time.perf_counter() - started
     ll_mean, ll_se = evaluate.summary(log_likelihood)
     elbo_mean, elbo_se = evaluate.summary(elbo)
-    print(json.dumps({
-        "run_dir": args.run_dir, "split": args.split, "num_examples": int(X.shape[0]),
+    return {
+        "split": args.split, "num_examples": int(X.shape[0]),
         "num_samples": args.num_samples if setup.config.model != "gmm" else None,
         "log_likelihood": round(ll_mean, 4), "log_likelihood_se": round(ll_se, 4),
         "elbo": round(elbo_mean, 4), "elbo_se": round(elbo_se, 4),
@@ -538,8 +699,7 @@ def _evaluate(args) -> int:
         "missing": args.missing,
         "bits_per_dim": round(evaluate.bits_per_dim(
             ll_mean, X.shape[1] if mask is None else int(mask.sum())), 5),
-        "seconds": round(seconds, 3)}))
-    return 0
+        "seconds": round(seconds, 3)}
 
 
 def _svi_bounds(params, data_dim, num_samples, chunk_size, key, row):
@@ -570,7 +730,8 @@ def _sample(args) -> int:
         raise UsageError(f"--n must be >= 1, got {args.n}.")
     if not out.parent.is_dir():
         raise UsageError(f"folder {out.parent} does not exist.")
-    setup, state = _load_run(pathlib.Path(args.run_dir))
+    setup, states = _load_run(pathlib.Path(args.run_dir))
+    _, state = next(_runs(setup.config, states))  # the first of --num-seeds runs
     import jax
 
     from jlvm import plots

@@ -14,22 +14,35 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jlvm import _checks, estimators
+from jlvm import _checks, estimators, train
 
 
 def map_over_data(per_example: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array,
-                  X: jax.Array, batch_size: int) -> jax.Array:
-    """per_example(key_n, x_n) for every row of X [N, D] -> [N, ...], batch by batch."""
+                  X: jax.Array, batch_size: int, mesh: Mesh | None = None) -> jax.Array:
+    """per_example(key_n, x_n) for every row of X [N, D] -> [N, ...], batch by batch.
+
+    With ``mesh`` (``jlvm.train.data_mesh``), each batch is split over the mesh's devices
+    along its "data" axis (``batch_size`` must be a multiple of their number); row n's
+    value depends only on (key, n, x_n), so the result does not depend on the mesh.
+    """
     batch_size = _checks.positive_int(batch_size, "batch_size")
+    train.check_mesh(mesh, batch_size)
     count = X.shape[0]
     batches = -(-count // batch_size)
     padded = jnp.concatenate([X, jnp.repeat(X[:1], batches * batch_size - count, axis=0)])
     keys = jax.random.split(key, batches * batch_size)
     shape = (batches, batch_size)
-    values = jax.lax.map(lambda args: jax.vmap(per_example)(*args),
-                         (keys.reshape(shape + keys.shape[1:]),
-                          padded.reshape(shape + X.shape[1:])))
+
+    def one_batch(args):
+        if mesh is not None:
+            args = jax.lax.with_sharding_constraint(
+                args, NamedSharding(mesh, PartitionSpec(train.DATA_AXIS)))
+        return jax.vmap(per_example)(*args)
+
+    values = jax.lax.map(one_batch, (keys.reshape(shape + keys.shape[1:]),
+                                     padded.reshape(shape + X.shape[1:])))
     return values.reshape((batches * batch_size,) + values.shape[2:])[:count]
 
 
@@ -41,8 +54,13 @@ def _check_mask(params: Any, mask: Any) -> jax.Array:
     return jnp.asarray(missing.check_mask(mask, params.data_dim, need_missing=False))
 
 
-@functools.partial(jax.jit, static_argnames=("num_samples", "batch_size", "chunk_size"))
-def _vae_log_likelihood(key, params, X, mask, num_samples, batch_size, chunk_size):
+def _place(mesh: Mesh | None, *trees: Any) -> tuple:
+    """The arguments replicated on the mesh's devices (as they are without a mesh)."""
+    return trees if mesh is None else train.replicate(trees, mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples", "batch_size", "chunk_size", "mesh"))
+def _vae_log_likelihood(key, params, X, mask, num_samples, batch_size, chunk_size, mesh):
     from jlvm.models import vae
 
     def one(k, x):
@@ -51,44 +69,47 @@ def _vae_log_likelihood(key, params, X, mask, num_samples, batch_size, chunk_siz
                                           vae.encoder(params, x, mask), num_samples,
                                           chunk_size=chunk_size)
 
-    return map_over_data(one, key, X, batch_size)
+    return map_over_data(one, key, X, batch_size, mesh)
 
 
 def vae_log_likelihood(key: jax.Array, params: Any, X: jax.Array, num_samples: int, *,
                        batch_size: int = 100, chunk_size: int | None = 500,
-                       mask: Any = None) -> jax.Array:
+                       mask: Any = None, mesh: Mesh | None = None) -> jax.Array:
     """log p(x_n) by importance sampling with K draws from the encoder, for every row: [N].
 
     ``log (1/K) sum_k p(x, z_k) / q(z_k | x)``, z_k ~ q(z | x), chunk_size draws at a time.
     With ``mask`` [D] (True = observed; the same for every row), log p(x_obs): missing
-    pixels are summed out exactly and the encoder sees them as 0.
+    pixels are summed out exactly and the encoder sees them as 0. With ``mesh``, batches
+    are split over its devices (see ``map_over_data``); the values do not change.
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
     chunk_size = min(_checks.positive_int(chunk_size or num_samples, "chunk_size"), num_samples)
-    return _vae_log_likelihood(key, params, jnp.asarray(X), _check_mask(params, mask),
-                               num_samples, batch_size, chunk_size)
+    train.check_mesh(mesh, batch_size)
+    params, X, mask = _place(mesh, params, jnp.asarray(X), _check_mask(params, mask))
+    return _vae_log_likelihood(key, params, X, mask, num_samples, batch_size, chunk_size, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("num_samples", "batch_size"))
-def _vae_elbo(key, params, X, mask, num_samples, batch_size):
+@functools.partial(jax.jit, static_argnames=("num_samples", "batch_size", "mesh"))
+def _vae_elbo(key, params, X, mask, num_samples, batch_size, mesh):
     from jlvm.models import vae
 
     def one(k, x):
         return estimators.elbo(k, functools.partial(vae.log_joint, params, x, mask=mask),
                                vae.encoder(params, x, mask), num_samples)
 
-    return map_over_data(one, key, X, batch_size)
+    return map_over_data(one, key, X, batch_size, mesh)
 
 
 def vae_elbo(key: jax.Array, params: Any, X: jax.Array, num_samples: int = 1, *,
-             batch_size: int = 500, mask: Any = None) -> jax.Array:
-    """The ELBO of every row of X with the encoder's q: [N] (K draws each); ``mask`` as in
-    ``vae_log_likelihood``."""
+             batch_size: int = 500, mask: Any = None, mesh: Mesh | None = None) -> jax.Array:
+    """The ELBO of every row of X with the encoder's q: [N] (K draws each); ``mask`` and
+    ``mesh`` as in ``vae_log_likelihood``."""
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
-    return _vae_elbo(key, params, jnp.asarray(X), _check_mask(params, mask), num_samples,
-                     batch_size)
+    train.check_mesh(mesh, batch_size)
+    params, X, mask = _place(mesh, params, jnp.asarray(X), _check_mask(params, mask))
+    return _vae_elbo(key, params, X, mask, num_samples, batch_size, mesh)
 
 
 def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:

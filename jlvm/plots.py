@@ -109,14 +109,22 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, *, title: str =
 
 
 def training_curves(records: list[dict], *, title: str = ""):
-    """Per-epoch curves of every ``*_elbo`` (and related bound) field in metrics records."""
+    """Per-epoch curves of every ``*_elbo`` (and related bound) field in metrics records;
+    with several seeds (a ``seed`` field), one thin line per seed in the field's colour."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    epochs = [r["epoch"] for r in records]
-    fields = [k for k in records[0] if k != "epoch" and isinstance(records[0][k], (int, float))
+    fields = [k for k in records[0] if k not in ("epoch", "seed")
+              and isinstance(records[0][k], (int, float))
               and any(word in k for word in ("elbo", "iwae_bound", "log_likelihood"))]
-    for field in fields:
-        ax.plot(epochs, [r.get(field, np.nan) for r in records], label=field)
+    seeds = sorted({r.get("seed") for r in records}, key=lambda s: (s is None, s))
+    for number, field in enumerate(fields):
+        color = f"C{number}"
+        for index, seed in enumerate(seeds):
+            rows = [r for r in records if r.get("seed") == seed]
+            ax.plot([r["epoch"] for r in rows], [r.get(field, np.nan) for r in rows],
+                    color=color, linewidth=1.5 if len(seeds) == 1 else 0.8,
+                    label=(field + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""))
+                    if index == 0 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per example")
     ax.legend()

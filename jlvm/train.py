@@ -12,16 +12,19 @@ batches, in chunks so that a progress bar can advance without a Python call per 
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jlvm import _checks
 
 Batch = Any
 Metrics = dict
+DATA_AXIS = "data"  # the mesh axis that batches are split over
 
 
 class TrainState(NamedTuple):
@@ -71,42 +74,123 @@ def num_batches(num_examples: int, batch_size: int) -> int:
     return num_examples // batch_size
 
 
+def _batch_indices(key: jax.Array, count: int, batch_size: int) -> jax.Array:
+    """A random permutation of range(count), cut into [num_batches, batch_size] rows."""
+    batches = num_batches(count, batch_size)
+    return jax.random.permutation(key, count)[: batches * batch_size].reshape(batches,
+                                                                             batch_size)
+
+
 def shuffled_batches(key: jax.Array, data: Any, batch_size: int) -> Any:
     """A random permutation of the rows of ``data`` (any pytree, leading axis N) cut into
-    [num_batches, batch_size, ...] batches; the last N mod batch_size rows are dropped."""
+    [num_batches, batch_size, ...] batches; the last N mod batch_size rows are dropped.
+
+    These are the batches ``make_epoch`` trains on for the same key."""
     count = jax.tree_util.tree_leaves(data)[0].shape[0]
-    batches = num_batches(count, batch_size)
-    order = jax.random.permutation(key, count)[: batches * batch_size]
-    return jax.tree_util.tree_map(
-        lambda leaf: leaf[order].reshape((batches, batch_size) + leaf.shape[1:]), data)
+    order = _batch_indices(key, count, batch_size)
+    return jax.tree_util.tree_map(lambda leaf: leaf[order], data)
+
+
+def data_mesh(num_devices: int | None = None, devices: Sequence[Any] | None = None) -> Mesh:
+    """A one-axis ``jax.sharding.Mesh`` named "data" for data-parallel training.
+
+    Args:
+      num_devices: how many of ``jax.devices()`` (every process's devices, after
+        ``jax.distributed.initialize()``) to use; None for all of them.
+      devices: the devices themselves, instead of ``num_devices``.
+    """
+    if devices is None:
+        available = jax.devices()
+        if num_devices is None:
+            num_devices = len(available)
+        num_devices = _checks.positive_int(num_devices, "num_devices")
+        if num_devices > len(available):
+            raise ValueError(f"num_devices must be <= the {len(available)} devices JAX sees "
+                             f"({available[0].platform}), got {num_devices}.")
+        devices = available[:num_devices]
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def check_mesh(mesh: Mesh | None, batch_size: int) -> None:
+    if mesh is None:
+        return
+    if DATA_AXIS not in mesh.axis_names:
+        raise ValueError(f"mesh must have an axis named {DATA_AXIS!r} (see data_mesh), got "
+                         f"axes {mesh.axis_names}.")
+    shards = mesh.shape[DATA_AXIS]
+    if batch_size % shards:
+        raise ValueError(f"batch_size must be a multiple of the mesh's {shards} devices, got "
+                         f"{batch_size}.")
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf of ``tree`` placed whole on every device of ``mesh``."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def make_epoch(learner: Learner, batch_size: int, *, chunk_steps: int = 50,
-               progress: Callable[[int], None] | None = None):
+               progress: Callable[[int], None] | None = None, mesh: Mesh | None = None,
+               num_seeds: int | None = None):
     """``epoch(state, data) -> (state, metrics)`` running one shuffled pass over ``data``.
 
-    The steps run as ``lax.scan`` over on-device batches, ``chunk_steps`` steps per
-    compiled call; ``progress(n)`` (e.g. a tqdm bar's ``update``) is told after each chunk.
-    Returned metrics are stacked per step: each a [num_steps] array.
+    ``data`` is any pytree of arrays with N rows; each step's batch is gathered on device
+    from a permutation drawn with a key split from ``state.key``. The steps run as
+    ``lax.scan``, ``chunk_steps`` steps per compiled call; ``progress(n)`` (e.g. a tqdm
+    bar's ``update``) is told after each chunk. Metrics are stacked per step: [num_steps].
+
+    Args:
+      mesh: data parallelism: with a ``data_mesh``, state and data are replicated on its
+        devices and every batch is split over them along the "data" axis (``batch_size``
+        must be a multiple of the device count). XLA inserts the gradient all-reduce; the
+        results equal a one-device run up to the order of floating-point sums.
+      num_seeds: S independent runs at once: every leaf of ``state`` has a leading axis S
+        (``jax.vmap(learner.init, in_axes=(0, None))(keys, batch)``), each run shuffles
+        with its own key, and metrics are [num_steps, S]. Run s equals the single run
+        started from the same key.
     """
     chunk_steps = _checks.positive_int(chunk_steps, "chunk_steps")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    if num_seeds is not None:
+        num_seeds = _checks.positive_int(num_seeds, "num_seeds")
+    check_mesh(mesh, batch_size)
+    step = learner.step if num_seeds is None else jax.vmap(learner.step)
+    batch_spec = PartitionSpec(DATA_AXIS) if num_seeds is None else PartitionSpec(None,
+                                                                                 DATA_AXIS)
 
-    @jax.jit
-    def shuffle(state, data):
+    def shuffle_one(state, count):
         key, shuffle_key = jax.random.split(state.key)
-        return state._replace(key=key), shuffled_batches(shuffle_key, data, batch_size)
+        return state._replace(key=key), _batch_indices(shuffle_key, count, batch_size)
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def shuffle(state, count):
+        if num_seeds is None:
+            return shuffle_one(state, count)
+        state, order = jax.vmap(shuffle_one, in_axes=(0, None))(state, count)
+        return state, jnp.swapaxes(order, 0, 1)  # [steps, S, batch]: scan over steps
 
     @jax.jit
-    def run_chunk(state, batches):
-        return jax.lax.scan(learner.step, state, batches)
+    def run_chunk(state, data, order):
+        def body(state, rows):
+            batch = jax.tree_util.tree_map(lambda leaf: leaf[rows], data)
+            if mesh is not None:
+                batch = jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, batch_spec))
+            return step(state, batch)
+
+        return jax.lax.scan(body, state, order)
 
     def epoch(state: TrainState, data: Any) -> tuple[TrainState, Metrics]:
-        state, batches = shuffle(state, data)
-        total = jax.tree_util.tree_leaves(batches)[0].shape[0]
+        leaves = jax.tree_util.tree_leaves(data)
+        count = leaves[0].shape[0]
+        if num_seeds is not None and state.step.shape != (num_seeds,):
+            raise ValueError(f"state must hold num_seeds={num_seeds} runs (a leading axis on "
+                             f"every leaf), got state.step of shape {state.step.shape}.")
+        if mesh is not None:
+            state, data = replicate((state, data), mesh)
+        state, order = shuffle(state, count)
+        total = order.shape[0]
         pieces = []
         for start in range(0, total, chunk_steps):
-            chunk = jax.tree_util.tree_map(lambda b: b[start:start + chunk_steps], batches)
-            state, metrics = run_chunk(state, chunk)
+            state, metrics = run_chunk(state, data, order[start:start + chunk_steps])
             pieces.append(metrics)
             if progress is not None:
                 jax.block_until_ready(metrics)
@@ -115,6 +199,24 @@ def make_epoch(learner: Learner, batch_size: int, *, chunk_steps: int = 50,
         return state, merged
 
     return epoch
+
+
+def to_host(tree: Any) -> Any:
+    """Every leaf as a NumPy array in this process's memory.
+
+    Also for arrays that span several processes (after ``jax.distributed.initialize()``),
+    which NumPy cannot read directly: those are gathered from every process first.
+    """
+    from jax.experimental import multihost_utils
+
+    def one(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            if leaf.sharding.is_fully_replicated:  # every process holds all of it
+                return np.asarray(leaf.addressable_data(0))
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return np.asarray(leaf)
+
+    return jax.tree_util.tree_map(one, tree)
 
 
 def summarize(metrics: Metrics) -> dict[str, float]:

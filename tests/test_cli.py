@@ -136,3 +136,113 @@ def test_default_output_directory_is_new_each_time(tmp_path, capsys, monkeypatch
     code, stdout, _ = _run(["train", "--epochs", "1", *TINY], capsys)
     assert code == 0
     assert pathlib.Path(json.loads(stdout)["run_dir"]).parent == pathlib.Path("runs")
+
+
+def test_num_seeds_trains_runs_equal_to_separate_runs(tmp_path, capsys):
+    many, one = tmp_path / "many", tmp_path / "one"
+    code, stdout, err = _run(["train", "--epochs", "2", "--num-seeds", "3", "--seed", "4",
+                              "--out", str(many), *TINY], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["seeds"] == [4, 5, 6] and len(result["train_elbo_per_seed"]) == 3
+    records = [json.loads(line) for line in (many / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["seed"]) for r in records] == [(e, s) for e in (1, 2)
+                                                          for s in (4, 5, 6)]
+    code, stdout, err = _run(["train", "--epochs", "2", "--seed", "5", "--out", str(one),
+                              *TINY], capsys)
+    assert code == 0, err
+    alone = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(alone, [r for r in records if r["seed"] == 5], strict=True):
+        np.testing.assert_allclose(a["train_elbo"], b["train_elbo"], rtol=1e-5)
+        np.testing.assert_allclose(a["valid_elbo" if "valid_elbo" in a else "train_elbo"],
+                                   b["valid_elbo" if "valid_elbo" in b else "train_elbo"],
+                                   rtol=1e-5)
+    code, stdout, err = _run(["evaluate", str(many), "--num-samples", "20"], capsys)
+    assert code == 0, err
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert [line["seed"] for line in lines] == [4, 5, 6]
+    code, stdout, err = _run(["evaluate", str(one), "--num-samples", "20"], capsys)
+    np.testing.assert_allclose(json.loads(stdout)["log_likelihood"], lines[1]["log_likelihood"],
+                               rtol=1e-5)
+    # a resumed multi-seed run restores every seed's state
+    code, stdout, err = _run(["train", "--epochs", "3", "--out", str(many), "--resume"], capsys)
+    assert code == 0, err
+    assert len((many / "metrics.jsonl").read_text().splitlines()) == 9
+
+
+def test_checkpoint_every_and_device_arguments(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _run(["train", "--epochs", "5", "--checkpoint-every", "2", "--out", str(out),
+                         *TINY], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == \
+        ["4", "5"]  # the last two kept
+    for argv, message in [
+            (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1"),
+            (["--devices", "two"], "--devices must be a number or 'all'"),
+            (["--devices", str(jax.device_count() + 1)], "--devices must be between 1"),
+            (["--num-seeds", "0"], "--num-seeds must be >= 1")]:
+        code, _, err = _run(["train", "--epochs", "1", "--out", str(tmp_path / "bad"), *TINY,
+                             *argv], capsys)
+        assert code == 2 and message in err, err
+        assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_devices_splits_batches_and_gives_the_one_device_numbers(tmp_path):
+    """`jlvm train/evaluate --devices 4` on four simulated CPU devices against --devices 1."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    results = {}
+    for devices in ("1", "all"):
+        out = tmp_path / f"devices-{devices}"
+        command = [sys.executable, "-m", "jlvm", "train", "--epochs", "2", "--out", str(out),
+                   "--devices", devices, *TINY]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        evaluated = subprocess.run([sys.executable, "-m", "jlvm", "evaluate", str(out),
+                                    "--num-samples", "40", "--devices", devices], env=env,
+                                   capture_output=True, text=True, timeout=600)
+        assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        results[devices] = (records, json.loads(evaluated.stdout))
+    for a, b in zip(results["1"][0], results["all"][0], strict=True):
+        np.testing.assert_allclose(a["train_elbo"], b["train_elbo"], rtol=1e-5)
+    np.testing.assert_allclose(results["1"][1]["log_likelihood"],
+                               results["all"][1]["log_likelihood"], rtol=1e-5)
+    bad = subprocess.run([sys.executable, "-m", "jlvm", "train", "--epochs", "1", "--out",
+                          str(tmp_path / "odd"), "--devices", "3", *TINY], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "must be a multiple of --devices" in bad.stderr
+
+
+def test_distributed_training_over_two_processes_equals_one_device(tmp_path):
+    """Two processes joined by jax.distributed (JAX's own runtime; gloo collectives on CPU),
+    two simulated devices each: one run over 4 devices, written once, same numbers."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}
+    out = tmp_path / "distributed"
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "jlvm", "train", "--epochs", "2", "--out", str(out), *TINY,
+         "--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2",
+         "--process-id", str(index)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for index in range(2)]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-2000:]
+    # only process 0 reports and writes
+    assert [line for line in outputs[0][0].splitlines() if line.startswith("{")]
+    assert not [line for line in outputs[1][0].splitlines() if line.startswith("{")]
+    alone = tmp_path / "alone"
+    assert cli.main(["train", "--epochs", "2", "--out", str(alone), *TINY]) == 0
+    for a, b in zip(*[[json.loads(line) for line in (d / "metrics.jsonl").read_text()
+                       .splitlines()] for d in (alone, out)], strict=True):
+        np.testing.assert_allclose(a["train_elbo"], b["train_elbo"], rtol=1e-5)
+    assert checkpoint.latest_step(out / "checkpoints") == 2
+    _, state = cli._load_run(out)
+    _, reference = cli._load_run(alone)
+    assert int(state.step) == int(reference.step) > 0

@@ -102,3 +102,129 @@ def test_non_finite_loss_never_reaches_the_parameters(learner, digits):
     assert _leaves_equal(new.params, state.params) and _leaves_equal(new.opt_state,
                                                                      state.opt_state)
     assert int(new.step) == 1
+
+
+def test_many_seeds_at_once_equal_the_runs_one_by_one(learner, digits):
+    seeds = (0, 3, 7)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+    stacked = jax.vmap(learner.init, in_axes=(0, None))(keys, digits[:100])
+    epoch = train.make_epoch(learner, 100, chunk_steps=4, num_seeds=len(seeds))
+    for _ in range(2):
+        stacked, metrics = epoch(stacked, digits)
+    steps = digits.shape[0] // 100
+    assert metrics["elbo"].shape == (steps, len(seeds))
+    single = train.make_epoch(learner, 100, chunk_steps=4)
+    for index, seed in enumerate(seeds):
+        state = learner.init(jax.random.PRNGKey(seed), digits[:100])
+        for _ in range(2):
+            state, alone = single(state, digits)
+        np.testing.assert_allclose(np.asarray(metrics["elbo"][:, index]),
+                                   np.asarray(alone["elbo"]), rtol=1e-5)
+        for x, y in zip(jax.tree_util.tree_leaves(state),
+                        jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+                            lambda a: a[index], stacked)), strict=True):  # noqa: B023
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
+    # the runs differ from each other: their own keys, their own shuffles
+    assert not np.allclose(np.asarray(metrics["elbo"][:, 0]), np.asarray(metrics["elbo"][:, 1]))
+
+
+def test_num_seeds_must_match_the_state(learner, digits):
+    state = learner.init(jax.random.PRNGKey(0), digits[:100])
+    with pytest.raises(ValueError, match="num_seeds=2"):
+        train.make_epoch(learner, 100, num_seeds=2)(state, digits)
+    with pytest.raises(ValueError, match="num_seeds"):
+        train.make_epoch(learner, 100, num_seeds=0)
+
+
+def test_data_mesh_checks_its_arguments():
+    mesh = train.data_mesh(1)
+    assert mesh.axis_names == (train.DATA_AXIS,) and mesh.devices.size == 1
+    with pytest.raises(ValueError, match="num_devices"):
+        train.data_mesh(len(jax.devices()) + 1)
+    with pytest.raises(ValueError, match="num_devices"):
+        train.data_mesh(0)
+    with pytest.raises(ValueError, match="axis named 'data'"):
+        train.make_epoch(None, 100, mesh=jax.sharding.Mesh(np.asarray(jax.devices()[:1]),
+                                                             ("batch",)))
+
+
+_SHARDED_SCRIPT = r"""
+import functools, json
+import jax, jax.numpy as jnp, numpy as np, optax
+from jlvm import data, evaluate, train
+from jlvm.inference import amortized
+from jlvm.models import vae
+
+assert jax.device_count() == 4, jax.devices()
+X = jnp.asarray(data.digits().train)
+inner = amortized(functools.partial(vae.init, data_dim=64, latent_dim=3, hidden_dims=(32,)),
+                  optax.adam(1e-3))
+seen = []
+
+def step(state, batch):  # records how each batch is laid out, when the step is compiled
+    jax.debug.inspect_array_sharding(
+        batch, callback=lambda s: seen.append(len(s.device_set) if s.is_fully_replicated
+                                              else -len(s.device_set)))
+    return inner.step(state, batch)
+
+learner = train.Learner(inner.init, step)
+
+def run(devices, num_seeds=None):
+    mesh = train.data_mesh(devices)
+    epoch = train.make_epoch(learner, 100, chunk_steps=5, mesh=mesh, num_seeds=num_seeds)
+    if num_seeds:
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in range(num_seeds)])
+        state = jax.vmap(learner.init, in_axes=(0, None))(keys, X[:100])
+    else:
+        state = learner.init(jax.random.PRNGKey(0), X[:100])
+    for _ in range(3):
+        state, metrics = epoch(state, X)
+    log_px = evaluate.vae_log_likelihood(jax.random.PRNGKey(5),
+                                         jax.tree_util.tree_map(lambda a: a[0], state.params)
+                                         if num_seeds else state.params,
+                                         X[:300], 200, batch_size=100, chunk_size=50, mesh=mesh)
+    devices_of_params = {len(leaf.sharding.device_set)
+                         for leaf in jax.tree_util.tree_leaves(state.params)}
+    return state, np.asarray(metrics["elbo"]), np.asarray(log_px), devices_of_params
+
+out = {}
+for seeds in (None, 2):
+    seen.clear()
+    one, elbo_one, ll_one, _ = run(1, seeds)
+    seen_one = sorted(set(seen))
+    seen.clear()
+    four, elbo_four, ll_four, params_on = run(4, seeds)
+    diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b)) / (1e-3 + np.abs(np.asarray(b)))))
+             for a, b in zip(jax.tree_util.tree_leaves(four.params),
+                             jax.tree_util.tree_leaves(one.params), strict=True)]
+    out[str(seeds)] = {
+        "params_rel": max(diffs), "elbo_abs": float(np.max(np.abs(elbo_four - elbo_one))),
+        "ll_abs": float(np.max(np.abs(ll_four - ll_one))), "steps": int(np.max(four.step)),
+        "expected_steps": 3 * (X.shape[0] // 100),
+        "batch_layout_one": seen_one, "batch_layout_four": sorted(set(seen)),
+        "params_on": sorted(params_on)}
+print(json.dumps(out))
+"""
+
+
+def test_data_parallel_on_four_devices_equals_one_device():
+    """Four simulated CPU devices (XLA's host-platform device count) against one: batches
+    are split four ways, parameters replicated, and the numbers agree to float rounding
+    (the only difference is the order in which the gradient's sum is added up)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for seeds, r in report.items():
+        assert r["steps"] == r["expected_steps"], (seeds, r)
+        # one device: the batch is whole; four: the batch is split, never replicated
+        assert r["batch_layout_one"] == [1] and r["batch_layout_four"] == [-4], (seeds, r)
+        assert r["params_on"] == [4], (seeds, r)
+        assert r["params_rel"] < 1e-4 and r["elbo_abs"] < 1e-3 and r["ll_abs"] < 1e-3, (seeds, r)

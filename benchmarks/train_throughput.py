@@ -1,0 +1,349 @@
+"""Training throughput of the same VAE in jlvm, NumPyro, Pyro, PyTorch and hand-written JAX.
+
+    python benchmarks/train_throughput.py --impl {jlvm,jax,numpyro,pyro,torch} [--steps 500]
+        [--repeats 3] [--num-seeds S] [--devices N] [--data binarized-mnist]
+
+Prints one JSON line: {"impl", "examples_per_s", "device", ...}. The protocol
+(benchmarks/_protocol.py): encoder 784-200-200-(50, 50), decoder 50-200-200-784, tanh,
+Bernoulli, N(0, I) prior, Adam 1e-3, batch 100, one-sample ELBO, binarized MNIST from
+$JLVM_DATA_DIR. Each repeat times ``--steps`` training steps (500 = one epoch of the 50,000
+training images) after a warm-up that compiles everything; the figure is the median repeat.
+Each timed epoch includes its own shuffle, in every implementation.
+
+- jlvm: ``inference.amortized`` + ``train.make_epoch`` (a ``lax.scan`` over the epoch);
+  ``--num-seeds S`` trains S independent VAEs at once (examples_per_s is the aggregate);
+  ``--devices N`` shards each batch over N devices (``jax.sharding.Mesh``).
+- jax: the same model hand-written in plain JAX + optax, its epoch one jitted ``lax.scan``:
+  the reference for what jlvm's layers cost.
+- numpyro: NumPyro's idiom: ``flax_module`` (Flax linen) + ``SVI`` + ``Trace_ELBO``, with
+  ``svi.update`` under ``jax.jit`` called once per step from Python.
+- pyro: Pyro's idiom: ``pyro.module`` + ``SVI`` + ``Trace_ELBO``, ``svi.step`` per batch.
+- torch: a plain PyTorch loop (``nn.Module``s, ``torch.optim.Adam``), no compilation.
+
+The peers are optional: ``pip install -e '.[bench]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import _protocol as protocol
+import numpy as np
+
+IMPLS = ("jlvm", "jax", "numpyro", "pyro", "torch")
+
+
+# ------------------------------------------------------------------------ jlvm
+
+
+def run_jlvm(X: np.ndarray, args) -> tuple[list[float], str, dict]:
+    import functools
+
+    import jax
+    import optax
+
+    from jlvm import train
+    from jlvm.inference import amortized
+    from jlvm.models import vae
+
+    learner = amortized(functools.partial(vae.init, data_dim=X.shape[1],
+                                          latent_dim=protocol.LATENT,
+                                          hidden_dims=protocol.HIDDEN),
+                        optax.adam(protocol.LEARNING_RATE))
+    mesh = train.data_mesh(args.devices) if args.devices else None
+    seeds = args.num_seeds
+    epoch = train.make_epoch(learner, protocol.BATCH, chunk_steps=args.steps, mesh=mesh,
+                             num_seeds=seeds)
+    data = jax.device_put(X)
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds or 1)
+    if seeds:
+        state = jax.vmap(learner.init, in_axes=(0, None))(keys, data[:protocol.BATCH])
+    else:
+        state = learner.init(keys[0], data[:protocol.BATCH])
+    state, metrics = epoch(state, data)  # compiles
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        state, metrics = epoch(state, data)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - start)
+    return times, protocol.jax_device(), {
+        "final_elbo": float(np.mean(np.asarray(metrics["elbo"])[-20:])),
+        "num_seeds": seeds or 1, "devices": args.devices or 1}
+
+
+# --------------------------------------------------------- hand-written JAX
+
+
+def run_jax(X: np.ndarray, args) -> tuple[list[float], str, dict]:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    D, L = X.shape[1], protocol.LATENT
+
+    def dense(key, n_in, n_out):  # Flax's default init: lecun normal weights, zero bias
+        return {"w": jax.random.normal(key, (n_in, n_out)) / np.sqrt(n_in),
+                "b": jnp.zeros(n_out)}
+
+    def mlp_init(key, sizes):
+        keys = jax.random.split(key, len(sizes) - 1)
+        return [dense(k, a, b) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+
+    def mlp(layers, h):
+        for layer in layers[:-1]:
+            h = jnp.tanh(h @ layer["w"] + layer["b"])
+        return h @ layers[-1]["w"] + layers[-1]["b"]
+
+    def loss(params, key, x):  # minus the batch-mean ELBO, joint form, one draw
+        out = mlp(params["encoder"], x)
+        mean, log_std = out[:, :L], out[:, L:]
+        eps = jax.random.normal(key, mean.shape)
+        z = mean + jnp.exp(log_std) * eps
+        logits = mlp(params["decoder"], z)
+        log_px_z = jnp.sum(x * logits - jnp.logaddexp(0.0, logits), axis=1)
+        log_pz = -0.5 * jnp.sum(z**2, axis=1)
+        log_qz = jnp.sum(-0.5 * eps**2 - log_std, axis=1)  # the 2 pi terms cancel
+        return -jnp.mean(log_px_z + log_pz - log_qz)
+
+    optimizer = optax.adam(protocol.LEARNING_RATE)
+
+    def step(carry, x):
+        params, opt_state, key = carry
+        key, sub = jax.random.split(key)
+        value, grads = jax.value_and_grad(loss)(params, sub, x)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state, key), -value
+
+    @jax.jit
+    def epoch(carry, data):
+        params, opt_state, key = carry
+        key, sub = jax.random.split(key)
+        batches = jax.random.permutation(sub, data).reshape(-1, protocol.BATCH, D)
+        return jax.lax.scan(step, (params, opt_state, key), batches)
+
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {"encoder": mlp_init(k1, [D, *protocol.HIDDEN, 2 * L]),
+              "decoder": mlp_init(k2, [L, *protocol.HIDDEN, D])}
+    carry = (params, optimizer.init(params), k3)
+    data = jax.device_put(X)
+    carry, elbos = epoch(carry, data)
+    jax.block_until_ready(carry)
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        carry, elbos = epoch(carry, data)
+        jax.block_until_ready(carry)
+        times.append(time.perf_counter() - start)
+    return times, protocol.jax_device(), {"final_elbo": float(np.mean(np.asarray(elbos)[-20:]))}
+
+
+# --------------------------------------------------------------------- NumPyro
+
+
+def run_numpyro(X: np.ndarray, args) -> tuple[list[float], str, dict]:
+    import flax.linen as linen
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.contrib.module import flax_module
+    from numpyro.infer import SVI, Trace_ELBO
+
+    D, L = X.shape[1], protocol.LATENT
+
+    class Encoder(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            for width in protocol.HIDDEN[::-1]:
+                x = jnp.tanh(linen.Dense(width)(x))
+            out = linen.Dense(2 * L)(x)
+            return out[..., :L], jnp.exp(out[..., L:])
+
+    class Decoder(linen.Module):
+        @linen.compact
+        def __call__(self, z):
+            for width in protocol.HIDDEN:
+                z = jnp.tanh(linen.Dense(width)(z))
+            return linen.Dense(D)(z)
+
+    def model(x):
+        decoder = flax_module("decoder", Decoder(), input_shape=(1, L))
+        with numpyro.plate("data", x.shape[0]):
+            z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([L]).to_event(1))
+            numpyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+    def guide(x):
+        encoder = flax_module("encoder", Encoder(), input_shape=(1, D))
+        with numpyro.plate("data", x.shape[0]):
+            loc, scale = encoder(x)
+            numpyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    # Trace_ELBO's loss is the batch SUM of -ELBO; Adam is invariant to that scale up to eps
+    svi = SVI(model, guide, numpyro.optim.Adam(protocol.LEARNING_RATE), Trace_ELBO())
+    data = jax.device_put(X)
+    key = jax.random.PRNGKey(0)
+    svi_state = svi.init(key, data[:protocol.BATCH])
+    update = jax.jit(svi.update)
+    steps = X.shape[0] // protocol.BATCH
+
+    def epoch(svi_state, key):
+        batches = jax.random.permutation(key, data).reshape(steps, protocol.BATCH, D)
+        for i in range(steps):
+            svi_state, loss = update(svi_state, batches[i])
+        return svi_state, loss
+
+    svi_state, loss = epoch(svi_state, jax.random.PRNGKey(1))  # compiles
+    jax.block_until_ready(svi_state)
+    times = []
+    for repeat in range(args.repeats):
+        start = time.perf_counter()
+        svi_state, loss = epoch(svi_state, jax.random.PRNGKey(2 + repeat))
+        jax.block_until_ready(svi_state)
+        times.append(time.perf_counter() - start)
+    return times, protocol.jax_device(), {"final_elbo": -float(loss) / protocol.BATCH}
+
+
+# ------------------------------------------------------------- torch and Pyro
+
+
+def _torch_networks(D: int, L: int, device):
+    from torch import nn
+
+    def mlp(sizes):
+        layers = []
+        for a, b in zip(sizes[:-2], sizes[1:-1]):
+            layers += [nn.Linear(a, b), nn.Tanh()]
+        return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1])).to(device)
+
+    return (mlp([D, *protocol.HIDDEN[::-1], 2 * L]), mlp([L, *protocol.HIDDEN, D]))
+
+
+def run_torch(X: np.ndarray, args) -> tuple[list[float], str, dict]:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    device, name = protocol.torch_device(args.torch_device)
+    D, L = X.shape[1], protocol.LATENT
+    encoder, decoder = _torch_networks(D, L, device)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()],
+                                 lr=protocol.LEARNING_RATE)
+    data = torch.from_numpy(X).to(device)
+    steps = X.shape[0] // protocol.BATCH
+
+    def epoch():
+        order = torch.randperm(data.shape[0], device=device)
+        for i in range(steps):
+            x = data[order[i * protocol.BATCH:(i + 1) * protocol.BATCH]]
+            mean, log_std = encoder(x).chunk(2, dim=1)
+            eps = torch.randn_like(mean)
+            z = mean + log_std.exp() * eps
+            logits = decoder(z)
+            log_px_z = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+            log_pz = -0.5 * (z**2).sum(1)
+            log_qz = (-0.5 * eps**2 - log_std).sum(1)  # the 2 pi terms cancel
+            loss = -(log_px_z + log_pz - log_qz).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return loss
+
+    _sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    epoch()  # warm-up: allocator, kernels
+    _sync()
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        loss = epoch()
+        _sync()
+        times.append(time.perf_counter() - start)
+    return times, name, {"final_elbo": -float(loss)}
+
+
+def run_pyro(X: np.ndarray, args) -> tuple[list[float], str, dict]:
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from pyro.infer import SVI, Trace_ELBO
+
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    device, name = protocol.torch_device(args.torch_device)
+    D, L = X.shape[1], protocol.LATENT
+    encoder, decoder = _torch_networks(D, L, device)
+    zeros, ones = torch.zeros(L, device=device), torch.ones(L, device=device)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(zeros, ones).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=decoder(z), validate_args=False).to_event(1),
+                        obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            mean, log_std = encoder(x).chunk(2, dim=1)
+            pyro.sample("z", dist.Normal(mean, log_std.exp()).to_event(1))
+
+    # Trace_ELBO's loss is the batch SUM of -ELBO; Adam is invariant to that scale up to eps
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": protocol.LEARNING_RATE}), Trace_ELBO())
+    data = torch.from_numpy(X).to(device)
+    steps = X.shape[0] // protocol.BATCH
+
+    def epoch():
+        order = torch.randperm(data.shape[0], device=device)
+        for i in range(steps):
+            loss = svi.step(data[order[i * protocol.BATCH:(i + 1) * protocol.BATCH]])
+        return loss
+
+    _sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    epoch()
+    _sync()
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        loss = epoch()
+        _sync()
+        times.append(time.perf_counter() - start)
+    return times, name, {"final_elbo": -float(loss) / protocol.BATCH}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--impl", choices=IMPLS, required=True)
+    parser.add_argument("--steps", type=int, default=protocol.STEPS_PER_EPOCH,
+                        help="timed steps per repeat (default 500: one epoch)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; median reported")
+    parser.add_argument("--num-seeds", type=int, default=None,
+                        help="jlvm: train this many independent VAEs at once")
+    parser.add_argument("--devices", type=int, default=None,
+                        help="jlvm: shard each batch over this many devices")
+    parser.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto")
+    protocol.add_data_arguments(parser)
+    args = parser.parse_args()
+    for name in ("steps", "repeats", "num_seeds", "devices"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if (args.num_seeds or args.devices) and args.impl != "jlvm":
+        parser.error("--num-seeds and --devices apply to --impl jlvm only")
+    train_rows, _ = protocol.load(args.data)
+    X = protocol.rows_for_steps(train_rows, args.steps)
+    runner = {"jlvm": run_jlvm, "jax": run_jax, "numpyro": run_numpyro, "pyro": run_pyro,
+              "torch": run_torch}[args.impl]
+    times, device, extra = runner(X, args)
+    seconds = statistics.median(times)
+    examples = args.steps * protocol.BATCH * extra.get("num_seeds", 1)
+    protocol.report(impl=args.impl, examples_per_s=round(examples / seconds),
+                    device=device, steps=args.steps, data=args.data,
+                    ms_per_step=round(seconds / args.steps * 1e3, 4),
+                    repeats_s=[round(t, 4) for t in times], **extra)
+
+
+if __name__ == "__main__":
+    main()
