@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--chunk-size", type=int, default=500,
                           help="draws held in memory at once per data point")
     evaluate.add_argument("--batch-size", type=int, default=100)
+    evaluate.add_argument("--num-examples", type=int, metavar="N",
+                          help="only the first N examples of the split (default all)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--missing", choices=("none", "top-half", "bottom-half"),
                           default="none", help="treat these pixels as missing: log p(x_obs), "
@@ -463,7 +465,9 @@ def _train(args) -> int:
         summaries = _summaries(metrics, seeds)
         failed = [config.seed + i for i, summary in enumerate(summaries)
                   if summary.pop("finite") < 1.0]
-        host_state = train.to_host(state)
+        # one process: evaluate and save the arrays where they are; several: this
+        # process's copy of them (the parameters are replicated on every device)
+        local_state = state if jax.process_count() == 1 else train.to_host(state)
         last_saved = epoch - 1 - (epoch - 1) % args.checkpoint_every
         if failed:
             bar.close()
@@ -473,7 +477,8 @@ def _train(args) -> int:
             raise UsageError(f"training produced a non-finite loss in epoch {epoch}{which} "
                              f"(the parameters were not updated with it); {kept}. Lower "
                              "--learning-rate, or choose another --seed.")
-        for (seed, run_state), summary in zip(_runs(config, host_state), summaries, strict=True):
+        for (seed, run_state), summary in zip(_runs(config, local_state), summaries,
+                                              strict=True):
             eval_key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), epoch)
             record = {"epoch": epoch, "seed": seed, "step": int(run_state.step)}
             record.update({f"train_{name}_during_epoch": value
@@ -488,7 +493,7 @@ def _train(args) -> int:
         if writer:
             _write_json_lines(metrics_path, records)
         if epoch % args.checkpoint_every == 0 or epoch == config.epochs:
-            checkpoint.save(checkpoints, epoch, host_state)
+            checkpoint.save(checkpoints, epoch, local_state)
         if writer and (epoch == config.epochs or epoch % max(1, config.epochs // 10) == 0):
             bar.write(f"epoch {epoch:4d}: " + _progress_line(records[-seeds:]), file=sys.stderr)
     bar.close()
@@ -618,8 +623,10 @@ def _load_run(run_dir: pathlib.Path):
 
 
 def _evaluate(args) -> int:
-    if args.num_samples < 1 or args.chunk_size < 1 or args.batch_size < 1:
-        raise UsageError("--num-samples, --chunk-size and --batch-size must be >= 1.")
+    if args.num_samples < 1 or args.chunk_size < 1 or args.batch_size < 1 or (
+            args.num_examples is not None and args.num_examples < 1):
+        raise UsageError("--num-samples, --chunk-size, --batch-size and --num-examples must "
+                         "be >= 1.")
     writer = _start_distributed(args)
     setup, states = _load_run(pathlib.Path(args.run_dir))
     mesh = _mesh(args, args.batch_size, setup.config.model)
@@ -642,7 +649,7 @@ def _evaluate_one(args, setup: _Setup, state, mesh) -> dict:
     X = getattr(setup.dataset, args.split)
     if X is None:
         raise UsageError(f"data set {setup.config.data} has no {args.split} split.")
-    X = jnp.asarray(X)
+    X = jnp.asarray(X[: args.num_examples])
     key = jax.random.PRNGKey(args.seed)
     mask = None
     if args.missing != "none":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import distrax
 import jax
 import jax.numpy as jnp
 
@@ -37,15 +38,46 @@ def draw(key: jax.Array, q: Any, num_samples: int) -> tuple[jax.Array, jax.Array
     return draw_with_keys(jax.random.split(key, num_samples), q)
 
 
+def _diagonal_normal(q: Any) -> tuple[jax.Array, jax.Array] | None:
+    """(loc [L], scale [L]) where q is a ``distrax.MultivariateNormalDiag`` (exactly that
+    class: every encoder's q), else None.
+
+    Such a q is sampled and scored below with the few array operations it needs; distrax's
+    general bijector route gives the same draws and values but several more kernels per
+    step, which a train step of 0.1 ms on a GPU (or 2 ms on a CPU) feels.
+    """
+    if type(q) is distrax.MultivariateNormalDiag:
+        return q.loc, q.scale_diag
+    return None
+
+
+def _diagonal_normal_log_prob(u: jax.Array, scale: jax.Array) -> jax.Array:
+    """log N(z; loc, diag scale^2) from u = (z - loc) / scale [K, L] -> [K]."""
+    return (jnp.sum(-0.5 * u**2 - jnp.log(scale)[None], axis=1)
+            - 0.5 * u.shape[1] * math.log(2 * math.pi))
+
+
 def draw_with_keys(keys: jax.Array, q: Any) -> tuple[jax.Array, jax.Array]:
     """One draw from ``q`` per key in ``keys`` [K]: (z [K, *event], log q(z) [K])."""
+    diagonal = _diagonal_normal(q)
+    if diagonal is not None:
+        loc, scale = diagonal
+        # distrax's own draw for this key: normal(key, (1, L))[0]
+        eps = jax.vmap(lambda k: jax.random.normal(k, (1,) + loc.shape, loc.dtype)[0])(keys)
+        # z = loc + scale * eps; along z(phi), log q(z) = log N(eps; 0, I) - sum log scale
+        return loc[None] + scale[None] * eps, _diagonal_normal_log_prob(eps, scale)
     z, log_q = jax.vmap(lambda k: _checks.sample_and_log_prob(q, k, 1))(keys)
     return z[:, 0], log_q[:, 0]
 
 
 def log_joints(log_joint: LogJoint, z: jax.Array) -> jax.Array:
     """log p(x, z_k) for a stack z [K, *event] -> [K], checking log_joint returns a scalar."""
-    values = jax.vmap(log_joint)(z)
+    if jnp.shape(z)[0] == 1:
+        # no vmap over a single draw: under an outer vmap over data points its axis of
+        # size 1 would make XLA transpose every gradient of the decoder's activations
+        values = jnp.expand_dims(log_joint(z[0]), 0)
+    else:
+        values = jax.vmap(log_joint)(z)
     if jnp.shape(values) != jnp.shape(z)[:1]:
         raise ValueError(
             "log_joint must map ONE latent value z to a scalar log p(x, z); for a stack of "
@@ -68,7 +100,14 @@ def path_log_prob(q: Any, z: jax.Array) -> jax.Array:
                          f"a continuous q; got samples of dtype {jnp.result_type(z)}. Use "
                          'grad_estimator="score_function" for discrete q.')
     fixed = _sg(z)
-    values, scores = jax.vmap(jax.value_and_grad(lambda one: _checks.log_prob(q, one)))(fixed)
+    diagonal = _diagonal_normal(q)
+    if diagonal is not None:
+        loc, scale = _sg(diagonal[0])[None], _sg(diagonal[1])[None]
+        u = (fixed - loc) / scale
+        values, scores = _diagonal_normal_log_prob(u, scale[0]), -u / scale
+    else:
+        values, scores = jax.vmap(jax.value_and_grad(lambda one: _checks.log_prob(q, one)))(
+            fixed)
     displacement = (_sg(scores) * (z - fixed)).reshape(z.shape[0], -1)
     return _sg(values) + jnp.sum(displacement, axis=1)
 
