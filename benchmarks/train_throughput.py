@@ -1,9 +1,11 @@
 """Training throughput of the same VAE in jlvm, NumPyro, Pyro, PyTorch and hand-written JAX.
 
-    python benchmarks/train_throughput.py --impl {jlvm,jax,numpyro,pyro,torch} [--steps 500]
+    python benchmarks/train_throughput.py --impl {jlvm,jax,numpyro,pyro,torch} [...] [--steps 500]
         [--repeats 3] [--num-seeds S] [--devices N] [--data binarized-mnist]
 
-Prints one JSON line: {"impl", "examples_per_s", "device", ...}. The protocol
+Prints one JSON line per implementation: {"impl", "examples_per_s", "device", ...}; given
+several, it times them in turn, repeat by repeat, and adds a line of throughput ratios
+(the first against each other one). The protocol
 (benchmarks/_protocol.py): encoder 784-200-200-(50, 50), decoder 50-200-200-784, tanh,
 Bernoulli, N(0, I) prior, Adam 1e-3, batch 100, one-sample ELBO, binarized MNIST from
 $JLVM_DATA_DIR. Each repeat times ``--steps`` training steps (500 = one epoch of the 50,000
@@ -28,17 +30,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Callable
 
 import _protocol as protocol
 import numpy as np
 
 IMPLS = ("jlvm", "jax", "numpyro", "pyro", "torch")
+# (run one timed epoch and wait for it, the device's name, the figures to report after)
+Runner = tuple[Callable[[], None], str, Callable[[], dict]]
 
 
 # ------------------------------------------------------------------------ jlvm
 
 
-def run_jlvm(X: np.ndarray, args) -> tuple[list[float], str, dict]:
+def run_jlvm(X: np.ndarray, args) -> Runner:
     import functools
 
     import jax
@@ -62,23 +67,23 @@ def run_jlvm(X: np.ndarray, args) -> tuple[list[float], str, dict]:
         state = jax.vmap(learner.init, in_axes=(0, None))(keys, data[:protocol.BATCH])
     else:
         state = learner.init(keys[0], data[:protocol.BATCH])
-    state, metrics = epoch(state, data)  # compiles
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        state, metrics = epoch(state, data)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - start)
-    return times, protocol.jax_device(), {
-        "final_elbo": float(np.mean(np.asarray(metrics["elbo"])[-20:])),
+    box = {"state": state}
+
+    def run():
+        box["state"], box["metrics"] = epoch(box["state"], data)
+        jax.block_until_ready(box["state"])
+
+    run()  # compiles
+
+    return run, protocol.jax_device(), lambda: {
+        "final_elbo": float(np.mean(np.asarray(box["metrics"]["elbo"])[-20:])),
         "num_seeds": seeds or 1, "devices": args.devices or 1}
 
 
 # --------------------------------------------------------- hand-written JAX
 
 
-def run_jax(X: np.ndarray, args) -> tuple[list[float], str, dict]:
+def run_jax(X: np.ndarray, args) -> Runner:
     import jax
     import jax.numpy as jnp
     import optax
@@ -91,7 +96,7 @@ def run_jax(X: np.ndarray, args) -> tuple[list[float], str, dict]:
 
     def mlp_init(key, sizes):
         keys = jax.random.split(key, len(sizes) - 1)
-        return [dense(k, a, b) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+        return [dense(k, a, b) for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)]
 
     def mlp(layers, h):
         for layer in layers[:-1]:
@@ -128,23 +133,23 @@ def run_jax(X: np.ndarray, args) -> tuple[list[float], str, dict]:
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
     params = {"encoder": mlp_init(k1, [D, *protocol.HIDDEN, 2 * L]),
               "decoder": mlp_init(k2, [L, *protocol.HIDDEN, D])}
-    carry = (params, optimizer.init(params), k3)
     data = jax.device_put(X)
-    carry, elbos = epoch(carry, data)
-    jax.block_until_ready(carry)
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        carry, elbos = epoch(carry, data)
-        jax.block_until_ready(carry)
-        times.append(time.perf_counter() - start)
-    return times, protocol.jax_device(), {"final_elbo": float(np.mean(np.asarray(elbos)[-20:]))}
+    box = {"carry": (params, optimizer.init(params), k3)}
+
+    def run():
+        box["carry"], box["elbos"] = epoch(box["carry"], data)
+        jax.block_until_ready(box["carry"])
+
+    run()  # compiles
+
+    return run, protocol.jax_device(), lambda: {
+        "final_elbo": float(np.mean(np.asarray(box["elbos"])[-20:]))}
 
 
 # --------------------------------------------------------------------- NumPyro
 
 
-def run_numpyro(X: np.ndarray, args) -> tuple[list[float], str, dict]:
+def run_numpyro(X: np.ndarray, args) -> Runner:
     import flax.linen as linen
     import jax
     import jax.numpy as jnp
@@ -190,21 +195,20 @@ def run_numpyro(X: np.ndarray, args) -> tuple[list[float], str, dict]:
     update = jax.jit(svi.update)
     steps = X.shape[0] // protocol.BATCH
 
-    def epoch(svi_state, key):
+    box = {"state": svi_state, "key": jax.random.PRNGKey(1)}
+
+    def run():
+        box["key"], key = jax.random.split(box["key"])
         batches = jax.random.permutation(key, data).reshape(steps, protocol.BATCH, D)
+        svi_state = box["state"]
         for i in range(steps):
             svi_state, loss = update(svi_state, batches[i])
-        return svi_state, loss
+        box["state"], box["loss"] = jax.block_until_ready((svi_state, loss))
 
-    svi_state, loss = epoch(svi_state, jax.random.PRNGKey(1))  # compiles
-    jax.block_until_ready(svi_state)
-    times = []
-    for repeat in range(args.repeats):
-        start = time.perf_counter()
-        svi_state, loss = epoch(svi_state, jax.random.PRNGKey(2 + repeat))
-        jax.block_until_ready(svi_state)
-        times.append(time.perf_counter() - start)
-    return times, protocol.jax_device(), {"final_elbo": -float(loss) / protocol.BATCH}
+    run()  # compiles
+
+    return run, protocol.jax_device(), lambda: {
+        "final_elbo": -float(box["loss"]) / protocol.BATCH}
 
 
 # ------------------------------------------------------------- torch and Pyro
@@ -215,14 +219,27 @@ def _torch_networks(D: int, L: int, device):
 
     def mlp(sizes):
         layers = []
-        for a, b in zip(sizes[:-2], sizes[1:-1]):
+        for a, b in zip(sizes[:-2], sizes[1:-1], strict=True):
             layers += [nn.Linear(a, b), nn.Tanh()]
         return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1])).to(device)
 
     return (mlp([D, *protocol.HIDDEN[::-1], 2 * L]), mlp([L, *protocol.HIDDEN, D]))
 
 
-def run_torch(X: np.ndarray, args) -> tuple[list[float], str, dict]:
+def _torch_runner(epoch, device):
+    """epoch() made to wait for the GPU, after one untimed warm-up epoch."""
+    import torch
+
+    def run():
+        epoch()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    run()  # warm-up: allocator, kernels
+    return run
+
+
+def run_torch(X: np.ndarray, args) -> Runner:
     import torch
     import torch.nn.functional as F
 
@@ -234,6 +251,8 @@ def run_torch(X: np.ndarray, args) -> tuple[list[float], str, dict]:
                                  lr=protocol.LEARNING_RATE)
     data = torch.from_numpy(X).to(device)
     steps = X.shape[0] // protocol.BATCH
+
+    box = {}
 
     def epoch():
         order = torch.randperm(data.shape[0], device=device)
@@ -250,21 +269,12 @@ def run_torch(X: np.ndarray, args) -> tuple[list[float], str, dict]:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        return loss
+        box["loss"] = loss.detach()
 
-    _sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    epoch()  # warm-up: allocator, kernels
-    _sync()
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        loss = epoch()
-        _sync()
-        times.append(time.perf_counter() - start)
-    return times, name, {"final_elbo": -float(loss)}
+    return _torch_runner(epoch, device), name, lambda: {"final_elbo": -float(box["loss"])}
 
 
-def run_pyro(X: np.ndarray, args) -> tuple[list[float], str, dict]:
+def run_pyro(X: np.ndarray, args) -> Runner:
     import pyro
     import pyro.distributions as dist
     import torch
@@ -295,27 +305,22 @@ def run_pyro(X: np.ndarray, args) -> tuple[list[float], str, dict]:
     data = torch.from_numpy(X).to(device)
     steps = X.shape[0] // protocol.BATCH
 
+    box = {}
+
     def epoch():
         order = torch.randperm(data.shape[0], device=device)
         for i in range(steps):
-            loss = svi.step(data[order[i * protocol.BATCH:(i + 1) * protocol.BATCH]])
-        return loss
+            box["loss"] = svi.step(data[order[i * protocol.BATCH:(i + 1) * protocol.BATCH]])
 
-    _sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    epoch()
-    _sync()
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        loss = epoch()
-        _sync()
-        times.append(time.perf_counter() - start)
-    return times, name, {"final_elbo": -float(loss) / protocol.BATCH}
+    return _torch_runner(epoch, device), name, lambda: {
+        "final_elbo": -float(box["loss"]) / protocol.BATCH}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--impl", choices=IMPLS, required=True)
+    parser.add_argument("--impl", choices=IMPLS, nargs="+", required=True,
+                        help="one or more; several are timed in turn, repeat by repeat, so "
+                        "their ratios come from the same moments of the same machine")
     parser.add_argument("--steps", type=int, default=protocol.STEPS_PER_EPOCH,
                         help="timed steps per repeat (default 500: one epoch)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; median reported")
@@ -330,19 +335,32 @@ def main() -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if (args.num_seeds or args.devices) and args.impl != "jlvm":
-        parser.error("--num-seeds and --devices apply to --impl jlvm only")
+    if (args.num_seeds or args.devices) and args.impl != ["jlvm"]:
+        parser.error("--num-seeds and --devices apply to --impl jlvm alone")
     train_rows, _ = protocol.load(args.data)
     X = protocol.rows_for_steps(train_rows, args.steps)
-    runner = {"jlvm": run_jlvm, "jax": run_jax, "numpyro": run_numpyro, "pyro": run_pyro,
-              "torch": run_torch}[args.impl]
-    times, device, extra = runner(X, args)
-    seconds = statistics.median(times)
-    examples = args.steps * protocol.BATCH * extra.get("num_seeds", 1)
-    protocol.report(impl=args.impl, examples_per_s=round(examples / seconds),
-                    device=device, steps=args.steps, data=args.data,
-                    ms_per_step=round(seconds / args.steps * 1e3, 4),
-                    repeats_s=[round(t, 4) for t in times], **extra)
+    runners = {impl: globals()[f"run_{impl}"](X, args) for impl in dict.fromkeys(args.impl)}
+    times = {impl: [] for impl in runners}
+    for _ in range(args.repeats):
+        for impl, (run, _, _) in runners.items():
+            start = time.perf_counter()
+            run()
+            times[impl].append(time.perf_counter() - start)
+    throughput = {}
+    for impl, (_, device, extra) in runners.items():
+        seconds = statistics.median(times[impl])
+        figures = extra()
+        examples = args.steps * protocol.BATCH * figures.get("num_seeds", 1)
+        throughput[impl] = examples / seconds
+        protocol.report(impl=impl, examples_per_s=round(throughput[impl]), device=device,
+                        steps=args.steps, data=args.data,
+                        ms_per_step=round(seconds / args.steps * 1e3, 4),
+                        repeats_s=[round(t, 4) for t in times[impl]], **figures)
+    if len(runners) > 1:
+        first = next(iter(throughput))
+        protocol.report(ratios={f"{first}/{impl}": round(throughput[first] / value, 3)
+                                for impl, value in throughput.items() if impl != first},
+                        interleaved_repeats=args.repeats)
 
 
 if __name__ == "__main__":

@@ -261,7 +261,7 @@ def _start_distributed(args) -> bool:
     try:
         jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
     except (ValueError, RuntimeError, TypeError) as error:
-        raise UsageError(f"--distributed: jax.distributed.initialize() failed: {error}")
+        raise UsageError(f"--distributed: jax.distributed.initialize() failed: {error}") from None
     return jax.process_index() == 0
 
 
@@ -279,7 +279,7 @@ def _mesh(args, batch_size: int, model: str):
         try:
             count = int(requested)
         except ValueError:
-            raise UsageError(f"--devices must be a number or 'all', got {requested!r}.")
+            raise UsageError(f"--devices must be a number or 'all', got {requested!r}.") from None
         if count < 1 or count > available:
             raise UsageError(f"--devices must be between 1 and the {available} devices JAX "
                              f"sees, got {count}.")

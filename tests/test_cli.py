@@ -232,7 +232,7 @@ def test_distributed_training_over_two_processes_equals_one_device(tmp_path):
          "--process-id", str(index)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True) for index in range(2)]
     outputs = [worker.communicate(timeout=600) for worker in workers]
-    for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr[-2000:]
     # only process 0 reports and writes
     assert [line for line in outputs[0][0].splitlines() if line.startswith("{")]
