@@ -29,6 +29,15 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         "(bundled 8x8, for a quick look only)")
 
 
+def check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                   names: tuple[str, ...]) -> None:
+    """parser.error for any of these options given below 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
 def load(name: str):
     """(train [N, D], test [M, D]) float32 arrays of 0/1 pixels."""
     from jlvm import data

@@ -147,10 +147,7 @@ def main() -> None:
     parser.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto")
     protocol.add_data_arguments(parser)
     args = parser.parse_args()
-    for name in ("num_samples", "num_examples", "batch_size", "chunk_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    protocol.check_positive(parser, args, ("num_samples", "num_examples", "batch_size", "chunk_size"))
     if args.precision == "highest":
         import jax
 

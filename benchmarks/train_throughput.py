@@ -331,10 +331,7 @@ def main() -> None:
     parser.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto")
     protocol.add_data_arguments(parser)
     args = parser.parse_args()
-    for name in ("steps", "repeats", "num_seeds", "devices"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    protocol.check_positive(parser, args, ("steps", "repeats", "num_seeds", "devices"))
     if (args.num_seeds or args.devices) and args.impl != ["jlvm"]:
         parser.error("--num-seeds and --devices apply to --impl jlvm alone")
     train_rows, _ = protocol.load(args.data)
