@@ -456,6 +456,8 @@ def _train(args) -> int:
     else:
         epoch_fn = train.make_epoch(setup.learner, setup.batch_size, progress=bar.update,
                                     mesh=mesh, num_seeds=seeds if seeds > 1 else None)
+    if mesh is not None:  # once, not each epoch
+        setup.train_data = train.replicate(setup.train_data, mesh)
     X_train = setup.dataset.train[:EVAL_SUBSET]
     started = time.perf_counter()
     for epoch in range(start_epoch, config.epochs + 1):

@@ -6,8 +6,10 @@ Every algorithm (``inference.amortized``, ``inference.svi``, ``inference.semi_am
     state = learner.init(key, first_batch)           # TrainState
     state, metrics = learner.step(state, batch)      # pure; jit it, scan it
 
-An epoch shuffles the data with a key split from the state and runs ``lax.scan`` over its
-batches, in chunks so that a progress bar can advance without a Python call per step.
+An epoch draws a permutation with a key split from the state and runs ``lax.scan`` over
+batches gathered from it on device, in chunks so that a progress bar can advance without a
+Python call per step. ``make_epoch`` also trains many seeds at once (``jax.vmap`` over a
+stacked state) and splits batches over devices (a ``jax.sharding.Mesh`` from ``data_mesh``).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def data_mesh(num_devices: int | None = None, devices: Sequence[Any] | None = No
 
 
 def check_mesh(mesh: Mesh | None, batch_size: int) -> None:
+    """ValueError unless ``mesh`` is None or has a "data" axis that divides ``batch_size``."""
     if mesh is None:
         return
     if DATA_AXIS not in mesh.axis_names:
@@ -140,8 +143,9 @@ def make_epoch(learner: Learner, batch_size: int, *, chunk_steps: int = 50,
 
     Args:
       mesh: data parallelism: with a ``data_mesh``, state and data are replicated on its
-        devices and every batch is split over them along the "data" axis (``batch_size``
-        must be a multiple of the device count). XLA inserts the gradient all-reduce; the
+        devices (``replicate`` the data once beforehand, or each epoch copies it) and every
+        batch is split over them along the "data" axis (``batch_size`` must be a multiple
+        of the device count). XLA inserts the gradient all-reduce; the
         results equal a one-device run up to the order of floating-point sums.
       num_seeds: S independent runs at once: every leaf of ``state`` has a leading axis S
         (``jax.vmap(learner.init, in_axes=(0, None))(keys, batch)``), each run shuffles
