@@ -147,7 +147,8 @@ def main() -> None:
     parser.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto")
     protocol.add_data_arguments(parser)
     args = parser.parse_args()
-    protocol.check_positive(parser, args, ("num_samples", "num_examples", "batch_size", "chunk_size"))
+    protocol.check_positive(parser, args,
+                            ("num_samples", "num_examples", "batch_size", "chunk_size"))
     if args.precision == "highest":
         import jax
 

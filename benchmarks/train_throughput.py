@@ -226,6 +226,15 @@ def _torch_networks(D: int, L: int, device):
     return (mlp([D, *protocol.HIDDEN[::-1], 2 * L]), mlp([L, *protocol.HIDDEN, D]))
 
 
+def _torch_batches(data, device):
+    """One shuffled epoch of data [N, D] as [BATCH, D] tensors (the last N mod BATCH dropped)."""
+    import torch
+
+    order = torch.randperm(data.shape[0], device=device)
+    for i in range(data.shape[0] // protocol.BATCH):
+        yield data[order[i * protocol.BATCH:(i + 1) * protocol.BATCH]]
+
+
 def _torch_runner(epoch, device):
     """epoch() made to wait for the GPU, after one untimed warm-up epoch."""
     import torch
@@ -250,14 +259,10 @@ def run_torch(X: np.ndarray, args) -> Runner:
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()],
                                  lr=protocol.LEARNING_RATE)
     data = torch.from_numpy(X).to(device)
-    steps = X.shape[0] // protocol.BATCH
-
     box = {}
 
     def epoch():
-        order = torch.randperm(data.shape[0], device=device)
-        for i in range(steps):
-            x = data[order[i * protocol.BATCH:(i + 1) * protocol.BATCH]]
+        for x in _torch_batches(data, device):
             mean, log_std = encoder(x).chunk(2, dim=1)
             eps = torch.randn_like(mean)
             z = mean + log_std.exp() * eps
@@ -303,14 +308,11 @@ def run_pyro(X: np.ndarray, args) -> Runner:
     # Trace_ELBO's loss is the batch SUM of -ELBO; Adam is invariant to that scale up to eps
     svi = SVI(model, guide, pyro.optim.Adam({"lr": protocol.LEARNING_RATE}), Trace_ELBO())
     data = torch.from_numpy(X).to(device)
-    steps = X.shape[0] // protocol.BATCH
-
     box = {}
 
     def epoch():
-        order = torch.randperm(data.shape[0], device=device)
-        for i in range(steps):
-            box["loss"] = svi.step(data[order[i * protocol.BATCH:(i + 1) * protocol.BATCH]])
+        for x in _torch_batches(data, device):
+            box["loss"] = svi.step(x)
 
     return _torch_runner(epoch, device), name, lambda: {
         "final_elbo": -float(box["loss"]) / protocol.BATCH}

@@ -470,9 +470,9 @@ def _train(args) -> int:
         # one process: evaluate and save the arrays where they are; several: this
         # process's copy of them (the parameters are replicated on every device)
         local_state = state if jax.process_count() == 1 else train.to_host(state)
-        last_saved = epoch - 1 - (epoch - 1) % args.checkpoint_every
         if failed:
             bar.close()
+            last_saved = epoch - 1 - (epoch - 1) % args.checkpoint_every
             kept = (f"the checkpoint of epoch {last_saved} is intact" if last_saved > 0
                     else "no checkpoint was written")
             which = f" (seed {', '.join(map(str, failed))})" if seeds > 1 else ""
