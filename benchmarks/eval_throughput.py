@@ -49,7 +49,7 @@ def _params(args, data_dim: int):
 def _layers(state) -> list[tuple[np.ndarray, np.ndarray]]:
     """(kernel [in, out], bias [out]) of each Linear layer of an NNX MLP's state, in order."""
     layers = state["net"]["layers"]
-    return [(np.asarray(layers[i]["kernel"].value), np.asarray(layers[i]["bias"].value))
+    return [(np.asarray(layers[i]["kernel"][...]), np.asarray(layers[i]["bias"][...]))
             for i in sorted(layers.keys())]
 
 

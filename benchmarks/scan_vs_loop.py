@@ -37,7 +37,7 @@ def main() -> None:
     jax.block_until_ready(state)
     start = time.perf_counter()
     for _ in range(args.epochs):
-        state, metrics = epoch(state, X)
+        state, _ = epoch(state, X)
     jax.block_until_ready(state)
     scanned = (time.perf_counter() - start) / args.epochs
 
@@ -47,7 +47,7 @@ def main() -> None:
     jax.block_until_ready(state)
     start = time.perf_counter()
     for batch in batches:
-        state, metrics = step(state, batch)
+        state, _metrics = step(state, batch)
     jax.block_until_ready(state)
     looped = time.perf_counter() - start
     print(json.dumps({

@@ -5,7 +5,8 @@
 
 Prints one JSON line per implementation: {"impl", "examples_per_s", "device", ...}; given
 several, it times them in turn, repeat by repeat, and adds a line of throughput ratios
-(the first against each other one). The protocol
+(the first against each other one): the ratio of the medians, and the median of the
+per-repeat ratios (``paired_ratios``, which cancels drift in the machine's speed). The protocol
 (benchmarks/_protocol.py): encoder 784-200-200-(50, 50), decoder 50-200-200-784, tanh,
 Bernoulli, N(0, I) prior, Adam 1e-3, batch 100, one-sample ELBO, binarized MNIST from
 $JLVM_DATA_DIR. Each repeat times ``--steps`` training steps (500 = one epoch of the 50,000
@@ -28,9 +29,10 @@ The peers are optional: ``pip install -e '.[bench]'``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import _protocol as protocol
 import numpy as np
@@ -83,12 +85,13 @@ def run_jlvm(X: np.ndarray, args) -> Runner:
 # --------------------------------------------------------- hand-written JAX
 
 
-def run_jax(X: np.ndarray, args) -> Runner:
+def jax_model(D: int):
+    """(init(key) -> params, loss(params, key, x [B, D]) -> minus the batch-mean ELBO): the
+    protocol's VAE as plain arrays, with the joint-form one-draw ELBO."""
     import jax
     import jax.numpy as jnp
-    import optax
 
-    D, L = X.shape[1], protocol.LATENT
+    L = protocol.LATENT
 
     def dense(key, n_in, n_out):  # Flax's default init: lecun normal weights, zero bias
         return {"w": jax.random.normal(key, (n_in, n_out)) / np.sqrt(n_in),
@@ -98,12 +101,17 @@ def run_jax(X: np.ndarray, args) -> Runner:
         keys = jax.random.split(key, len(sizes) - 1)
         return [dense(k, a, b) for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)]
 
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return {"encoder": mlp_init(k1, [D, *protocol.HIDDEN, 2 * L]),
+                "decoder": mlp_init(k2, [L, *protocol.HIDDEN, D])}
+
     def mlp(layers, h):
         for layer in layers[:-1]:
             h = jnp.tanh(h @ layer["w"] + layer["b"])
         return h @ layers[-1]["w"] + layers[-1]["b"]
 
-    def loss(params, key, x):  # minus the batch-mean ELBO, joint form, one draw
+    def loss(params, key, x):
         out = mlp(params["encoder"], x)
         mean, log_std = out[:, :L], out[:, L:]
         eps = jax.random.normal(key, mean.shape)
@@ -114,6 +122,15 @@ def run_jax(X: np.ndarray, args) -> Runner:
         log_qz = jnp.sum(-0.5 * eps**2 - log_std, axis=1)  # the 2 pi terms cancel
         return -jnp.mean(log_px_z + log_pz - log_qz)
 
+    return init, loss
+
+
+def run_jax(X: np.ndarray, args) -> Runner:
+    import jax
+    import optax
+
+    D = X.shape[1]
+    init, loss = jax_model(D)
     optimizer = optax.adam(protocol.LEARNING_RATE)
 
     def step(carry, x):
@@ -130,9 +147,8 @@ def run_jax(X: np.ndarray, args) -> Runner:
         batches = jax.random.permutation(sub, data).reshape(-1, protocol.BATCH, D)
         return jax.lax.scan(step, (params, opt_state, key), batches)
 
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
-    params = {"encoder": mlp_init(k1, [D, *protocol.HIDDEN, 2 * L]),
-              "decoder": mlp_init(k2, [L, *protocol.HIDDEN, D])}
+    k1, k3 = jax.random.split(jax.random.PRNGKey(0))
+    params = init(k1)
     data = jax.device_put(X)
     box = {"carry": (params, optimizer.init(params), k3)}
 
@@ -219,7 +235,7 @@ def _torch_networks(D: int, L: int, device):
 
     def mlp(sizes):
         layers = []
-        for a, b in zip(sizes[:-2], sizes[1:-1], strict=True):
+        for a, b in itertools.pairwise(sizes[:-1]):
             layers += [nn.Linear(a, b), nn.Tanh()]
         return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1])).to(device)
 
@@ -354,11 +370,18 @@ def main() -> None:
         protocol.report(impl=impl, examples_per_s=round(throughput[impl]), device=device,
                         steps=args.steps, data=args.data,
                         ms_per_step=round(seconds / args.steps * 1e3, 4),
-                        repeats_s=[round(t, 4) for t in times[impl]], **figures)
+                        repeats_s=[round(t, 6) for t in times[impl]], **figures)
     if len(runners) > 1:
         first = next(iter(throughput))
-        protocol.report(ratios={f"{first}/{impl}": round(throughput[first] / value, 3)
-                                for impl, value in throughput.items() if impl != first},
+        others = [impl for impl in throughput if impl != first]
+        # Each repeat's ratio pairs two epochs timed a second apart, so drift in the machine's
+        # speed cancels from it: a second estimate beside the ratio of the medians.
+        paired = {impl: statistics.median(
+            b / a for a, b in zip(times[first], times[impl], strict=True)) for impl in others}
+        protocol.report(ratios={f"{first}/{impl}": round(throughput[first] / throughput[impl], 3)
+                                for impl in others},
+                        paired_ratios={f"{first}/{impl}": round(paired[impl], 3)
+                                       for impl in others},
                         interleaved_repeats=args.repeats)
 
 

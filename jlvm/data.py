@@ -62,7 +62,7 @@ def digits(*, binarize: bool = True, test_fraction: float = 0.2, split_seed: int
         images = (images > 0.5).astype(np.float32)
     labels = bunch.target.astype(np.int32)
     order = np.random.default_rng(split_seed).permutation(images.shape[0])
-    num_test = int(round(test_fraction * images.shape[0]))
+    num_test = round(test_fraction * images.shape[0])
     test, train = order[:num_test], order[num_test:]
     return Dataset("digits" if binarize else "digits-gray", images[train], None, images[test],
                    labels[train], labels[test], binarize, (8, 8))

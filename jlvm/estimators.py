@@ -11,7 +11,8 @@ gradients are ``jax.grad`` of the returned scalar.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -145,7 +146,7 @@ def _chunked_logsumexp(log_values: Callable[[Any], jax.Array], inputs: Any, coun
     def pad(leaf):
         filler = jnp.repeat(leaf[:1], padding, axis=0)
         padded = jnp.concatenate([leaf, filler], axis=0)
-        return padded.reshape((num_chunks, chunk_size) + leaf.shape[1:])
+        return padded.reshape((num_chunks, chunk_size, *leaf.shape[1:]))
 
     chunks = jax.tree_util.tree_map(pad, inputs)
     valid = (jnp.arange(num_chunks * chunk_size) < count).reshape(num_chunks, chunk_size)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,7 @@ def map_over_data(per_example: Callable[[jax.Array, jax.Array], jax.Array], key:
 
     values = jax.lax.map(one_batch, (keys.reshape(shape + keys.shape[1:]),
                                      padded.reshape(shape + X.shape[1:])))
-    return values.reshape((batches * batch_size,) + values.shape[2:])[:count]
+    return values.reshape((batches * batch_size, *values.shape[2:]))[:count]
 
 
 def _check_mask(params: Any, mask: Any) -> jax.Array:

@@ -12,7 +12,8 @@ are ``jlvm.elbo`` and ``jlvm.iwae_bound``; these helpers assume validated argume
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import distrax
 import jax
@@ -63,7 +64,7 @@ def draw_with_keys(keys: jax.Array, q: Any) -> tuple[jax.Array, jax.Array]:
     if diagonal is not None:
         loc, scale = diagonal
         # distrax's own draw for this key: normal(key, (1, L))[0]
-        eps = jax.vmap(lambda k: jax.random.normal(k, (1,) + loc.shape, loc.dtype)[0])(keys)
+        eps = jax.vmap(lambda k: jax.random.normal(k, (1, *loc.shape), loc.dtype)[0])(keys)
         # z = loc + scale * eps; along z(phi), log q(z) = log N(eps; 0, I) - sum log scale
         return loc[None] + scale[None] * eps, _diagonal_normal_log_prob(eps, scale)
     z, log_q = jax.vmap(lambda k: _checks.sample_and_log_prob(q, k, 1))(keys)

@@ -16,7 +16,8 @@ exactly (``models.vae.log_likelihood(..., mask=mask)``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import distrax
 import jax

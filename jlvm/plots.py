@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -47,7 +47,7 @@ def image_grid(images: np.ndarray, image_shape: Sequence[int], *, columns: int =
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, image in zip(axes.ravel(), images):
+    for ax, image in zip(axes.ravel(), images, strict=False):
         ax.imshow(image.reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
     if title:
         fig.suptitle(title)
@@ -76,7 +76,7 @@ def scatter_pairs(points: Sequence[np.ndarray], labels: Sequence[str], *, title:
     """2-D scatter of several point sets (for non-image data)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    for values, label in zip(points, labels):
+    for values, label in zip(points, labels, strict=True):
         values = np.asarray(values)
         ax.scatter(values[:, 0], values[:, 1], s=4, alpha=0.6, label=label)
     ax.legend()

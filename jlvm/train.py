@@ -15,7 +15,8 @@ stacked state) and splits batches over devices (a ``jax.sharding.Mesh`` from ``d
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

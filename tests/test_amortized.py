@@ -26,7 +26,7 @@ def test_loss_is_minus_the_batch_mean_of_the_bound(digits):
                                   ("iwae", "iwae_bound", jlvm.iwae_bound)):
         learner = amortized(INIT, optax.sgd(0.0), objective=objective, num_samples=3)
         state = learner.init(jax.random.PRNGKey(0), digits[:8])
-        new, metrics = learner.step(state, digits[:8])
+        _new, metrics = learner.step(state, digits[:8])
         step_key = jax.random.split(state.key)[1]
         keys = jax.random.split(step_key, 8)
         expected = np.mean([fn(k, functools.partial(vae.log_joint, state.params, x),

@@ -41,6 +41,79 @@ def test_train_throughput_many_seeds_count_every_seed():
                                                                    / 1e3), rel=0.01)
 
 
+def test_train_throughput_side_by_side_prints_both_ratios():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "train_throughput.py"), "--data",
+                           "digits", "--impl", "jlvm", "jax", "--steps", "10", "--repeats",
+                           "3"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jlvm, jax, ratios = (json.loads(line) for line in done.stdout.strip().splitlines()[-3:])
+    assert (jlvm["impl"], jax["impl"]) == ("jlvm", "jax")
+    assert ratios["interleaved_repeats"] == 3
+    assert ratios["ratios"]["jlvm/jax"] == pytest.approx(
+        jlvm["examples_per_s"] / jax["examples_per_s"], abs=2e-3)
+    # the paired ratio is the median of the per-repeat ratios (from the rounded times)
+    per_repeat = sorted(b / a for a, b in zip(jlvm["repeats_s"], jax["repeats_s"], strict=True))
+    assert ratios["paired_ratios"]["jlvm/jax"] == pytest.approx(per_repeat[1], rel=2e-3)
+
+
+def test_step_cost_counts_the_matrix_products_and_times_three_variants():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "step_cost.py"), "--data",
+                           "digits", "--steps", "10", "--repeats", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    # multiply-adds of one example: the forward pass, every weight gradient, and every input
+    # gradient except the first encoder layer's (the data are not differentiated)
+    sizes = [(64, 200), (200, 200), (200, 100), (50, 200), (200, 200), (200, 64)]
+    forward = sum(a * b for a, b in sizes)
+    matmul_flops = 2 * 100 * (2 * forward + forward - 64 * 200)
+    # XLA also counts the elementwise work (tanh, softplus, sampling): a few percent more
+    assert matmul_flops <= lines[0]["step_flops"] < 1.05 * matmul_flops
+    assert [line["variant"] for line in lines[1:]] == ["adam", "sgd", "gradient_only"]
+    for line in lines[1:]:
+        assert line["ms_per_step"] > 0 and len(line["repeats_s"]) == 2
+        assert -80 < line["final_elbo"] < 0
+
+
+def test_handwritten_vae_trains_and_evaluates():
+    line = _run("handwritten_vae.py", "--epochs", "3", "--eval-samples", "500",
+                "--eval-examples", "100")
+    assert line["impl"] == "hand-written JAX" and line["eval_examples"] == 100
+    # 3 epochs on the 64-pixel digits: an NLL of 25 to 60 nats per image, below the 44-nat
+    # cost of coding the pixels as fair coins only once something has been learned
+    assert 20 < line["test_nll"] < 60, line
+
+
+def test_handwritten_evaluator_agrees_with_jlvm_evaluate():
+    """Two independent importance samplers of log p(x), on the same parameters and images."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import eval_throughput
+        import handwritten_vae
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    import jax
+    import numpy as np
+
+    from jlvm import data, evaluate
+    from jlvm.models import vae
+
+    X = np.asarray(data.load("digits").test[:100], np.float32)
+    params = vae.init(jax.random.PRNGKey(0), X.shape[1], 50, hidden_dims=(200, 200))
+    as_dicts = {name: [{"w": w, "b": b} for w, b in eval_throughput._layers(module)]
+                for name, module in (("encoder", params.encoder), ("decoder", params.decoder))}
+    theirs = handwritten_vae.log_likelihoods(as_dicts, X, jax.random.PRNGKey(1), 1000)
+    ours = np.asarray(evaluate.vae_log_likelihood(jax.random.PRNGKey(2), params, X, 1000))
+    # independent draws, and this untrained encoder is a poor proposal: per image the two
+    # differ by Monte Carlo noise of a few nats, so compare the mean difference with its
+    # standard error. A dropped constant (2 pi terms: 46 nats; log K: 6.9) is far outside.
+    assert np.all(np.isfinite(theirs)) and np.all(np.isfinite(ours))
+    difference = theirs - ours
+    se = difference.std(ddof=1) / np.sqrt(difference.size)
+    assert se < 0.5
+    assert abs(difference.mean()) < 4 * se, (difference.mean(), se)
+
+
 def test_eval_throughput_jlvm_and_torch_agree():
     jlvm = _run("eval_throughput.py", "--impl", "jlvm", "--num-samples", "200",
                 "--num-examples", "150", "--batch-size", "50", "--chunk-size", "100")

@@ -26,7 +26,7 @@ def _run(argv, capsys):
 
 
 def _final_state(run_dir):
-    setup, state = cli._load_run(pathlib.Path(run_dir))
+    _setup, state = cli._load_run(pathlib.Path(run_dir))
     return state
 
 

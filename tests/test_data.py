@@ -63,7 +63,7 @@ def test_corrupt_files_are_rejected_with_what_and_where(tmp_path):
     with pytest.raises(ValueError, match="0/1"):
         data.binarized_mnist(tmp_path, check_sizes=False)
     (tmp_path / "binarized_mnist.npz").write_bytes(b"not a zip file at all")
-    with pytest.raises(ValueError, match="binarized_mnist.npz"):
+    with pytest.raises(ValueError, match=r"binarized_mnist\.npz"):
         data.binarized_mnist(tmp_path, check_sizes=False)
     np.savez(tmp_path / "binarized_mnist.npz", train=splits["train"])
     with pytest.raises(ValueError, match="missing keys"):
@@ -72,7 +72,7 @@ def test_corrupt_files_are_rejected_with_what_and_where(tmp_path):
     short.write_text("0 1 1\n1 0 0\n")
     with pytest.raises(ValueError, match="784"):
         data.read_amat(short)
-    with pytest.raises(FileNotFoundError, match="expected binarized_mnist.npz"):
+    with pytest.raises(FileNotFoundError, match=r"expected binarized_mnist\.npz"):
         data.binarized_mnist(tmp_path / "nowhere")
 
 

@@ -9,11 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from oracles import (
+    gaussian_kl,
+    linear_gaussian_elbo,
+    linear_gaussian_posterior,
+    mean_and_standard_error,
+)
 
 import jlvm
 from jlvm.models import gmm, linear_gaussian
-from oracles import gaussian_kl, linear_gaussian_elbo, linear_gaussian_posterior, \
-    mean_and_standard_error
 
 NUM_REPEATS = 4000  # independent repeats for statistical assertions
 
@@ -96,8 +100,9 @@ def test_entropy_and_kl_forms_estimate_the_same_elbo(problem):
     params, x = problem["params"], problem["x"]
     exact_elbo = linear_gaussian_elbo(params.W, params.b, params.noise_std, x, q.mean(),
                                       q.covariance())
-    log_likelihood = lambda z: (linear_gaussian.log_joint(params, x, z)
-                                - jnp.sum(jax.scipy.stats.norm.logpdf(z)))
+    def log_likelihood(z):
+        return (linear_gaussian.log_joint(params, x, z)
+                                    - jnp.sum(jax.scipy.stats.norm.logpdf(z)))
     prior = distrax.MultivariateNormalDiag(jnp.zeros(3), jnp.ones(3))
     joint = repeats(lambda k: jlvm.elbo(k, problem["log_joint"], q))
     entropy = repeats(lambda k: jlvm.elbo_with_entropy(k, problem["log_joint"], q))
@@ -222,7 +227,8 @@ def test_naive_monte_carlo_has_far_larger_variance_than_importance_sampling():
     log_joints = jax.vmap(log_joint)(support)
     posterior = jnp.exp(log_joints - jax.nn.logsumexp(log_joints))
     q = distrax.Categorical(probs=0.8 * posterior + 0.2 / support.shape[0])
-    q_log_joint = lambda row: log_joint(support[row])
+    def q_log_joint(row):
+        return log_joint(support[row])
     naive = repeats(lambda k: jlvm.log_marginal_naive(k, log_joint, support, 100), 1000)
     is_ = repeats(lambda k: jlvm.log_marginal_is(k, q_log_joint, q, 100), 1000)
     naive_error = np.mean((np.exp(naive - exact) - 1) ** 2)
@@ -300,7 +306,8 @@ def test_float32_log_weights_near_minus_ten_thousand_are_finite_and_right():
         assert abs(float(value) - offset) < 0.2
     np.testing.assert_allclose(estimates[2], offset, atol=0.02)
     support = jnp.linspace(-3, 3, 7)[:, None]
-    shifted = lambda z: offset + jnp.sum(z)  # log sum_j e^{offset + z_j}
+    def shifted(z):
+        return offset + jnp.sum(z)  # log sum_j e^{offset + z_j}
     expected = offset + float(np.logaddexp.reduce(np.linspace(-3, 3, 7)))
     np.testing.assert_allclose(jlvm.log_marginal_exact(shifted, support), expected, atol=1e-2)
     assert np.isfinite(jlvm.log_marginal_naive(k, shifted, support, 5))
@@ -310,7 +317,8 @@ def test_float32_log_weights_near_minus_ten_thousand_are_finite_and_right():
 
 
 def test_impossible_latents_give_minus_infinity_not_nan():
-    log_joint = lambda z: jnp.where(jnp.sum(z) > 0, 0.0, -jnp.inf)
+    def log_joint(z):
+        return jnp.where(jnp.sum(z) > 0, 0.0, -jnp.inf)
     support = jnp.array([[-1.0], [-2.0]])
     assert float(jlvm.log_marginal_exact(log_joint, support)) == -np.inf
     assert float(jlvm.log_marginal_exact(log_joint, support, chunk_size=1)) == -np.inf

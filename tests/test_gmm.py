@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from oracles import gmm_log_joint_table, mean_and_standard_error
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from jlvm import data
 from jlvm.models import gmm
-from oracles import gmm_log_joint_table, mean_and_standard_error
 
 
 @pytest.fixture

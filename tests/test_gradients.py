@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from oracles import mean_and_standard_error
 
 import jlvm
 from jlvm.models import linear_gaussian
-from oracles import mean_and_standard_error
 
 NUM_DRAWS = 3000
 
@@ -222,7 +222,8 @@ def test_leave_one_out_baseline_reduces_variance():
 
 def test_path_estimators_refuse_discrete_q():
     q = distrax.Independent(distrax.Bernoulli(logits=jnp.zeros(3)), 1)
-    log_joint = lambda z: jnp.sum(z.astype(jnp.float32))
+    def log_joint(z):
+        return jnp.sum(z.astype(jnp.float32))
     with pytest.raises(ValueError, match="score_function"):
         jlvm.elbo(jax.random.PRNGKey(0), log_joint, q, 2, grad_estimator="stl")
     with pytest.raises(ValueError, match="score_function"):

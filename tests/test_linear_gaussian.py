@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from oracles import linear_gaussian_marginal, linear_gaussian_posterior
 from scipy import stats
 
 from jlvm.models import linear_gaussian
-from oracles import linear_gaussian_marginal, linear_gaussian_posterior
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ def test_many_seeds_at_once_equal_the_runs_one_by_one(learner, digits):
                                    np.asarray(alone["elbo"]), rtol=1e-5)
         for x, y in zip(jax.tree_util.tree_leaves(state),
                         jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-                            lambda a: a[index], stacked)), strict=True):  # noqa: B023
+                            lambda a: a[index], stacked)), strict=True):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
     # the runs differ from each other: their own keys, their own shuffles
     assert not np.allclose(np.asarray(metrics["elbo"][:, 0]), np.asarray(metrics["elbo"][:, 1]))

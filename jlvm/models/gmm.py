@@ -17,7 +17,6 @@ import jax.numpy as jnp
 from jlvm import _checks
 from jlvm.models._gaussian import mvn_log_prob_tril
 
-
 # Exact float32 on every device (no TF32 matmuls on GPUs): these are the tests' oracles.
 _HIGHEST = jax.lax.Precision.HIGHEST
 

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 from jlvm import _checks
 from jlvm.models._gaussian import mvn_log_prob_tril, standard_normal_log_prob
 
-
 # The oracle must be exact in float32 on every device: full-precision matmuls, not the
 # TF32 that XLA uses by default on NVIDIA GPUs.
 _mm = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)

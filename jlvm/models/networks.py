@@ -8,7 +8,8 @@ They are held as (graphdef, state) by ``jlvm.models.vae.Params`` and rebuilt wit
 
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ class MLP(nnx.Module):
                  activation: str, *, rngs: nnx.Rngs):
         sizes = [in_dim, *hidden_dims, out_dim]
         self.layers = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+            [nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(sizes)])
         self.activation = activation
 
     def __call__(self, x: jax.Array) -> jax.Array:

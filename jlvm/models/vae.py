@@ -12,7 +12,8 @@ functions here stay pure: ``log_joint(params, x, z)`` for ONE x: [D] and z: [L].
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import distrax
 import jax
