@@ -2,16 +2,17 @@
 that jlvm's rows of binarized_mnist_table.py are compared with on the same machine.
 
     JLVM_DATA_DIR=... python benchmarks/handwritten_vae.py [--epochs 1000] [--seed 0]
-        [--eval-samples 5000] [--eval-examples N] [--data binarized-mnist]
+        [--eval-samples 5000] [--eval-examples N] [--elbo-form {joint,kl}]
+        [--data binarized-mnist]
 
 Training: the ``jax`` implementation of train_throughput.py (plain arrays + optax Adam 1e-3,
-batch 100, one-draw joint-form ELBO, each epoch one jitted ``lax.scan`` over a fresh
-shuffle). Evaluation: log p(x) ~= logsumexp_k [log p(x, z_k) - log q(z_k | x)] - log K with
-z_k ~ q(z | x), K draws per test image, 500 at a time with a running ``logaddexp``: written
-here independently of ``jlvm.evaluate``, so the two evaluators check each other. Prints a
-JSON line with the train (first 10,000 images) and validation (where the data have one)
-ELBOs at epochs 1, 10, 50, 100, 200, 300, 500 and the last, then one with the test NLL in
-nats per image.
+batch 100, the one-draw ELBO in its joint form or, with ``--elbo-form kl``, its KL form;
+each epoch one jitted ``lax.scan`` over a fresh shuffle). Evaluation: log p(x) ~=
+logsumexp_k [log p(x, z_k) - log q(z_k | x)] - log K with z_k ~ q(z | x), K draws per test
+image, 500 at a time with a running ``logaddexp``: written here independently of
+``jlvm.evaluate``, so the two evaluators check each other. Prints a JSON line with the train
+(first 10,000 images) and validation (where the data have one) ELBOs at epochs 1, 10, 50,
+100, 200, 300, 500 and the last, then one with the test NLL in nats per image.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 
 import _protocol as protocol
 import numpy as np
-from train_throughput import jax_model
+from train_throughput import ELBO_FORMS, jax_model
 
 CHUNK = 500  # draws per image at once
 IMAGES = 100  # test images at once
@@ -73,6 +74,8 @@ def main() -> None:
                         help=f"K for the test NLL (a multiple of {CHUNK})")
     parser.add_argument("--eval-examples", type=int, default=None,
                         help=f"the first N test images (a multiple of {IMAGES}; default all)")
+    parser.add_argument("--elbo-form", choices=ELBO_FORMS, default="joint",
+                        help="the training ELBO: joint (the protocol's) or KL form")
     protocol.add_data_arguments(parser)
     args = parser.parse_args()
     protocol.check_positive(parser, args, ("epochs", "eval_samples", "eval_examples"))
@@ -94,7 +97,7 @@ def main() -> None:
     if T.shape[0] % IMAGES:
         T = T[: T.shape[0] - T.shape[0] % IMAGES]
     D = X.shape[1]
-    init, loss = jax_model(D)
+    init, loss = jax_model(D, args.elbo_form)
     optimizer = optax.adam(protocol.LEARNING_RATE)
 
     def step(carry, x):
@@ -136,6 +139,7 @@ def main() -> None:
     if not np.all(np.isfinite(values)):
         raise SystemExit("non-finite log-likelihood")
     protocol.report(impl="hand-written JAX", epochs=args.epochs, seed=args.seed,
+                    elbo_form=args.elbo_form,
                     test_nll=round(-float(values.mean()), 3),
                     test_nll_se=round(float(values.std(ddof=1) / math.sqrt(len(values))), 4),
                     eval_examples=int(T.shape[0]), eval_samples=args.eval_samples,

@@ -85,9 +85,15 @@ def run_jlvm(X: np.ndarray, args) -> Runner:
 # --------------------------------------------------------- hand-written JAX
 
 
-def jax_model(D: int):
+ELBO_FORMS = ("joint", "kl")
+
+
+def jax_model(D: int, elbo_form: str = "joint"):
     """(init(key) -> params, loss(params, key, x [B, D]) -> minus the batch-mean ELBO): the
-    protocol's VAE as plain arrays, with the joint-form one-draw ELBO."""
+    protocol's VAE as plain arrays, with the one-draw ELBO in its joint form, log p(x|z) +
+    log p(z) - log q(z|x), or (``elbo_form="kl"``) its KL form, log p(x|z) - KL(q || p)."""
+    if elbo_form not in ELBO_FORMS:
+        raise ValueError(f"elbo_form must be one of {ELBO_FORMS}, got {elbo_form!r}")
     import jax
     import jax.numpy as jnp
 
@@ -118,6 +124,9 @@ def jax_model(D: int):
         z = mean + jnp.exp(log_std) * eps
         logits = mlp(params["decoder"], z)
         log_px_z = jnp.sum(x * logits - jnp.logaddexp(0.0, logits), axis=1)
+        if elbo_form == "kl":  # KL(N(mean, std^2) || N(0, I)), analytic
+            kl = 0.5 * jnp.sum(mean**2 + jnp.exp(2 * log_std) - 1 - 2 * log_std, axis=1)
+            return -jnp.mean(log_px_z - kl)
         log_pz = -0.5 * jnp.sum(z**2, axis=1)
         log_qz = jnp.sum(-0.5 * eps**2 - log_std, axis=1)  # the 2 pi terms cancel
         return -jnp.mean(log_px_z + log_pz - log_qz)

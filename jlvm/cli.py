@@ -24,6 +24,8 @@ import time
 from typing import Any
 
 MODELS = ("vae", "iwae", "semi", "svi", "gmm")
+# jlvm.inference.amortized's ELBO_FORMS, written out so that parsing imports no JAX
+ELBO_FORMS = ("joint", "entropy", "kl")
 EVAL_SUBSET = 2000  # training examples whose ELBO is reported each epoch
 EVAL_BLOCK_BATCHES = 10  # jlvm evaluate reports progress every this many batches
 
@@ -43,6 +45,7 @@ class Config:
     learning_rate: float = 1e-3
     num_samples: int = 1
     grad_estimator: str = "reparam"
+    elbo_form: str = "joint"
     components: int = 10
     inner_steps: int = 20
     inner_learning_rate: float = 0.05
@@ -75,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--num-samples", type=int,
                        help="K draws per data point (default 1; iwae: 5)")
     train.add_argument("--grad-estimator", help="reparam, stl (vae), dreg (iwae)")
+    train.add_argument("--elbo-form", choices=ELBO_FORMS,
+                       help="vae: the training ELBO's form: joint, log p(x,z) - log q(z|x); "
+                       "entropy, H(q) analytic; kl, log p(x|z) - KL(q || p(z)) analytic "
+                       "(default joint)")
     train.add_argument("--components", type=int, help="mixture components (gmm)")
     train.add_argument("--inner-steps", type=int, help="per-datapoint steps (svi, semi)")
     train.add_argument("--seed", type=int, help="PRNG seed (default 0)")
@@ -84,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_device_arguments(train)
     train.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                        help="write a checkpoint every N epochs and after the last (default 1)")
+    train.add_argument("--eval-every", type=int, default=1, metavar="N",
+                       help="compute the train and validation ELBOs after epoch 1, every N "
+                       "epochs and after the last (default 1); the training metrics of every "
+                       "epoch are recorded regardless")
     train.add_argument("--out", help="run directory (default runs/MODEL-DATA-TIMESTAMP)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint")
@@ -158,6 +169,11 @@ def _validate(config: Config) -> None:
     if config.grad_estimator not in allowed:
         raise UsageError(f"--grad-estimator for --model {config.model} must be one of "
                          f"{allowed}, got {config.grad_estimator!r}.")
+    if config.elbo_form != "joint" and (config.model, config.grad_estimator) != ("vae",
+                                                                                  "reparam"):
+        raise UsageError(f"--elbo-form {config.elbo_form} takes --model vae with "
+                         f"--grad-estimator reparam, got --model {config.model} with "
+                         f"--grad-estimator {config.grad_estimator}.")
 
 
 # ------------------------------------------------------------------- the runs
@@ -202,7 +218,8 @@ def _setup(config: Config) -> _Setup:
         learner = inference.amortized(init_params, optimizer,
                                       objective="elbo" if config.model == "vae" else "iwae",
                                       num_samples=config.num_samples,
-                                      grad_estimator=config.grad_estimator)
+                                      grad_estimator=config.grad_estimator,
+                                      elbo_form=config.elbo_form)
         return _Setup(config, dataset, learner, X, batch_size)
     if config.model == "semi":
         learner = inference.semi_amortized(init_params, optimizer,
@@ -397,8 +414,10 @@ def _train(args) -> int:
     run_dir = pathlib.Path(args.out) if args.out else pathlib.Path("runs") / (
         f"{args.model or config_base.model}-{args.data or config_base.data}-"
         f"{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    if args.checkpoint_every < 1:
-        raise UsageError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}.")
+    for name in ("checkpoint_every", "eval_every"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got "
+                             f"{getattr(args, name)}.")
     config = _prepare_run_dir(args, run_dir)
     _validate(config)
     writer = _start_distributed(args)
@@ -479,24 +498,27 @@ def _train(args) -> int:
             raise UsageError(f"training produced a non-finite loss in epoch {epoch}{which} "
                              f"(the parameters were not updated with it); {kept}. Lower "
                              "--learning-rate, or choose another --seed.")
+        evaluated = epoch == 1 or epoch % args.eval_every == 0 or epoch == config.epochs
         for (seed, run_state), summary in zip(_runs(config, local_state), summaries,
                                               strict=True):
             eval_key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), epoch)
             record = {"epoch": epoch, "seed": seed, "step": int(run_state.step)}
             record.update({f"train_{name}_during_epoch": value
                            for name, value in summary.items()})
-            record["train_elbo"] = float(np.mean(np.asarray(
-                _elbo_per_example(setup, run_state, X_train, eval_key, "train"))))
-            if setup.dataset.valid is not None:
-                record["valid_elbo"] = float(np.mean(np.asarray(_elbo_per_example(
-                    setup, run_state, setup.dataset.valid, eval_key, "valid"))))
+            if evaluated:
+                record["train_elbo"] = float(np.mean(np.asarray(
+                    _elbo_per_example(setup, run_state, X_train, eval_key, "train"))))
+                if setup.dataset.valid is not None:
+                    record["valid_elbo"] = float(np.mean(np.asarray(_elbo_per_example(
+                        setup, run_state, setup.dataset.valid, eval_key, "valid"))))
             record["seconds"] = round(time.perf_counter() - started, 3)
             records.append(record)
         if writer:
             _write_json_lines(metrics_path, records)
         if epoch % args.checkpoint_every == 0 or epoch == config.epochs:
             checkpoint.save(checkpoints, epoch, local_state)
-        if writer and (epoch == config.epochs or epoch % max(1, config.epochs // 10) == 0):
+        if writer and evaluated and (epoch == config.epochs
+                                     or epoch % max(1, config.epochs // 10) == 0):
             bar.write(f"epoch {epoch:4d}: " + _progress_line(records[-seeds:]), file=sys.stderr)
     bar.close()
     final = records[-seeds:]

@@ -113,15 +113,18 @@ def training_curves(records: list[dict], *, title: str = ""):
     with several seeds (a ``seed`` field), one thin line per seed in the field's colour."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    fields = [k for k in records[0] if k not in ("epoch", "seed")
-              and isinstance(records[0][k], (int, float))
-              and any(word in k for word in ("elbo", "iwae_bound", "log_likelihood"))]
+    # every field any record has (jlvm train --eval-every N leaves some epochs without the
+    # evaluated ELBOs), in first-seen order
+    fields = [k for k in dict.fromkeys(k for r in records for k in r)
+              if k not in ("epoch", "seed")
+              and any(word in k for word in ("elbo", "iwae_bound", "log_likelihood"))
+              and all(isinstance(r[k], (int, float)) for r in records if k in r)]
     seeds = sorted({r.get("seed") for r in records}, key=lambda s: (s is None, s))
     for number, field in enumerate(fields):
         color = f"C{number}"
         for index, seed in enumerate(seeds):
-            rows = [r for r in records if r.get("seed") == seed]
-            ax.plot([r["epoch"] for r in rows], [r.get(field, np.nan) for r in rows],
+            rows = [r for r in records if r.get("seed") == seed and field in r]
+            ax.plot([r["epoch"] for r in rows], [r[field] for r in rows],
                     color=color, linewidth=1.5 if len(seeds) == 1 else 0.8,
                     label=(field + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""))
                     if index == 0 else None)

@@ -36,6 +36,47 @@ def test_loss_is_minus_the_batch_mean_of_the_bound(digits):
         np.testing.assert_allclose(metrics["loss"], -expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("form", ["entropy", "kl"])
+def test_analytic_elbo_forms_are_the_joint_form_in_expectation(form, digits):
+    """Same draws: elbo_form="kl" is jlvm.elbo_with_kl of the VAE's likelihood and prior
+    (and "entropy" jlvm.elbo_with_entropy); over many draws its mean equals the joint form's
+    within standard errors, and its gradient is an unbiased estimate of the same one."""
+    learner = amortized(INIT, optax.sgd(0.0), elbo_form=form, num_samples=2)
+    state = learner.init(jax.random.PRNGKey(0), digits[:8])
+    _new, metrics = learner.step(state, digits[:8])
+    keys = jax.random.split(jax.random.split(state.key)[1], 8)
+    params = state.params
+    if form == "kl":
+        expected = [jlvm.elbo_with_kl(k, functools.partial(vae.log_likelihood, params, x),
+                                      vae.encoder(params, x), vae.prior(params), 2)
+                    for k, x in zip(keys, digits[:8], strict=True)]
+    else:
+        expected = [jlvm.elbo_with_entropy(k, functools.partial(vae.log_joint, params, x),
+                                           vae.encoder(params, x), 2)
+                    for k, x in zip(keys, digits[:8], strict=True)]
+    np.testing.assert_allclose(metrics["elbo"], np.mean(expected), rtol=1e-5)
+
+    x = digits[3]
+    joint = amortized(INIT, optax.sgd(0.0))
+
+    def values(learner, key):  # (bound, d bound / d encoder's last bias) for one draw
+        loss_fn = jax.jit(lambda p, k: learner.step(state._replace(params=p, key=k),
+                                                    x[None])[1]["elbo"])
+        value, grads = jax.value_and_grad(loss_fn)(params, key)
+        return value, jax.tree_util.tree_leaves(grads.encoder)[-2]
+
+    draws = jax.random.split(jax.random.PRNGKey(1), 4000)
+    a_val, a_grad = jax.vmap(lambda k: values(learner, k))(draws)
+    b_val, b_grad = jax.vmap(lambda k: values(joint, k))(draws)
+    diff, se = np.mean(a_val) - np.mean(b_val), np.hypot(np.std(a_val), np.std(b_val)) / 63.2
+    assert abs(diff) < 4 * se + 1e-4, (diff, se)
+    gdiff = np.mean(a_grad, 0) - np.mean(b_grad, 0)
+    gse = np.hypot(np.std(a_grad, 0), np.std(b_grad, 0)) / 63.2
+    assert np.all(np.abs(gdiff) < 5 * gse + 1e-4), np.max(np.abs(gdiff) / (gse + 1e-12))
+    if form == "kl":  # the KL's gradient is exact: less noise in the encoder's gradient
+        assert np.mean(np.var(a_grad, 0)) < np.mean(np.var(b_grad, 0))
+
+
 def test_iwae_with_dreg_trains(digits):
     learner = amortized(INIT, optax.adam(3e-3), objective="iwae", num_samples=5,
                         grad_estimator="dreg")
@@ -52,6 +93,12 @@ def test_bad_configuration_raises():
         amortized(INIT, optax.adam(1e-3), objective="kl")
     with pytest.raises(ValueError, match="grad_estimator"):
         amortized(INIT, optax.adam(1e-3), objective="elbo", grad_estimator="dreg")
+    with pytest.raises(ValueError, match="elbo_form"):
+        amortized(INIT, optax.adam(1e-3), elbo_form="analytic")
+    with pytest.raises(ValueError, match="elbo_form"):
+        amortized(INIT, optax.adam(1e-3), objective="iwae", elbo_form="kl")
+    with pytest.raises(ValueError, match="grad_estimator"):
+        amortized(INIT, optax.adam(1e-3), elbo_form="kl", grad_estimator="stl")
     with pytest.raises(ValueError, match="inner_steps"):
         semi_amortized(INIT, optax.adam(1e-3), inner_steps=0)
 

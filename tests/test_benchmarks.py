@@ -5,6 +5,7 @@ Tiny sizes on the bundled digits; the peers (NumPyro, Pyro, PyTorch: ``pip insta
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -75,13 +76,70 @@ def test_step_cost_counts_the_matrix_products_and_times_three_variants():
         assert -80 < line["final_elbo"] < 0
 
 
-def test_handwritten_vae_trains_and_evaluates():
+@pytest.mark.parametrize("form", ["joint", "kl"])
+def test_handwritten_vae_trains_and_evaluates(form):
     line = _run("handwritten_vae.py", "--epochs", "3", "--eval-samples", "500",
-                "--eval-examples", "100")
+                "--eval-examples", "100", "--elbo-form", form)
     assert line["impl"] == "hand-written JAX" and line["eval_examples"] == 100
+    assert line["elbo_form"] == form
     # 3 epochs on the 64-pixel digits: an NLL of 25 to 60 nats per image, below the 44-nat
     # cost of coding the pixels as fair coins only once something has been learned
     assert 20 < line["test_nll"] < 60, line
+
+
+def test_handwritten_kl_form_has_the_joint_forms_expectation():
+    """The hand-written loss in its two forms, over 2000 draws on one batch: equal means
+    within standard errors (a KL missing a term, e.g. the -1, is 25 nats off here)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import train_throughput
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    import jax
+    import numpy as np
+
+    from jlvm import data
+
+    X = np.asarray(data.load("digits").train[:50], np.float32)
+    init, joint = train_throughput.jax_model(X.shape[1], "joint")
+    _, kl = train_throughput.jax_model(X.shape[1], "kl")
+    params = init(jax.random.PRNGKey(0))
+    keys = jax.random.split(jax.random.PRNGKey(1), 2000)
+    with jax.numpy_rank_promotion("allow"):  # the scripts broadcast biases implicitly
+        a, b = (np.asarray(jax.vmap(lambda k, f=f: f(params, k, X))(keys))
+                for f in (joint, kl))
+    se = np.hypot(a.std(), b.std()) / np.sqrt(keys.shape[0])
+    assert abs(a.mean() - b.mean()) < 4 * se + 1e-4, (a.mean(), b.mean(), se)
+    assert b.std() < a.std()  # the analytic KL leaves only the likelihood's noise
+    with pytest.raises(ValueError, match="elbo_form"):
+        train_throughput.jax_model(X.shape[1], "entropy")
+
+
+@pytest.mark.skipif(not os.environ.get("JLVM_DATA_DIR") or not pathlib.Path(
+    os.environ.get("JLVM_DATA_DIR", "/nonexistent"), "binarized_mnist.npz").is_file(),
+    reason="the shared binarized MNIST is not available (JLVM_DATA_DIR)")
+def test_binarized_mnist_table_runs_rows_through_the_jlvm_command(tmp_path):
+    runs = tmp_path / "table"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "binarized_mnist_table.py"),
+                           "--only", "vae,vaekl", "--vae-epochs", "1", "--eval-samples", "20",
+                           "--eval-examples", "100", "--eval-every", "1", "--runs", str(runs)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (runs / "table.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["elbo_form"]) for r in rows] == [("vae", "joint"), ("vaekl", "kl")]
+    for r in rows:
+        config = json.loads((runs / r["row"] / "config.json").read_text())["config"]
+        assert (config["elbo_form"], config["latent_dim"], config["epochs"]) == \
+            (r["elbo_form"], 50, 1)
+        # one epoch on binarized MNIST: an NLL of 100 to 250 nats per image; the IS estimate
+        # is at least the ELBO, and no reference is printed at 1 epoch of 1000
+        assert 100 < r["test_nll"] < 250 and r["test_nll"] <= -r["test_elbo"] + 1.0, r
+        assert r["reference_nll"] is None and r["eval_examples"] == 100
+    assert "ELBO (KL form)" in (runs / "table.md").read_text()
+    again = subprocess.run([sys.executable, str(BENCHMARKS / "binarized_mnist_table.py"),
+                            "--only", "vae", "--runs", str(runs)], capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 2 and "exists" in again.stderr
 
 
 def test_handwritten_evaluator_agrees_with_jlvm_evaluate():

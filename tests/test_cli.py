@@ -188,6 +188,43 @@ def test_checkpoint_every_and_device_arguments(tmp_path, capsys):
         assert not (tmp_path / "bad" / "checkpoints").exists()
 
 
+def test_eval_every_and_elbo_form(tmp_path, capsys):
+    """--eval-every 2: the ELBOs after epochs 1, 2, 4 and the last (5), equal to those of a
+    run that evaluates every epoch (evaluation never touches training); --elbo-form kl is
+    stored in config.json and trains the VAE on the KL-form ELBO."""
+    runs = {}
+    for name, extra in (("sparse", ["--eval-every", "2"]), ("every", [])):
+        out = tmp_path / name
+        code, stdout, err = _run(["train", "--epochs", "5", "--elbo-form", "kl", "--out",
+                                  str(out), *TINY, *extra], capsys)
+        assert code == 0, err
+        runs[name] = [json.loads(line) for line in (out / "metrics.jsonl").read_text()
+                      .splitlines()]
+        assert json.loads((out / "config.json").read_text())["config"]["elbo_form"] == "kl"
+        assert json.loads(stdout)["train_elbo"] == runs[name][-1]["train_elbo"]
+    sparse, every = runs["sparse"], runs["every"]
+    assert [r["epoch"] for r in sparse] == [1, 2, 3, 4, 5]
+    assert [r["epoch"] for r in sparse if "train_elbo" in r] == [1, 2, 4, 5]
+    for a in sparse:
+        b = every[a["epoch"] - 1]
+        np.testing.assert_allclose(a["train_elbo_during_epoch"], b["train_elbo_during_epoch"],
+                                   rtol=1e-6)
+        for field in ("train_elbo", "valid_elbo"):
+            if field in a:
+                np.testing.assert_allclose(a[field], b[field], rtol=1e-6)
+    assert every[-1]["train_elbo"] > every[0]["train_elbo"]  # it trains
+    assert (tmp_path / "sparse" / "elbo.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli.ELBO_FORMS == sys.modules["jlvm.inference.amortized"].ELBO_FORMS
+    for argv, message in [
+            (["--eval-every", "0"], "--eval-every must be >= 1"),
+            (["--elbo-form", "kl", "--model", "iwae"], "--elbo-form kl takes --model vae"),
+            (["--elbo-form", "entropy", "--grad-estimator", "stl"], "--grad-estimator reparam")]:
+        code, _, err = _run(["train", "--epochs", "1", "--out", str(tmp_path / "bad"), *TINY,
+                             *argv], capsys)
+        assert code == 2 and message in err, err
+        assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
 def test_devices_splits_batches_and_gives_the_one_device_numbers(tmp_path):
     """`jlvm train/evaluate --devices 4` on four simulated CPU devices against --devices 1."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",

@@ -25,3 +25,14 @@ def test_every_figure_is_saved_as_png(tmp_path):
         path = plots.save(figure, tmp_path / name)
         assert _is_png(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(figures)  # no temporaries left
+
+
+def test_training_curves_draw_fields_that_only_some_epochs_have():
+    """jlvm train --eval-every N records valid_elbo on some epochs only: its curve joins
+    those epochs (no NaN gaps that would leave nothing drawn)."""
+    records = [{"epoch": e, "train_elbo_during_epoch": -10.0 + e,
+                **({"valid_elbo": -12.0 + e} if e in (1, 3, 5) else {})} for e in range(1, 6)]
+    lines = {line.get_label(): line for line in plots.training_curves(records).axes[0].lines}
+    assert list(lines["valid_elbo"].get_xdata()) == [1, 3, 5]
+    assert list(lines["valid_elbo"].get_ydata()) == [-11.0, -9.0, -7.0]
+    assert len(lines["train_elbo_during_epoch"].get_xdata()) == 5

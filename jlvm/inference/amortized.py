@@ -15,14 +15,20 @@ from jlvm.models import vae
 from jlvm.train import Learner, TrainState, keep_if_finite
 
 OBJECTIVES = ("elbo", "iwae")
+ELBO_FORMS = ("joint", "entropy", "kl")
 
 
-def _bound(objective: str, num_samples: int, grad_estimator: str):
-    fn = estimators.elbo if objective == "elbo" else estimators.iwae_bound
-
+def _bound(objective: str, num_samples: int, grad_estimator: str, elbo_form: str):
     def bound(params: vae.Params, key: jax.Array, x: jax.Array) -> jax.Array:
-        return fn(key, functools.partial(vae.log_joint, params, x), vae.encoder(params, x),
-                  num_samples, grad_estimator=grad_estimator)
+        q = vae.encoder(params, x)
+        if elbo_form == "kl":
+            return estimators.elbo_with_kl(key, functools.partial(vae.log_likelihood, params, x),
+                                           q, vae.prior(params), num_samples)
+        log_joint = functools.partial(vae.log_joint, params, x)
+        if elbo_form == "entropy":
+            return estimators.elbo_with_entropy(key, log_joint, q, num_samples)
+        fn = estimators.elbo if objective == "elbo" else estimators.iwae_bound
+        return fn(key, log_joint, q, num_samples, grad_estimator=grad_estimator)
 
     return bound
 
@@ -56,7 +62,8 @@ def _init(init_params, optimizer):
 
 def amortized(init_params: Callable[[jax.Array], vae.Params],
               optimizer: optax.GradientTransformation, *, objective: str = "elbo",
-              num_samples: int = 1, grad_estimator: str = "reparam") -> Learner:
+              num_samples: int = 1, grad_estimator: str = "reparam",
+              elbo_form: str = "joint") -> Learner:
     """The VAE: maximize the bound over decoder theta and encoder phi jointly.
 
     Per data point, objective "elbo": (1/K) sum_k log p(x, z_k) - log q_phi(z_k | x);
@@ -69,6 +76,12 @@ def amortized(init_params: Callable[[jax.Array], vae.Params],
       objective: "elbo" or "iwae".
       num_samples: K draws per data point.
       grad_estimator: as for ``jlvm.elbo`` / ``jlvm.iwae_bound`` ("dreg" for IWAE).
+      elbo_form: objective "elbo" only: "joint" (``jlvm.elbo``), "entropy"
+        (``jlvm.elbo_with_entropy``, H(q) analytic) or "kl" (``jlvm.elbo_with_kl``,
+        log p(x|z) - KL(q || p(z)), the KL analytic). The same bound in expectation; the
+        analytic forms differentiate the Gaussian terms exactly, so their gradients are
+        reparameterized ones with less noise in the encoder's scale. They take
+        ``grad_estimator="reparam"``.
 
     Returns:
       ``Learner``; ``step(state, x [B, D])`` reports ``loss`` and the bound in nats per
@@ -78,7 +91,14 @@ def amortized(init_params: Callable[[jax.Array], vae.Params],
     num_samples = _checks.positive_int(num_samples, "num_samples")
     allowed = gradients.ELBO_ESTIMATORS if objective == "elbo" else gradients.IWAE_ESTIMATORS
     _checks.one_of(grad_estimator, "grad_estimator", allowed)
-    bound = _bound(objective, num_samples, grad_estimator)
+    _checks.one_of(elbo_form, "elbo_form", ELBO_FORMS)
+    if elbo_form != "joint" and objective != "elbo":
+        raise ValueError(f"elbo_form={elbo_form!r} is a form of the ELBO; objective "
+                         f"{objective!r} takes elbo_form='joint'.")
+    if elbo_form != "joint" and grad_estimator != "reparam":
+        raise ValueError(f"elbo_form={elbo_form!r} takes grad_estimator='reparam', got "
+                         f"{grad_estimator!r} (the analytic term has no draws to reweight).")
+    bound = _bound(objective, num_samples, grad_estimator, elbo_form)
     metric = "elbo" if objective == "elbo" else "iwae_bound"
 
     def loss_fn(params, key, batch):
