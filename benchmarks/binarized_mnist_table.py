@@ -3,7 +3,7 @@ evaluated with the ``jlvm`` command.
 
     JLVM_DATA_DIR=... python benchmarks/binarized_mnist_table.py [--vae-epochs 1000]
         [--iwae-epochs 600] [--eval-samples 5000] [--eval-examples N] [--only vae,iwae50]
-        [--runs DIR] [--devices N] [--eval-every 10]
+        [--runs DIR] [--devices N] [--eval-every 10] [--seed 0]
 
 Protocol (benchmarks/_protocol.py): latent 50, encoder 784-200-200-(50, 50), decoder
 50-200-200-784, tanh, Bernoulli, Adam 1e-3, batch 100, statically binarized MNIST. The VAE is
@@ -61,6 +61,7 @@ def main() -> None:
                         help=f"comma-separated rows among {', '.join(ROWS)}")
     parser.add_argument("--runs", help="folder for the run directories (must not exist)")
     parser.add_argument("--devices", default="1", help="passed to jlvm train and evaluate")
+    parser.add_argument("--seed", type=int, default=0, help="passed to jlvm train (default 0)")
     parser.add_argument("--eval-every", type=int, default=10,
                         help="passed to jlvm train: its ELBOs every N epochs (default 10)")
     args = parser.parse_args()
@@ -93,7 +94,7 @@ def main() -> None:
                         "--grad-estimator", estimator, "--epochs", str(epochs),
                         *(["--elbo-form", form] if form != "joint" else []),
                         "--checkpoint-every", "100", "--eval-every", str(args.eval_every),
-                        "--devices", args.devices,
+                        "--devices", args.devices, "--seed", str(args.seed),
                         "--out", str(out))
         wall = time.perf_counter() - started
         metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -106,6 +107,7 @@ def main() -> None:
         default_epochs = DEFAULT_EPOCHS[model]
         result = {
             "row": name, "model": model, "K": K, "grad_estimator": estimator, "elbo_form": form,
+            "seed": args.seed,
             "epochs": epochs, "train_seconds": metrics[-1]["seconds"],
             "train_wall_seconds": round(wall, 1),
             "test_nll": round(nll, 3), "test_nll_se": evaluated["log_likelihood_se"],

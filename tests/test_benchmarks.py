@@ -122,15 +122,16 @@ def test_binarized_mnist_table_runs_rows_through_the_jlvm_command(tmp_path):
     runs = tmp_path / "table"
     done = subprocess.run([sys.executable, str(BENCHMARKS / "binarized_mnist_table.py"),
                            "--only", "vae,vaekl", "--vae-epochs", "1", "--eval-samples", "20",
-                           "--eval-examples", "100", "--eval-every", "1", "--runs", str(runs)],
+                           "--eval-examples", "100", "--eval-every", "1", "--seed", "3",
+                           "--runs", str(runs)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in (runs / "table.jsonl").read_text().splitlines()]
     assert [(r["row"], r["elbo_form"]) for r in rows] == [("vae", "joint"), ("vaekl", "kl")]
     for r in rows:
         config = json.loads((runs / r["row"] / "config.json").read_text())["config"]
-        assert (config["elbo_form"], config["latent_dim"], config["epochs"]) == \
-            (r["elbo_form"], 50, 1)
+        assert (config["elbo_form"], config["latent_dim"], config["epochs"], config["seed"]) \
+            == (r["elbo_form"], 50, 1, 3) and r["seed"] == 3
         # one epoch on binarized MNIST: an NLL of 100 to 250 nats per image; the IS estimate
         # is at least the ELBO, and no reference is printed at 1 epoch of 1000
         assert 100 < r["test_nll"] < 250 and r["test_nll"] <= -r["test_elbo"] + 1.0, r
