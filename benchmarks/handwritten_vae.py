@@ -23,7 +23,7 @@ import time
 
 import _protocol as protocol
 import numpy as np
-from train_throughput import ELBO_FORMS, jax_model
+from train_throughput import ELBO_FORMS, jax_epoch, jax_model
 
 CHUNK = 500  # draws per image at once
 IMAGES = 100  # test images at once
@@ -100,20 +100,7 @@ def main() -> None:
     init, loss = jax_model(D, args.elbo_form)
     optimizer = optax.adam(protocol.LEARNING_RATE)
 
-    def step(carry, x):
-        params, opt_state, key = carry
-        key, sub = jax.random.split(key)
-        value, grads = jax.value_and_grad(loss)(params, sub, x)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, key), -value
-
-    @jax.jit
-    def epoch(carry, data):
-        params, opt_state, key = carry
-        key, sub = jax.random.split(key)
-        usable = data.shape[0] - data.shape[0] % protocol.BATCH
-        batches = jax.random.permutation(sub, data)[:usable].reshape(-1, protocol.BATCH, D)
-        return jax.lax.scan(step, (params, opt_state, key), batches)
+    epoch = jax_epoch(loss, optimizer)
 
     @jax.jit
     def elbo(params, key, x):  # mean one-draw ELBO over x, in blocks of 1000 rows (or 100)

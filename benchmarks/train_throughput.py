@@ -134,13 +134,12 @@ def jax_model(D: int, elbo_form: str = "joint"):
     return init, loss
 
 
-def run_jax(X: np.ndarray, args) -> Runner:
+def jax_epoch(loss, optimizer):
+    """The hand-written epoch: ``epoch((params, opt_state, key), data [N, D])`` -> (carry,
+    per-step ELBOs), one jitted ``lax.scan`` of Adam steps over a fresh shuffle of ``data``
+    in batches of ``protocol.BATCH`` (a last partial batch is dropped)."""
     import jax
     import optax
-
-    D = X.shape[1]
-    init, loss = jax_model(D)
-    optimizer = optax.adam(protocol.LEARNING_RATE)
 
     def step(carry, x):
         params, opt_state, key = carry
@@ -153,8 +152,22 @@ def run_jax(X: np.ndarray, args) -> Runner:
     def epoch(carry, data):
         params, opt_state, key = carry
         key, sub = jax.random.split(key)
-        batches = jax.random.permutation(sub, data).reshape(-1, protocol.BATCH, D)
+        usable = data.shape[0] - data.shape[0] % protocol.BATCH
+        batches = jax.random.permutation(sub, data)[:usable].reshape(-1, protocol.BATCH,
+                                                                      data.shape[1])
         return jax.lax.scan(step, (params, opt_state, key), batches)
+
+    return epoch
+
+
+def run_jax(X: np.ndarray, args) -> Runner:
+    import jax
+    import optax
+
+    D = X.shape[1]
+    init, loss = jax_model(D)
+    optimizer = optax.adam(protocol.LEARNING_RATE)
+    epoch = jax_epoch(loss, optimizer)
 
     k1, k3 = jax.random.split(jax.random.PRNGKey(0))
     params = init(k1)
