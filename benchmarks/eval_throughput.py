@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pathlib
 import time
 
 import _protocol as protocol
@@ -40,10 +39,12 @@ def _params(args, data_dim: int):
     if args.run is None:
         return vae.init(jax.random.PRNGKey(0), data_dim, protocol.LATENT,
                         hidden_dims=protocol.HIDDEN)
-    from jlvm import cli
+    from jlvm import runs
+    from jlvm.runs import _setup
 
-    setup, state = cli._load_run(pathlib.Path(args.run))
-    return cli._vae_params(setup, state)
+    run = runs.load(args.run)
+    _, state = next(_setup.per_seed(run.config, run.state))  # the first seed
+    return _setup.model_params(run.setup, state)
 
 
 def _layers(state) -> list[tuple[np.ndarray, np.ndarray]]:

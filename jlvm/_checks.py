@@ -6,11 +6,13 @@ raises a ``ValueError`` naming it before anything is compiled, and never becomes
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def positive_int(value: Any, name: str) -> int:
@@ -73,3 +75,89 @@ def log_prob(q: Any, z: jax.Array) -> jax.Array:
 def sample(q: Any, key: jax.Array, num_samples: int) -> jax.Array:
     with jax.numpy_rank_promotion("allow"):
         return q.sample(seed=key, sample_shape=(num_samples,))
+
+
+def is_concrete(value: Any) -> bool:
+    """Whether ``value``'s entries are known now (not a tracer inside jit/vmap/grad)."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def prng_key(key: Any, name: str = "key") -> None:
+    """A PRNG key: ``jax.random.key(seed)`` (typed, shape ()) or ``jax.random.PRNGKey(seed)``
+    (uint32 [2]); anything else is a ``TypeError`` naming ``name``."""
+    dtype = getattr(key, "dtype", None)
+    shape = tuple(getattr(key, "shape", (None,)))
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape == ():
+            return
+    elif dtype == jnp.uint32 and shape == (2,):
+        return
+    raise TypeError(f"{name} must be one PRNG key (jax.random.key(seed) or "
+                    f"jax.random.PRNGKey(seed)), got {_describe(key)}.")
+
+
+def _describe(value: Any) -> str:
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return f"{value!r} of type {type(value).__name__}"
+
+
+def float_array(value: Any, name: str) -> jax.Array:
+    """``value`` as a floating-point JAX array (integers and booleans are converted to
+    float32); strings, objects and complex numbers are a ``TypeError`` naming ``name``."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be an array of numbers, got {_describe(value)}.")
+    try:
+        array = jnp.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be an array of numbers, got {_describe(value)} "
+                        f"({error}).") from None
+    if jnp.issubdtype(array.dtype, jnp.complexfloating) or not (
+            jnp.issubdtype(array.dtype, jnp.number) or array.dtype == jnp.bool_):
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}.")
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        array = array.astype(jnp.float32)
+    return array
+
+
+def positive_number(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """``value`` as a finite Python float > 0 (>= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a number, got {_describe(value)}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {_describe(value)}.") from None
+    low_ok = number >= 0 if allow_zero else number > 0
+    if not (low_ok and math.isfinite(number)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}.")
+    return number
+
+
+def observation_mask(mask: Any, data_dim: int, name: str = "mask") -> Any:
+    """An observation mask [D] (True = observed) as booleans, the same rules everywhere.
+
+    Concrete masks may hold booleans or 0/1 numbers and must observe something; a mask
+    under jit (a tracer) must be boolean, since its values cannot be checked. Anything else
+    is a ``ValueError``/``TypeError`` naming ``name``.
+    """
+    if isinstance(mask, (str, bytes)):
+        raise TypeError(f"{name} must be a boolean array [D], got {_describe(mask)}.")
+    shape = tuple(jnp.shape(mask))
+    if shape != (data_dim,):
+        raise ValueError(f"{name} must have shape [D]=({data_dim},), got {shape}.")
+    if not is_concrete(mask):
+        if jnp.result_type(mask) != jnp.bool_:
+            raise TypeError(f"{name} under jit must be boolean (True = observed); its 0/1 "
+                            f"values cannot be checked there, got dtype {jnp.result_type(mask)}.")
+        return mask
+    values = np.asarray(mask)
+    if values.dtype != bool:
+        if values.dtype.kind not in "iuf" or not np.all((values == 0) | (values == 1)):
+            raise ValueError(f"{name} must hold booleans or 0/1 values (True = observed), "
+                             f"got values {np.unique(values)[:5]} of dtype {values.dtype}.")
+        values = values.astype(bool)
+    if not values.any():
+        raise ValueError(f"{name} leaves nothing observed: there is no observation to score.")
+    return values

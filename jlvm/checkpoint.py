@@ -1,47 +1,166 @@
-"""Checkpoints of a TrainState with orbax: atomic, resumable.
+"""Checkpoints of a TrainState with orbax: atomic, resumable, damage-tolerant.
 
 orbax writes each checkpoint into a temporary directory and renames it into place once
 complete (its commit marker), so a process killed mid-save leaves the previous checkpoint
-as the latest loadable one; unfinished temporaries are ignored and cleaned up.
+as the latest loadable one; unfinished temporaries are ignored and cleaned up. A checkpoint
+damaged afterwards (a truncated file, lost metadata, an emptied step folder) is found when
+it is read: ``restore_intact`` then falls back to the newest checkpoint that reads.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import os
 import pathlib
-from typing import Any
+import re
+import sys
+import warnings
+from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
 
 
-def _manager(directory: str | os.PathLike, max_to_keep: int | None = 2) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                           enable_async_checkpointing=False, create=True)
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, or none could be read; the message is one line."""
+
+
+@contextlib.contextmanager
+def _quiet():
+    """orbax reports a failure through absl logging as well as by raising, with tracebacks
+    of hundreds of lines; the exception alone carries what the caller needs."""
+    _drop_reports_of_abandoned_io()
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except Exception:
+        gc.collect()  # what the failure abandoned goes now, unreported
+        raise
+    finally:
+        logger.setLevel(level)
+
+
+def _is_closed_loop_report(error: BaseException | None) -> bool:
+    return isinstance(error, RuntimeError) and "Event loop is closed" in str(error)
+
+
+def _drop_reports_of_abandoned_io() -> None:
+    """When orbax fails mid-read or mid-write, tensorstore's callbacks into the asyncio tasks
+    it abandons report the same failure again, from other threads and at exit too ("Event
+    loop is closed", "Task exception was never retrieved", "coroutine ... was never
+    awaited"): the caller has the exception already. From the first checkpoint operation on,
+    those reports, and only they, are dropped."""
+    if getattr(sys.excepthook, "_jlvm", False):
+        return
+    logging.getLogger("asyncio").addFilter(
+        lambda record: "exception was never retrieved" not in record.getMessage())
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
+                            category=RuntimeWarning)
+    previous_excepthook, previous_unraisable = sys.excepthook, sys.unraisablehook
+
+    def excepthook(kind, error, traceback):
+        if not _is_closed_loop_report(error):
+            previous_excepthook(kind, error, traceback)
+
+    def unraisablehook(unraisable):
+        if not _is_closed_loop_report(unraisable.exc_value):
+            previous_unraisable(unraisable)
+
+    excepthook._jlvm = True
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
+
+def _manager(directory: str | os.PathLike, *, create: bool = False) -> ocp.CheckpointManager:
+    # the two newest are kept: one to fall back to if the newest is damaged
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False,
+                                           create=create)
     return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
 
 
+def _reason(error: BaseException) -> str:
+    """The gist of an orbax/tensorstore error on one line: the operating system's reason
+    where tensorstore names one (``os_error_code='28'`` is "No space left on device"),
+    else the end of the message, where tensorstore puts the cause."""
+    text = re.sub(r"\s+", " ", f"{type(error).__name__}: {error}").strip()
+    code = re.search(r"os_error_code='(\d+)'", text)
+    if code:
+        return os.strerror(int(code.group(1)))
+    text = re.sub(r" \[tensorstore_spec[^\]]*\]", "", text)
+    return text if len(text) <= 200 else "..." + text[-197:]
+
+
 def save(directory: str | os.PathLike, step: int, state: Any) -> None:
-    """Saves ``state`` (any pytree of arrays) as checkpoint ``step`` under ``directory``."""
-    with _manager(directory) as manager:
-        manager.save(step, args=ocp.args.StandardSave(state))
-        manager.wait_until_finished()
+    """Saves ``state`` (any pytree of arrays) as checkpoint ``step`` under ``directory``.
+
+    Raises ``CheckpointError`` (one line: the path and the reason, e.g. a full disk) if it
+    cannot be written; the earlier checkpoints are then left as they were.
+    """
+    try:
+        with _quiet(), _manager(directory, create=True) as manager:
+            manager.save(step, args=ocp.args.StandardSave(state))
+            manager.wait_until_finished()
+    except Exception as error:  # orbax and tensorstore raise many types for one failure
+        raise CheckpointError(f"could not write checkpoint {step} in {directory} "
+                              f"({_reason(error)}); the earlier checkpoints are intact."
+                              ) from error
+
+
+def steps(directory: str | os.PathLike) -> list[int]:
+    """The steps of every complete (committed) checkpoint, oldest first."""
+    if not pathlib.Path(directory).is_dir():
+        return []
+    with _quiet(), _manager(directory) as manager:
+        return sorted(manager.all_steps())
 
 
 def latest_step(directory: str | os.PathLike) -> int | None:
     """The newest complete checkpoint's step, or None if there is none."""
-    if not pathlib.Path(directory).is_dir():
-        return None
-    with _manager(directory) as manager:
-        return manager.latest_step()
+    found = steps(directory)
+    return found[-1] if found else None
 
 
 def restore(directory: str | os.PathLike, like: Any, step: int | None = None) -> Any:
     """Restores checkpoint ``step`` (default: the latest) into the structure of ``like``
-    (a state of the same shapes, e.g. a freshly initialized one)."""
-    with _manager(directory) as manager:
+    (a state of the same shapes, e.g. a freshly initialized one).
+
+    Raises ``FileNotFoundError`` if there is no checkpoint and whatever orbax raises if it
+    is damaged (``restore_intact`` falls back instead)."""
+    if not pathlib.Path(directory).is_dir():
+        raise FileNotFoundError(f"no complete checkpoint in {directory}.")
+    with _quiet(), _manager(directory) as manager:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no complete checkpoint in {directory}.")
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
         return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+class Restored(NamedTuple):
+    """step: the checkpoint restored; state: its contents; damaged: (step, reason) for each
+    newer checkpoint that could not be read, newest first."""
+
+    step: int
+    state: Any
+    damaged: list[tuple[int, str]]
+
+
+def restore_intact(directory: str | os.PathLike, like: Any) -> Restored:
+    """The newest checkpoint under ``directory`` that reads, and the damaged ones above it.
+
+    Raises ``CheckpointError`` if there is none at all, or none that reads (naming each
+    checkpoint and why it failed)."""
+    found = steps(directory)
+    if not found:
+        raise CheckpointError(f"no complete checkpoint in {directory}.")
+    damaged = []
+    for step in reversed(found):
+        try:
+            return Restored(step, restore(directory, like, step), damaged)
+        except Exception as error:  # any failure to read means: try the one before
+            damaged.append((step, _reason(error)))
+    listed = "; ".join(f"checkpoint {step}: {reason}" for step, reason in damaged)
+    raise CheckpointError(f"no intact checkpoint in {directory} ({listed}).")

@@ -16,6 +16,7 @@ import pathlib
 import shutil
 import tempfile
 import urllib.request
+import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -125,7 +126,9 @@ def binarized_mnist(path: str | os.PathLike | None = None, *,
                     raise ValueError(f"{npz}: missing keys {missing}; expected train, valid, "
                                      "test.")
                 splits = {s: _check_split(archive[s], s, npz, expected[s]) for s in MNIST_SPLITS}
-        except (OSError, EOFError, ValueError) as error:
+        except PermissionError:
+            raise
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
             if isinstance(error, ValueError) and str(npz) in str(error):
                 raise
             raise ValueError(f"{npz}: not a readable .npz archive ({error}).") from None

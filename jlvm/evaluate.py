@@ -1,4 +1,5 @@
-"""Evaluation over whole data sets: log-likelihood by importance sampling, ELBO, bits/dim.
+"""Evaluation over whole data sets: log-likelihood by importance sampling, ELBO, IWAE bound,
+bits/dim.
 
 Data points are processed ``batch_size`` at a time (``lax.map`` over batches, ``vmap``
 within one) and each data point's K draws ``chunk_size`` at a time, so memory is bounded by
@@ -50,9 +51,16 @@ def map_over_data(per_example: Callable[[jax.Array, jax.Array], jax.Array], key:
 def _check_mask(params: Any, mask: Any) -> jax.Array:
     if mask is None:
         return jnp.ones(params.data_dim, bool)
-    from jlvm import missing
+    return jnp.asarray(_checks.observation_mask(mask, params.data_dim))
 
-    return jnp.asarray(missing.check_mask(mask, params.data_dim, need_missing=False))
+
+def _check_data(params: Any, X: Any) -> jax.Array:
+    """X as a float array [N, D] with N >= 1 and the model's D; ValueError naming it."""
+    X = _checks.float_array(X, "X")
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] != params.data_dim:
+        raise ValueError(f"X must have shape [N, D] with N >= 1 and D={params.data_dim}, "
+                         f"got {X.shape}.")
+    return X
 
 
 def _place(mesh: Mesh | None, *trees: Any) -> tuple:
@@ -85,32 +93,49 @@ def vae_log_likelihood(key: jax.Array, params: Any, X: jax.Array, num_samples: i
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
-    chunk_size = min(_checks.positive_int(chunk_size or num_samples, "chunk_size"), num_samples)
+    chunk_size = min(num_samples if chunk_size is None
+                     else _checks.positive_int(chunk_size, "chunk_size"), num_samples)
     train.check_mesh(mesh, batch_size)
-    params, X, mask = _place(mesh, params, jnp.asarray(X), _check_mask(params, mask))
+    X = _check_data(params, X)
+    params, X, mask = _place(mesh, params, X, _check_mask(params, mask))
     return _vae_log_likelihood(key, params, X, mask, num_samples, batch_size, chunk_size, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("num_samples", "batch_size", "mesh"))
-def _vae_elbo(key, params, X, mask, num_samples, batch_size, mesh):
+@functools.partial(jax.jit, static_argnames=("bound", "num_samples", "batch_size", "mesh"))
+def _vae_bound(key, params, X, mask, bound, num_samples, batch_size, mesh):
     from jlvm.models import vae
 
+    estimator = estimators.elbo if bound == "elbo" else estimators.iwae_bound
+
     def one(k, x):
-        return estimators.elbo(k, functools.partial(vae.log_joint, params, x, mask=mask),
-                               vae.encoder(params, x, mask), num_samples)
+        return estimator(k, functools.partial(vae.log_joint, params, x, mask=mask),
+                         vae.encoder(params, x, mask), num_samples)
 
     return map_over_data(one, key, X, batch_size, mesh)
+
+
+def _bound(bound, key, params, X, num_samples, batch_size, mask, mesh):
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    train.check_mesh(mesh, batch_size)
+    X = _check_data(params, X)
+    params, X, mask = _place(mesh, params, X, _check_mask(params, mask))
+    return _vae_bound(key, params, X, mask, bound, num_samples, batch_size, mesh)
 
 
 def vae_elbo(key: jax.Array, params: Any, X: jax.Array, num_samples: int = 1, *,
              batch_size: int = 500, mask: Any = None, mesh: Mesh | None = None) -> jax.Array:
     """The ELBO of every row of X with the encoder's q: [N] (K draws each); ``mask`` and
     ``mesh`` as in ``vae_log_likelihood``."""
-    num_samples = _checks.positive_int(num_samples, "num_samples")
-    batch_size = _checks.positive_int(batch_size, "batch_size")
-    train.check_mesh(mesh, batch_size)
-    params, X, mask = _place(mesh, params, jnp.asarray(X), _check_mask(params, mask))
-    return _vae_elbo(key, params, X, mask, num_samples, batch_size, mesh)
+    return _bound("elbo", key, params, X, num_samples, batch_size, mask, mesh)
+
+
+def vae_iwae_bound(key: jax.Array, params: Any, X: jax.Array, num_samples: int, *,
+                   batch_size: int = 500, mask: Any = None,
+                   mesh: Mesh | None = None) -> jax.Array:
+    """The IWAE bound ``log (1/K) sum_k p(x, z_k) / q(z_k | x)`` of every row of X: [N];
+    ``mask`` and ``mesh`` as in ``vae_log_likelihood``."""
+    return _bound("iwae", key, params, X, num_samples, batch_size, mask, mesh)
 
 
 def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:
@@ -118,7 +143,12 @@ def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:
     return -float(log_likelihood_nats) / (data_dim * math.log(2))
 
 
-def summary(values: Any) -> tuple[float, float]:
-    """Mean and standard error of per-example values."""
+def summary(values: Any) -> tuple[float, float | None]:
+    """Mean and standard error of per-example values [N]; the standard error is None for
+    one value (it is undefined, and NaN is not JSON)."""
     values = np.asarray(values, np.float64)
-    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(max(len(values), 1)))
+    if values.ndim != 1 or values.shape[0] < 1:
+        raise ValueError(f"values must have shape [N] with N >= 1, got {values.shape}.")
+    if values.shape[0] == 1:
+        return float(values[0]), None
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.shape[0]))

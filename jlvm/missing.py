@@ -29,25 +29,17 @@ from jlvm import _checks, estimators
 
 
 def check_mask(mask: Any, data_dim: int, *, need_missing: bool = True) -> np.ndarray:
-    """Validates a concrete observation mask: [D] booleans, True where x is observed.
+    """Validates a concrete observation mask: [D] booleans (or 0/1), True where observed.
 
-    Raises ``ValueError`` naming ``mask`` if its shape is not [D], if nothing is observed,
-    or (``need_missing``) if nothing is missing. Returns it as a NumPy bool array.
+    The rules of every mask in jlvm (``vae.log_joint``, ``evaluate``): the shape [D], 0/1
+    values, something observed; here also, with ``need_missing``, something missing, and
+    the mask must be concrete since it fixes the shape of the latent z. Raises
+    ``ValueError`` naming ``mask``. Returns it as a NumPy bool array.
     """
-    try:
-        mask = np.asarray(mask)
-    except jax.errors.TracerArrayConversionError:
+    if not _checks.is_concrete(mask):
         raise ValueError("mask must be concrete (a NumPy or JAX array outside jit): it fixes "
-                         "the shape of the latent z.") from None
-    if mask.shape != (data_dim,):
-        raise ValueError(f"mask must have shape [D]=({data_dim},), got {mask.shape}.")
-    if mask.dtype != bool:
-        if not np.all((mask == 0) | (mask == 1)):
-            raise ValueError("mask must hold booleans or 0/1 values (True = observed).")
-        mask = mask.astype(bool)
-    if not mask.any():
-        raise ValueError("mask leaves nothing observed: p(x_obs) of an empty observation is 1 "
-                         "and there is nothing to estimate.")
+                         "the shape of the latent z.")
+    mask = np.asarray(_checks.observation_mask(mask, data_dim))
     if need_missing and mask.all():
         raise ValueError("mask leaves nothing missing: use the model's own log-likelihood.")
     return mask

@@ -1,17 +1,18 @@
 """Figures a person looks at: samples, reconstructions, the latent space, training curves.
 
-Each function draws onto a new matplotlib figure and saves it atomically (a temporary file
-renamed into place), so a killed process never leaves a half-written picture.
+Each function draws onto a new matplotlib figure; ``save`` writes it atomically (a temporary
+file renamed into place), so a killed process never leaves a half-written picture.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
+
+from jlvm import _files
 
 
 def _pyplot():
@@ -23,16 +24,30 @@ def _pyplot():
     return plt
 
 
-def save(fig, path: str | os.PathLike) -> pathlib.Path:
-    """Writes ``fig`` as PNG to ``path`` via a temporary file in the same folder."""
-    path = pathlib.Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
+def formats() -> tuple[str, ...]:
+    """File name suffixes ``save`` can write (matplotlib's: png, pdf, svg, jpg, ...)."""
+    plt = _pyplot()
+    figure = plt.figure()
     try:
-        fig.savefig(temporary, dpi=110, bbox_inches="tight")
-        os.replace(temporary, path)
+        return tuple(sorted(figure.canvas.get_supported_filetypes()))
     finally:
-        pathlib.Path(temporary).unlink(missing_ok=True)
+        plt.close(figure)
+
+
+def save(fig, path: str | os.PathLike, *, replace: bool = True) -> pathlib.Path:
+    """Writes ``fig`` to ``path`` in the format its suffix names (``.png``, ``.pdf``,
+    ``.svg``, ``.jpg``, ...), atomically: a killed process never leaves a half-written
+    picture (see ``jlvm._files``). An unknown suffix is a ``ValueError``; with
+    ``replace=False`` an existing file is a ``FileExistsError`` and stays as it was."""
+    path = pathlib.Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    try:
+        if suffix not in formats():
+            raise ValueError(f"path must end in one of .{', .'.join(formats())} (the image "
+                             f"format), got {str(path)!r}.")
+        _files.write_atomic(path, lambda temporary: fig.savefig(
+            temporary, format=suffix, dpi=110, bbox_inches="tight"), replace=replace)
+    finally:
         _pyplot().close(fig)
     return path
 
@@ -55,8 +70,10 @@ def image_grid(images: np.ndarray, image_shape: Sequence[int], *, columns: int =
 
 
 def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
-                        image_shape: Sequence[int], *, title: str = ""):
-    """Pairs of rows: originals above, their reconstructions below."""
+                        image_shape: Sequence[int], *, title: str = "",
+                        bottom_label: str = "reconstruction E[x | z], z = E_q[z | x]"):
+    """Pairs of rows: originals above, their reconstructions below (``bottom_label`` says
+    what the lower row is)."""
     plt = _pyplot()
     n = originals.shape[0]
     fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.2), squeeze=False)
@@ -66,7 +83,7 @@ def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
                               vmax=1)
             axes[i, j].axis("off")
     axes[0, 0].set_title("data", fontsize=8, loc="left")
-    axes[1, 0].set_title("reconstruction E[x | z], z = E_q[z | x]", fontsize=8, loc="left")
+    axes[1, 0].set_title(bottom_label, fontsize=8, loc="left")
     if title:
         fig.suptitle(title)
     return fig
@@ -84,33 +101,53 @@ def scatter_pairs(points: Sequence[np.ndarray], labels: Sequence[str], *, title:
     return fig
 
 
-def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, *, title: str = ""):
-    """E_q[z | x] in 2-D (first two principal components when L > 2), coloured by label."""
+def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, *, title: str = "",
+                   axis_names: Sequence[str] | None = None, colour_label: str = "label"):
+    """Points in 2-D coloured by ``labels`` (named ``colour_label``).
+
+    By default ``codes`` are E_q[z | x], shown as they are when L <= 2 (axes z_1, z_2) and
+    by their first two principal components when L > 2; ``axis_names`` shows ``codes``
+    as given, under those names.
+    """
     plt = _pyplot()
     codes = np.asarray(codes, np.float64)
-    axis_names = ("z_1", "z_2")
-    if codes.shape[1] > 2:
-        centered = codes - codes.mean(axis=0)
-        _, _, vt = np.linalg.svd(centered, full_matrices=False)
-        codes = centered @ vt[:2].T
-        axis_names = ("PC 1 of E_q[z|x]", "PC 2 of E_q[z|x]")
-    elif codes.shape[1] == 1:
-        codes = np.concatenate([codes, np.zeros_like(codes)], axis=1)
+    if axis_names is None:
+        axis_names = ("z_1", "z_2")
+        if codes.shape[1] > 2:
+            centered = codes - codes.mean(axis=0)
+            _, _, vt = np.linalg.svd(centered, full_matrices=False)
+            codes = centered @ vt[:2].T
+            axis_names = ("PC 1 of E_q[z|x]", "PC 2 of E_q[z|x]")
+        elif codes.shape[1] == 1:  # one latent dimension: drawn along a line
+            codes = np.concatenate([codes, np.zeros_like(codes)], axis=1)
+            axis_names = ("z_1", "")
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     if labels is None:
         ax.scatter(codes[:, 0], codes[:, 1], s=5)
     else:
-        points = ax.scatter(codes[:, 0], codes[:, 1], s=5, c=np.asarray(labels), cmap="tab10")
-        fig.colorbar(points, ax=ax, label="label")
+        labels = np.asarray(labels)
+        values = np.unique(labels)
+        if values.size <= 20 and np.all(values == np.round(values)):
+            # categories (classes, components): one colour each, named in a legend
+            for number, value in enumerate(values):
+                chosen = labels == value
+                ax.scatter(codes[chosen, 0], codes[chosen, 1], s=5, color=f"C{number % 10}"
+                           if values.size <= 10 else plt.cm.tab20(number), label=str(int(value)))
+            ax.legend(title=colour_label, fontsize=7, title_fontsize=8, markerscale=2,
+                      loc="center left", bbox_to_anchor=(1.0, 0.5))
+        else:
+            points = ax.scatter(codes[:, 0], codes[:, 1], s=5, c=labels, cmap="viridis")
+            fig.colorbar(points, ax=ax, label=colour_label)
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
     ax.set_title(title)
     return fig
 
 
-def training_curves(records: list[dict], *, title: str = ""):
+def training_curves(records: list[dict], *, title: str = "", ylabel: str = "nats per example"):
     """Per-epoch curves of every ``*_elbo`` (and related bound) field in metrics records;
-    with several seeds (a ``seed`` field), one thin line per seed in the field's colour."""
+    with several seeds (a ``seed`` field), one thin line per seed in the field's colour.
+    Every recorded epoch is marked, so a one-epoch run shows its points."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     # every field any record has (jlvm train --eval-every N leaves some epochs without the
@@ -125,11 +162,12 @@ def training_curves(records: list[dict], *, title: str = ""):
         for index, seed in enumerate(seeds):
             rows = [r for r in records if r.get("seed") == seed and field in r]
             ax.plot([r["epoch"] for r in rows], [r[field] for r in rows],
-                    color=color, linewidth=1.5 if len(seeds) == 1 else 0.8,
+                    color=color, linewidth=1.5 if len(seeds) == 1 else 0.8, marker="o",
+                    markersize=3 if len(rows) > 1 else 5,
                     label=(field + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""))
                     if index == 0 else None)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per example")
+    ax.set_ylabel(ylabel)
     ax.legend()
     ax.set_title(title)
     return fig

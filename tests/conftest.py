@@ -1,8 +1,18 @@
-"""Test configuration: CPU, strict rank promotion (broadcasting bugs cannot hide)."""
+"""Test configuration: CPU with four simulated devices, strict rank promotion (broadcasting
+bugs cannot hide), and run directories trained once per session."""
 
+import contextlib
+import io
 import os
+import shutil
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# four CPU devices in this process, so that data parallelism is tested here rather than in
+# subprocesses that pay for JAX's start and their own compilations (single-device code
+# runs on the first device exactly as before)
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=4").strip()
 
 import jax
 import pytest
@@ -14,7 +24,48 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # on every device.
 jax.config.update("jax_default_matmul_precision", "highest")
 
+# small networks on the bundled digits: every run below trains in seconds
+TINY = ["--latent-dim", "2", "--hidden", "16", "--batch-size", "100"]
+EXTRA = {"svi": ["--inner-steps", "2"], "semi": ["--inner-steps", "2"],
+         "gmm": ["--components", "3"]}
+
 
 @pytest.fixture
 def key():
     return jax.random.PRNGKey(20261124)
+
+
+class TrainedRun:
+    """A run directory trained by ``jlvm train`` once per session, with what it printed."""
+
+    def __init__(self, path, code, stdout, stderr):
+        self.path, self.code, self.stdout, self.stderr = path, code, stdout, stderr
+
+    def copy(self, destination):
+        """A private copy to change (the session's original is shared by many tests)."""
+        shutil.copytree(self.path, destination)
+        return destination
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """``trained(model) -> TrainedRun``: a 2-epoch run of ``model`` on the digits with TINY
+    sizes, trained on first use and shared by the whole session. Never change it in place;
+    ``copy`` it."""
+    from jlvm import cli
+
+    root = tmp_path_factory.mktemp("trained")
+    cache = {}
+
+    def get(model: str) -> TrainedRun:
+        if model not in cache:
+            out = root / model
+            stdout, stderr = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                code = cli.main(["train", "--model", model, "--epochs", "2", "--out", str(out),
+                                 *TINY, *EXTRA.get(model, [])])
+            assert code == 0, stderr.getvalue()
+            cache[model] = TrainedRun(out, code, stdout.getvalue(), stderr.getvalue())
+        return cache[model]
+
+    return get

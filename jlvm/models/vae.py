@@ -18,7 +18,6 @@ from typing import Any
 import distrax
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx, struct
 
 from jlvm import _checks
@@ -119,30 +118,25 @@ def decoder(params: Params, z: jax.Array) -> distrax.Distribution:
     return distrax.MultivariateNormalDiag(mean, jnp.exp(log_scale))
 
 
-def _pixel_mask(params: Params, mask: Any) -> jax.Array | None:
-    """Validates a [D] observation mask (True = observed) and returns it as float weights."""
+def _pixel_mask(params: Params, mask: Any) -> Any:
+    """A [D] observation mask (True = observed) as booleans, or None for complete data;
+    the same rules as everywhere in jlvm (``_checks.observation_mask``)."""
     if mask is None:
         return None
-    _checks.shape_is(mask, "mask", (params.data_dim,), "[D]")
-    try:  # values can be checked only when concrete; under jit the shape check stands
-        concrete = np.asarray(mask)
-    except jax.errors.TracerArrayConversionError:
-        concrete = None
-    if concrete is not None and not concrete.any():
-        raise ValueError("mask leaves nothing observed: there is no likelihood to evaluate.")
-    return jnp.asarray(mask).astype(jnp.float32)
+    return _checks.observation_mask(mask, params.data_dim)
 
 
 def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.MultivariateNormalDiag:
     """q_phi(z | x) = N(m_phi(x), diag s_phi(x)^2) for one x: [D].
 
-    With a ``mask`` [D] (True = observed) the encoder sees x with missing pixels set to 0:
-    a practical choice for an encoder trained on complete data, not an exact posterior.
+    With a ``mask`` [D] (True = observed) the encoder sees x with missing pixels set to 0
+    (whatever they held, NaN included): a practical choice for an encoder trained on
+    complete data, not an exact posterior.
     """
     _checks.shape_is(x, "x", (params.data_dim,), "[D]")
-    weights = _pixel_mask(params, mask)
-    if weights is not None:
-        x = x * weights
+    observed = _pixel_mask(params, mask)
+    if observed is not None:
+        x = jnp.where(observed, x, 0.0)
     mean, log_scale = nnx.merge(params.encoder_graph, params.encoder)(x)
     return distrax.MultivariateNormalDiag(mean, jnp.exp(log_scale))
 
@@ -155,7 +149,7 @@ def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None)
     summing it out exactly: log p(x_obs | z) = sum_{d observed} log p(x_d | z).
     """
     _checks.shape_is(x, "x", (params.data_dim,), "[D]")
-    weights = _pixel_mask(params, mask)
+    observed = _pixel_mask(params, mask)
     outputs = _decode(params, z)
     if params.likelihood == "bernoulli":
         logits = outputs[0]
@@ -163,9 +157,9 @@ def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None)
     else:
         mean, log_scale = outputs
         per_pixel = normal_log_prob_elementwise(x, mean, log_scale)
-    if weights is not None:
+    if observed is not None:
         # where, not multiply: a missing pixel may hold anything, NaN included
-        per_pixel = jnp.where(weights > 0, per_pixel, 0.0)
+        per_pixel = jnp.where(observed, per_pixel, 0.0)
     return jnp.sum(per_pixel)
 
 

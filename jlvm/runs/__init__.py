@@ -1,0 +1,275 @@
+"""Run directories from Python: train, resume, evaluate and sample, as ``jlvm`` does.
+
+    from jlvm import runs
+    result = runs.train(runs.make_config(model="iwae", epochs=20), "runs/iwae-digits")
+    result = runs.resume("runs/iwae-digits", epochs=40)       # continue to epoch 40
+    lines = runs.evaluate("runs/iwae-digits", num_samples=1000)   # one dict per seed
+    runs.sample("runs/iwae-digits", "samples.png", n=64)
+    run = runs.load("runs/iwae-digits")                       # config, setup, state
+
+A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per epoch and
+seed), orbax checkpoints under ``checkpoints/`` and the figures ``samples.png``,
+``reconstructions.png``, ``latent.png`` and ``elbo.png`` (see ``_directory``). It is owned
+by one process at a time, never overwritten, and a new run that fails before its first
+checkpoint leaves nothing behind. Every problem with a setting or a directory is a
+``RunError`` with a one-line message; ``jlvm`` prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pathlib
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from jlvm.runs._config import (
+    ELBO_FORMS,
+    ENCODER_MODELS,
+    MODELS,
+    SEED_LIMIT,
+    Config,
+    RunError,
+    make_config,
+)
+from jlvm.runs._directory import RunDirectory
+
+__all__ = ["ELBO_FORMS", "ENCODER_MODELS", "MODELS", "Config", "Run", "RunError",
+           "default_out", "evaluate", "load", "make_config", "resume", "sample",
+           "start_distributed", "train"]
+
+Warn = Callable[[str], None]
+SPLITS = ("test", "valid", "train")
+MISSING = ("none", "top-half", "bottom-half")
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"jlvm: warning: {message}", file=sys.stderr)
+
+
+def default_out(config: Config) -> pathlib.Path:
+    """``runs/MODEL-DATA-TIMESTAMP``: a new directory for each run."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return pathlib.Path("runs") / f"{config.model}-{config.data}-{stamp}"
+
+
+def start_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                      process_id: int | None = None) -> bool:
+    """Starts JAX's multi-process runtime (``jax.distributed.initialize``; on SLURM, Open
+    MPI, Kubernetes or Cloud TPU it finds its peers itself). Returns whether this process
+    writes the files (process 0). Call it before anything else touches JAX's devices."""
+    import jax
+
+    given = {"coordinator_address": coordinator, "num_processes": num_processes,
+             "process_id": process_id}
+    try:
+        jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
+    except (ValueError, RuntimeError, TypeError) as error:
+        raise RunError(f"--distributed: jax.distributed.initialize() failed: "
+                       f"{' '.join(str(error).split())}") from None
+    return jax.process_index() == 0
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RunError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}.")
+
+
+def train(config: Config, out: str | os.PathLike | None = None, *, checkpoint_every: int = 1,
+          eval_every: int = 1, devices: int | str | None = None,
+          distributed: dict | None = None, warn: Warn = _stderr_warning,
+          dataset: Any = None) -> dict:
+    """Trains a new run of ``config`` into ``out`` (default ``default_out(config)``).
+
+    Args:
+      config: from ``make_config``.
+      out: a directory that holds no run yet (created if needed).
+      checkpoint_every: write a checkpoint every N epochs and after the last.
+      eval_every: compute the train/valid bounds after epoch 1, every N epochs and after
+        the last (the step metrics of every epoch are recorded regardless).
+      devices: split every batch over this many devices, or "all" (data parallelism).
+      distributed: start ``jax.distributed`` first with these arguments (see
+        ``start_distributed``); process 0 writes the files.
+      dataset: a ``jlvm.data.Dataset`` to train on instead of reading ``config.data``.
+
+    Returns:
+      What ``jlvm train`` prints: the run directory and the trained bound per example at
+      the end (``train_elbo``; ``train_iwae_bound`` for IWAE; ``train_log_likelihood``
+      for the GMM), with ``likelihood_type`` "probability" or "density".
+    """
+    from jlvm.runs import _config, _directory, _training
+
+    _config.validate(config)
+    _positive("checkpoint_every", checkpoint_every)
+    _positive("eval_every", eval_every)
+    run = RunDirectory(out if out is not None else default_out(config))
+    if run.holds_run():  # checked by every process before they meet
+        raise RunError(f"{run.path} already holds a run; pass --resume to continue it or "
+                       "choose a new --out (nothing was overwritten).")
+    writer = True if distributed is None else start_distributed(**distributed)
+    options = dict(resume=False, checkpoint_every=checkpoint_every, eval_every=eval_every,
+                   devices=devices, distributed=distributed is not None, warn=warn,
+                   dataset=dataset)
+    if not writer:
+        return _training.run_training(config, run, writer=False, **options)
+    with _directory.claim(run.path, resume=False) as claimed:
+        return _training.run_training(config, claimed, writer=True, **options)
+
+
+def resume(out: str | os.PathLike, *, epochs: int | None = None,
+           expect: dict[str, Any] | None = None, checkpoint_every: int = 1,
+           eval_every: int = 1, devices: int | str | None = None,
+           distributed: dict | None = None, warn: Warn = _stderr_warning) -> dict:
+    """Continues the run in ``out`` from its newest intact checkpoint, to ``epochs``.
+
+    ``expect``: settings the caller believes the run has (``jlvm train --resume`` passes
+    the options given on its command line); any that differ from the stored ones are a
+    ``RunError`` and nothing is changed. Fewer ``epochs`` than the run completed are
+    refused too; as many is a no-op. Other arguments as in ``train``.
+    """
+    import dataclasses
+
+    from jlvm import checkpoint
+    from jlvm.runs import _config, _directory, _training
+
+    run = RunDirectory(out)
+    stored = _config.read(run.config)
+    changed = sorted(name for name, value in (expect or {}).items()
+                     if name != "epochs" and _as_stored(value) != getattr(stored, name, value))
+    unknown = sorted(set(expect or {}) - set(_config.FIELDS))
+    if unknown:
+        raise RunError(f"unknown setting(s) {', '.join(unknown)}.")
+    if changed:
+        raise RunError(f"--resume continues the stored configuration; these differ from "
+                       f"{run.config}: {', '.join(_config.option(n) for n in changed)}. Only "
+                       "--epochs may change (nothing was changed).")
+    config = stored if epochs is None else dataclasses.replace(stored, epochs=epochs)
+    _config.validate(config)
+    _positive("checkpoint_every", checkpoint_every)
+    _positive("eval_every", eval_every)
+    completed = checkpoint.latest_step(run.checkpoints)
+    if completed is not None and config.epochs < completed:
+        raise RunError(f"--epochs {config.epochs} is fewer than the {completed} epochs "
+                       f"{run.path} has completed; nothing was changed.")
+    if completed is not None and config.epochs == completed:
+        return {"run_dir": str(run.path), "model": config.model, "epochs": config.epochs,
+                "already_completed": True}
+    writer = True if distributed is None else start_distributed(**distributed)
+    options = dict(resume=True, checkpoint_every=checkpoint_every, eval_every=eval_every,
+                   devices=devices, distributed=distributed is not None, warn=warn)
+    if not writer:
+        return _training.run_training(config, run, writer=False, **options)
+    with _directory.claim(run.path, resume=True) as claimed:
+        return _training.run_training(config, claimed, writer=True, **options)
+
+
+def _as_stored(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+class Run(NamedTuple):
+    """A trained run loaded from its directory: ``setup`` (data, learner), ``state`` (all
+    seeds: leading axis S where ``num_seeds`` > 1), ``step``: its checkpoint's epoch."""
+
+    path: pathlib.Path
+    config: Config
+    setup: Any
+    state: Any
+    step: int
+
+
+def load(run_dir: str | os.PathLike, *, warn: Warn = _stderr_warning) -> Run:
+    """The newest intact checkpoint of the run in ``run_dir`` (a damaged newer one is
+    skipped with a warning), with its configuration and data."""
+    from jlvm import checkpoint
+    from jlvm.runs import _config, _setup
+
+    run = RunDirectory(run_dir)
+    config = _config.read(run.config)
+    if not checkpoint.steps(run.checkpoints):
+        raise RunError(f"{run.path} has no complete checkpoint yet; resume its training with "
+                       f"jlvm train --out {run.path} --resume.")
+    setup = _setup.build(config)
+    restored = run.restore(_setup.initial_state(setup), warn=warn)
+    return Run(run.path, config, setup, restored.state, restored.step)
+
+
+def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str = "test",
+             chunk_size: int = 500, batch_size: int = 100, num_examples: int | None = None,
+             seed: int = 0, missing: str = "none", devices: int | str | None = None,
+             distributed: dict | None = None, warn: Warn = _stderr_warning) -> list[dict]:
+    """log p(x) by importance sampling (K=``num_samples`` draws from the encoder, or from a
+    q fitted per example for SVI; exact for the GMM) and the ELBO, per seed of the run.
+
+    ``num_examples``: a seeded random subset of the split (``seed``), not its first rows.
+    ``missing``: "top-half" / "bottom-half" pixels unobserved, log p(x_obs).
+    Returns one dict per seed: means and standard errors over the examples (nats per
+    example), the gap, ``likelihood_type`` and, for probabilities, bits per dimension.
+    """
+    from jlvm.runs import _evaluation, _setup
+
+    for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size),
+                        ("batch_size", batch_size)):
+        _positive(name, value)
+    if num_examples is not None:
+        _positive("num_examples", num_examples)
+    if split not in SPLITS:
+        raise RunError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}.")
+    if missing not in MISSING:
+        raise RunError(f"--missing must be one of {', '.join(MISSING)}, got {missing!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise RunError(f"--seed must be an integer in [0, {SEED_LIMIT - 1}], got {seed!r}.")
+    writer = True if distributed is None else start_distributed(**distributed)
+    run = load(run_dir, warn=warn if writer else (lambda message: None))
+    setup = run.setup
+    X = getattr(setup.dataset, split)
+    if X is None:
+        raise RunError(f"data set {run.config.data} has no {split} split.")
+    rows = _setup.subset(X.shape[0], num_examples, seed)
+    mesh = _setup.resolve_mesh(devices, batch_size, run.config.model,
+                               distributed=distributed is not None)
+    import jax
+
+    results = []
+    for run_seed, state in _setup.per_seed(run.config, run.state):
+        line = _evaluation.evaluate_split(
+            setup, state, X[rows], jax.random.PRNGKey(seed), num_samples=num_samples,
+            chunk_size=min(chunk_size, num_samples), batch_size=batch_size, missing=missing,
+            mesh=mesh)
+        results.append({"run_dir": str(run.path), "seed": run_seed, "epoch": run.step,
+                        "split": split, **line})
+    return results if writer else []
+
+
+def sample(run_dir: str | os.PathLike, out: str | os.PathLike, *, n: int = 64, seed: int = 0,
+           warn: Warn = _stderr_warning) -> dict:
+    """Draws ``n`` samples of the run's model (its first seed) into a new image file
+    ``out`` (.png, .pdf, .svg, .jpg, ...; never overwritten)."""
+    import jax
+
+    from jlvm import plots
+    from jlvm.runs import _figures, _setup
+
+    out = pathlib.Path(out)
+    if not str(out) or out.name in ("", ".", ".."):
+        raise RunError(f"--out must name a file, got {str(out)!r}.")
+    if out.exists():
+        raise RunError(f"{out} exists; choose another --out (nothing was overwritten).")
+    if not out.parent.is_dir():
+        raise RunError(f"folder {out.parent} does not exist.")
+    if out.suffix.lower().lstrip(".") not in plots.formats():
+        raise RunError(f"--out must end in one of .{', .'.join(plots.formats())} (the image "
+                       f"format), got {str(out)!r}.")
+    _positive("n", n)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise RunError(f"--seed must be an integer in [0, {SEED_LIMIT - 1}], got {seed!r}.")
+    run = load(run_dir, warn=warn)
+    _, state = next(_setup.per_seed(run.config, run.state))  # the first of the seeds
+    figure = _figures.sample_figure(run.setup, state, jax.random.PRNGKey(seed), n,
+                                    f"{run.config.model} on {run.config.data}")
+    try:
+        plots.save(figure, out, replace=False)
+    except FileExistsError:
+        raise RunError(f"{out} exists; choose another --out (nothing was overwritten).") from None
+    return {"out": str(out), "n": n, "seed": seed, "run_dir": str(run.path)}

@@ -1,0 +1,171 @@
+"""A run's configuration: what was trained, stored as ``config.json`` in the run directory.
+
+Validation happens here, eagerly and in plain Python, so a bad setting is one ``RunError``
+naming the option before any data is read or anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+import pathlib
+from typing import Any
+
+from jlvm import _files
+
+MODELS = ("vae", "iwae", "semi", "svi", "gmm")
+ENCODER_MODELS = ("vae", "iwae", "semi")  # those with an amortized q(z|x)
+# jlvm.inference.amortized.ELBO_FORMS, written out so that parsing imports no JAX
+ELBO_FORMS = ("joint", "entropy", "kl")
+GRAD_ESTIMATORS = {"vae": ("reparam", "stl"), "iwae": ("reparam", "dreg")}
+SEED_LIMIT = 2**32  # JAX's PRNGKey keeps 32 bits: seed 2**32 would repeat seed 0
+FORMAT = 1  # of config.json; files without it were written by jlvm 0.1.0 (same fields)
+
+
+class RunError(Exception):
+    """A bad setting or a run directory that cannot be used; the message is one line and
+    names the option or path. The ``jlvm`` command reports it and exits with status 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines a training run (``config.json``'s ``config``).
+
+    ``make_config`` fills the model-dependent defaults (IWAE: ``num_samples=5``; GMM:
+    ``epochs=100``) and validates; the options of ``jlvm train`` are these fields.
+    """
+
+    model: str = "vae"
+    data: str = "digits"
+    epochs: int = 300
+    latent_dim: int = 4
+    hidden: tuple = (200, 200)
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    num_samples: int = 1
+    grad_estimator: str = "reparam"
+    elbo_form: str = "joint"
+    components: int = 10
+    inner_steps: int = 20
+    inner_learning_rate: float = 0.05
+    reg_covar: float = 1e-2
+    seed: int = 0
+    data_path: str | None = None
+    num_seeds: int = 1
+
+
+FIELDS = tuple(field.name for field in dataclasses.fields(Config))
+_POSITIVE_INTS = ("epochs", "latent_dim", "batch_size", "num_samples", "components",
+                  "inner_steps", "num_seeds")
+
+
+def option(name: str) -> str:
+    """A field's command-line spelling: ``latent_dim`` -> ``--latent-dim``."""
+    return "--" + name.replace("_", "-")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def make_config(**given: Any) -> Config:
+    """A validated ``Config`` from the given fields, the rest at their defaults.
+
+    An IWAE with one draw is the VAE, so ``model="iwae"`` defaults to ``num_samples=5``;
+    an EM "epoch" is one iteration, so ``model="gmm"`` defaults to ``epochs=100``.
+    """
+    unknown = sorted(set(given) - set(FIELDS))
+    if unknown:
+        raise RunError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}.")
+    if given.get("model") == "iwae" and "num_samples" not in given:
+        given["num_samples"] = 5
+    if given.get("model") == "gmm" and "epochs" not in given:
+        given["epochs"] = 100
+    if isinstance(given.get("hidden"), list):
+        given["hidden"] = tuple(given["hidden"])
+    config = Config(**given)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """``RunError`` naming the first bad setting of ``config``."""
+    for name in _POSITIVE_INTS:
+        value = getattr(config, name)
+        if not _is_int(value) or value < 1:
+            raise RunError(f"{option(name)} must be an integer >= 1, got {value!r}.")
+    if config.model not in MODELS:
+        raise RunError(f"--model must be one of {', '.join(MODELS)}, got {config.model!r}.")
+    from jlvm import data
+
+    if config.data not in data.NAMES:
+        raise RunError(f"--data must be one of {', '.join(data.NAMES)}, got {config.data!r}.")
+    if (not isinstance(config.hidden, tuple) or not config.hidden
+            or not all(_is_int(h) and h >= 1 for h in config.hidden)):
+        raise RunError(f"--hidden must be one or more integer widths >= 1, got "
+                       f"{config.hidden!r}.")
+    for name in ("learning_rate", "inner_learning_rate"):
+        value = getattr(config, name)
+        if not isinstance(value, numbers.Real) or not (0 < value < math.inf):
+            raise RunError(f"{option(name)} must be a finite number > 0, got {value!r}.")
+    if not isinstance(config.reg_covar, numbers.Real) or not (0 <= config.reg_covar < math.inf):
+        raise RunError(f"--reg-covar must be a finite number >= 0, got {config.reg_covar!r}.")
+    if not _is_int(config.seed) or not 0 <= config.seed <= SEED_LIMIT - config.num_seeds:
+        raise RunError(f"--seed must be an integer in [0, {SEED_LIMIT - config.num_seeds}] "
+                       f"(JAX's PRNG keys hold 32 bits; --num-seeds {config.num_seeds} uses "
+                       f"seeds SEED..SEED+{config.num_seeds - 1}), got {config.seed!r}.")
+    if config.data_path is not None and (not isinstance(config.data_path, str)
+                                         or not config.data_path):
+        raise RunError(f"--data-path must be a non-empty path, got {config.data_path!r}.")
+    allowed = GRAD_ESTIMATORS.get(config.model, ("reparam",))
+    if config.grad_estimator not in allowed:
+        raise RunError(f"--grad-estimator for --model {config.model} must be one of "
+                       f"{', '.join(allowed)}, got {config.grad_estimator!r}.")
+    if config.elbo_form not in ELBO_FORMS:
+        raise RunError(f"--elbo-form must be one of {', '.join(ELBO_FORMS)}, got "
+                       f"{config.elbo_form!r}.")
+    if config.elbo_form != "joint" and (config.model, config.grad_estimator) != ("vae",
+                                                                                  "reparam"):
+        raise RunError(f"--elbo-form {config.elbo_form} takes --model vae with "
+                       f"--grad-estimator reparam, got --model {config.model} with "
+                       f"--grad-estimator {config.grad_estimator}.")
+
+
+def write(path: pathlib.Path, config: Config, **facts: Any) -> None:
+    """Writes ``config.json`` atomically: ``{"format", "config", **facts}``."""
+    stored = {"format": FORMAT, "config": dataclasses.asdict(config), **facts}
+    _files.write_text(path, _files.dumps(stored, indent=2) + "\n")
+
+
+def read(path: pathlib.Path) -> Config:
+    """The ``Config`` stored in ``path``; ``RunError`` naming the file if it is unreadable,
+    truncated, holds unknown keys or invalid values."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path.parent} holds no run (no config.json); train one with "
+                       "jlvm train.") from None
+    except OSError as error:
+        raise RunError(f"cannot read {path}: {error.strerror}.") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RunError(f"{path} is not valid JSON (truncated or edited?): {error}.") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+        raise RunError(f"{path} has no \"config\" object; it was not written by jlvm train.")
+    if stored.get("format", FORMAT) != FORMAT:
+        raise RunError(f"{path} has format {stored.get('format')!r}; this jlvm reads format "
+                       f"{FORMAT}.")
+    values = stored["config"]
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise RunError(f"{path} has unknown key(s) {', '.join(unknown)} (written by another "
+                       "version of jlvm, or edited); nothing was changed.")
+    try:
+        # fields missing from older files take their defaults (elbo_form: joint)
+        config = Config(**{**values, **({"hidden": tuple(values["hidden"])}
+                                        if isinstance(values.get("hidden"), list) else {})})
+        validate(config)
+    except (TypeError, RunError) as error:
+        raise RunError(f"{path} holds an invalid configuration: {error}") from None
+    return config

@@ -1,0 +1,151 @@
+"""The life of a run directory: claimed by one process, never overwritten, never mixed.
+
+    RUN_DIR/config.json      what was trained (written atomically)
+    RUN_DIR/metrics.jsonl    one JSON object per epoch and seed (rewritten atomically)
+    RUN_DIR/checkpoints/     orbax checkpoints, the two newest kept
+    RUN_DIR/*.png            figures, written when training ends
+    RUN_DIR/.jlvm.lock       held (flock) by the process training in RUN_DIR
+
+The lock is taken before anything is checked or written, so of two ``jlvm train --out D``
+started together exactly one owns D and the other is refused; the kernel releases it when
+the owner exits, however it exits (kill -9 too), so a stale lock never blocks a retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+from collections.abc import Iterator
+
+from jlvm import _files, checkpoint
+from jlvm.runs._config import RunError
+
+LOCK_NAME = ".jlvm.lock"
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.jsonl"
+CHECKPOINTS_NAME = "checkpoints"
+DAMAGED_NAME = "damaged-checkpoints"  # unreadable checkpoints are moved here on --resume
+
+
+def _strerror(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+class RunDirectory:
+    """Paths of one run directory (nothing on disk is touched by creating one)."""
+
+    def __init__(self, path: str | os.PathLike):
+        if not str(path):
+            raise RunError("the run directory (--out) must be a non-empty path.")
+        self.path = pathlib.Path(path)
+        self.config = self.path / CONFIG_NAME
+        self.metrics = self.path / METRICS_NAME
+        self.checkpoints = self.path / CHECKPOINTS_NAME
+        self.created = False  # set by ``claim``: whether it made the directory
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def holds_run(self) -> bool:
+        return any(p.exists() for p in (self.config, self.metrics, self.checkpoints))
+
+    def read_metrics(self) -> list[dict]:
+        """The records in metrics.jsonl ([] if there is none)."""
+        try:
+            lines = self.metrics.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise RunError(f"cannot read {self.metrics}: {_strerror(error)}.") from None
+        try:
+            return [json.loads(line) for line in lines if line.strip()]
+        except ValueError as error:
+            raise RunError(f"{self.metrics} is not JSON lines ({error}).") from None
+
+    def write_metrics(self, records: list[dict]) -> None:
+        _files.write_json_lines(self.metrics, records)
+
+    def restore(self, like, *, warn, quarantine: bool = False):
+        """The newest intact checkpoint (``checkpoint.Restored``), warning (one line each)
+        about damaged newer ones; with ``quarantine`` (resuming) those are moved to
+        ``damaged-checkpoints/`` so that training can write their steps again."""
+        try:
+            restored = checkpoint.restore_intact(self.checkpoints, like)
+        except checkpoint.CheckpointError as error:
+            raise RunError(str(error)) from None
+        for step, reason in restored.damaged:
+            moved = ""
+            if quarantine:
+                target = self.path / DAMAGED_NAME / str(step)
+                suffix = 1
+                while target.exists():
+                    target = self.path / DAMAGED_NAME / f"{step}-{suffix}"
+                    suffix += 1
+                target.parent.mkdir(exist_ok=True)
+                shutil.move(self.checkpoints / str(step), target)
+                moved = f"; moved to {target}"
+            warn(f"checkpoint {step} in {self.checkpoints} is unreadable ({reason}); using "
+                 f"checkpoint {restored.step}{moved}.")
+        return restored
+
+
+@contextlib.contextmanager
+def claim(path: str | os.PathLike, *, resume: bool) -> Iterator[RunDirectory]:
+    """Owns ``path`` for the ``with`` block: exclusive against other jlvm processes.
+
+    A new run (``resume=False``) needs a directory that holds no run (it is created if
+    needed); a resumed one needs one that does. Temporaries left by a killed writer are
+    removed. Yields the ``RunDirectory``; ``created`` says whether this claim made it.
+    """
+    run = RunDirectory(path)
+    if run.path.exists() and not run.path.is_dir():
+        raise RunError(f"{run.path} exists and is not a directory; choose another --out.")
+    if resume and not run.config.is_file():
+        raise RunError(f"--resume: {run.path} holds no run (no config.json); start one "
+                       "without --resume.")
+    created = not run.path.exists()
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create the run directory {run.path}: "
+                       f"{_strerror(error)}.") from None
+    try:
+        handle = os.open(run.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as error:
+        if created:
+            with contextlib.suppress(OSError):
+                run.path.rmdir()
+        raise RunError(f"cannot write in the run directory {run.path}: "
+                       f"{_strerror(error)}.") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{run.path} is in use by another jlvm process; nothing was "
+                           "changed.") from None
+        if not resume and run.holds_run():
+            raise RunError(f"{run.path} already holds a run; pass --resume to continue it or "
+                           "choose a new --out (nothing was overwritten).")
+        _files.remove_stale_temporaries(run.path)
+        run.created = created
+        yield run
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def discard(run: RunDirectory) -> None:
+    """Removes what a new run wrote before its first checkpoint (call it holding the claim),
+    so that a failed start leaves nothing that blocks the retry; the directory itself goes
+    too if the claim created it."""
+    for path in (run.config, run.metrics):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run.checkpoints, ignore_errors=True)
+    _files.remove_stale_temporaries(run.path)
+    if run.created:
+        (run.path / LOCK_NAME).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            run.path.rmdir()  # only if nothing else is in it

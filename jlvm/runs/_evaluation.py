@@ -1,0 +1,182 @@
+"""Bounds and log-likelihoods of a trained run, per example: during training (on a fixed
+subset) and for ``jlvm evaluate`` (importance sampling on a whole split)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from jlvm.runs._config import RunError
+from jlvm.runs._setup import Setup, model_params
+
+EVAL_BLOCK_BATCHES = 10  # evaluation reports progress every this many batches
+SVI_TEST_STEPS_FACTOR = 5  # a q fitted per test point takes 5x the training inner steps
+
+
+def _fresh_q(setup: Setup, state, X, key, steps: int):
+    """For SVI (no encoder): a Gaussian q per row of X fitted from the prior."""
+    import jax
+    import jax.numpy as jnp
+
+    from jlvm.inference import _local
+
+    model = state.params.model
+
+    def one(x, k):
+        zeros = jnp.zeros(model.latent_dim)
+        refined, _, _ = _local.refine(model, x, (zeros, zeros), k, inner_steps=steps,
+                                      inner_learning_rate=setup.config.inner_learning_rate,
+                                      num_samples=1)
+        return refined
+
+    return jax.jit(jax.vmap(one))(X, jax.random.split(key, X.shape[0]))
+
+
+def svi_codes(setup: Setup, state, X, key):
+    """E_q[z | x] of a q fitted per row of X (SVI has no encoder)."""
+    return _fresh_q(setup, state, X, key, SVI_TEST_STEPS_FACTOR * setup.config.inner_steps)[0]
+
+
+def train_bounds(setup: Setup, state, rows: np.ndarray, split: str, key) -> dict[str, Any]:
+    """Per-example bounds [n] of the rows ``rows`` of ``split``, nats, by name:
+
+    ``elbo`` (K=1, the encoder's q; for SVI the stored q of a training point, a freshly
+    fitted one elsewhere), ``iwae_bound`` (IWAE runs, their K) and, for the GMM,
+    ``log_likelihood`` (exact: the ELBO at q = p(z|x))."""
+    import jax
+    import jax.numpy as jnp
+
+    from jlvm import evaluate
+    from jlvm.inference import _local
+    from jlvm.models import gmm
+
+    X = jnp.asarray(getattr(setup.dataset, split)[rows])
+    config = setup.config
+    if config.model == "gmm":
+        return {"log_likelihood": jax.jit(jax.vmap(gmm.log_marginal, in_axes=(None, 0)))(
+            state.params, X)}
+    params = model_params(setup, state)
+    if config.model != "svi":
+        bounds = {"elbo": evaluate.vae_elbo(key, params, X)}
+        if config.model == "iwae":
+            bounds["iwae_bound"] = evaluate.vae_iwae_bound(jax.random.fold_in(key, 1), params,
+                                                           X, config.num_samples)
+        return bounds
+    if split == "train":  # the stored phi^i of these training points
+        mean, log_scale = state.params.mean[rows], state.params.log_scale[rows]
+    else:
+        mean, log_scale = _fresh_q(setup, state, X, key,
+                                   SVI_TEST_STEPS_FACTOR * config.inner_steps)
+    local = jax.vmap(lambda x, m, s, k: _local.local_elbo(params, x, (m, s), k, 1))
+    return {"elbo": jax.jit(local)(X, mean, log_scale, jax.random.split(key, X.shape[0]))}
+
+
+def half_mask(image_shape: tuple[int, int], missing: str) -> np.ndarray:
+    """[H*W] True = observed, for ``missing`` "top-half" or "bottom-half"."""
+    rows = np.arange(image_shape[0] * image_shape[1]) // image_shape[1]
+    half = image_shape[0] // 2
+    return rows >= half if missing == "top-half" else rows < half
+
+
+def _svi_bounds(params, data_dim, num_samples, chunk_size, key, row):
+    """(IS log p(x), ELBO) for one row [x, mean, log_scale] of a fitted per-point q."""
+    import jax
+    import jax.numpy as jnp
+
+    from jlvm import estimators
+    from jlvm.inference import _local
+    from jlvm.models import vae
+
+    latent = (row.shape[0] - data_dim) // 2
+    x = row[:data_dim]
+    phi = (row[data_dim:data_dim + latent], row[data_dim + latent:])
+    log_joint = functools.partial(vae.log_joint, params, x)
+    is_key, elbo_key = jax.random.split(key)
+    return jnp.stack([
+        estimators.log_marginal_is(is_key, log_joint, _local.gaussian_q(*phi), num_samples,
+                                   chunk_size=min(chunk_size, num_samples)),
+        _local.local_elbo(params, x, phi, elbo_key, 1)])
+
+
+def evaluate_split(setup: Setup, state, X, key, *, num_samples: int, chunk_size: int,
+                   batch_size: int, missing: str, mesh) -> dict[str, Any]:
+    """IS log-likelihood and ELBO of one trained model on the rows X, as a JSON-ready dict
+    (means and standard errors over the rows, nats per example)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jlvm import evaluate, train
+    from jlvm.models import gmm
+
+    config = setup.config
+    X = jnp.asarray(X)
+    mask = None
+    if missing != "none":
+        if config.model not in ("vae", "iwae", "semi") or not setup.dataset.image_shape:
+            raise RunError("--missing needs an encoder model (vae, iwae, semi) on image data.")
+        mask = half_mask(setup.dataset.image_shape, missing)
+    started = time.perf_counter()
+    if config.model == "gmm":
+        log_likelihood = jax.jit(jax.vmap(gmm.log_marginal, in_axes=(None, 0)))(state.params, X)
+        elbo = log_likelihood  # exact: the ELBO at q = p(z | x) is log p(x)
+    elif config.model == "svi":
+        params = model_params(setup, state)
+        # no encoder: each point gets its own q fitted from the prior, then IS with it
+        mean, log_scale = _fresh_q(setup, state, X, key,
+                                   SVI_TEST_STEPS_FACTOR * config.inner_steps)
+        rows = jnp.concatenate([X, mean, log_scale], axis=1)
+        svi_is = functools.partial(_svi_bounds, params, X.shape[1], num_samples, chunk_size)
+        bounds = jax.jit(lambda k, r: evaluate.map_over_data(svi_is, k, r, batch_size))(key,
+                                                                                       rows)
+        log_likelihood, elbo = bounds[:, 0], bounds[:, 1]
+    else:
+        from tqdm import tqdm
+
+        params = state.params
+        # blocks of rows, so that a long evaluation shows progress (one compiled
+        # function serves every full block)
+        block = EVAL_BLOCK_BATCHES * batch_size
+        is_key, elbo_key = jax.random.split(key)
+        pieces = []
+        with tqdm(total=X.shape[0], unit="example", desc="importance sampling",
+                  file=sys.stderr, disable=None) as bar:
+            for index, start in enumerate(range(0, X.shape[0], block)):
+                rows = X[start:start + block]
+                pieces.append(train.to_host(evaluate.vae_log_likelihood(
+                    jax.random.fold_in(is_key, index), params, rows, num_samples,
+                    batch_size=batch_size, chunk_size=chunk_size, mask=mask, mesh=mesh)))
+                bar.update(rows.shape[0])
+        log_likelihood = np.concatenate(pieces)
+        elbo = evaluate.vae_elbo(elbo_key, params, X, mask=mask, mesh=mesh,
+                                 batch_size=batch_size)
+    log_likelihood, elbo = train.to_host((log_likelihood, elbo))
+    if not (np.all(np.isfinite(log_likelihood)) and np.all(np.isfinite(elbo))):
+        raise RunError("evaluation gave a non-finite log-likelihood or ELBO for some "
+                       "examples; the checkpoint's parameters may be damaged.")
+    seconds = time.perf_counter() - started
+    ll_mean, ll_se = evaluate.summary(log_likelihood)
+    elbo_mean, elbo_se = evaluate.summary(elbo)
+    observed = X.shape[1] if mask is None else int(mask.sum())
+    result = {
+        "num_examples": int(X.shape[0]),
+        "num_samples": num_samples if config.model != "gmm" else None,
+        "log_likelihood": round(ll_mean, 4), "log_likelihood_se": _round(ll_se),
+        "elbo": round(elbo_mean, 4), "elbo_se": _round(elbo_se),
+        "gap": round(ll_mean - elbo_mean, 4),
+        "missing": missing,
+        "likelihood_type": setup.likelihood_type,
+        # bits per dimension compare probabilities of discrete data; a density has none
+        "bits_per_dim": (round(evaluate.bits_per_dim(ll_mean, observed), 5)
+                         if setup.likelihood_type == "probability" else None),
+        "seconds": round(seconds, 3)}
+    if config.model == "gmm":
+        result["exact"] = True  # log p(x) by enumeration over the components
+    return result
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

@@ -1,0 +1,168 @@
+"""From a ``Config`` to what training needs: data, learner, initial state, devices."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from jlvm.runs._config import Config, RunError
+
+EVAL_SUBSET = 2000  # training examples whose bounds are reported each epoch
+
+
+@dataclasses.dataclass
+class Setup:
+    """config; dataset (``jlvm.data.Dataset``); learner; train_data (what an epoch takes:
+    X [N, D], or (index, X) for SVI); batch_size; steps_per_epoch."""
+
+    config: Config
+    dataset: Any
+    learner: Any
+    train_data: Any
+    batch_size: int
+    steps_per_epoch: int
+
+    @property
+    def likelihood_type(self) -> str:
+        """"probability" where log p(x) is a log-probability (Bernoulli pixels), "density"
+        where it is a log-density of continuous x (Gaussian likelihoods, the GMM): densities
+        can exceed 1 and are not comparable with probabilities."""
+        return "probability" if self.config.model != "gmm" and self.dataset.binary \
+            else "density"
+
+
+def load_data(config: Config):
+    from jlvm import data
+
+    try:
+        return data.load(config.data, path=config.data_path)
+    except OSError as error:  # FileNotFoundError, PermissionError, ...
+        raise RunError(str(error) if not error.filename else
+                       f"cannot read {error.filename}: {error.strerror}.") from None
+    except ValueError as error:
+        raise RunError(str(error)) from None
+
+
+def build(config: Config, dataset: Any = None) -> Setup:
+    """The learner ``config`` names, on its data set (read unless ``dataset`` is given)."""
+    import jax.numpy as jnp
+    import optax
+
+    from jlvm import inference, train
+    from jlvm.models import vae
+
+    dataset = load_data(config) if dataset is None else dataset
+    X = jnp.asarray(dataset.train)
+    count = X.shape[0]
+    if config.model == "gmm":
+        if config.components > count:
+            raise RunError(f"--components ({config.components}) must be at most the "
+                           f"{count} training examples of {config.data}.")
+        learner = inference.em(config.components, reg_covar=config.reg_covar)
+        return Setup(config, dataset, learner, X, count, 1)
+    if config.batch_size > count:
+        raise RunError(f"--batch-size ({config.batch_size}) must be at most the {count} "
+                       f"training examples of {config.data}.")
+    likelihood = "bernoulli" if dataset.binary else "gaussian"
+    init_params = functools.partial(vae.init, data_dim=X.shape[1], latent_dim=config.latent_dim,
+                                    hidden_dims=config.hidden, likelihood=likelihood)
+    optimizer = optax.adam(config.learning_rate)
+    steps = train.num_batches(count, config.batch_size)
+    if config.model in ("vae", "iwae"):
+        learner = inference.amortized(init_params, optimizer,
+                                      objective="elbo" if config.model == "vae" else "iwae",
+                                      num_samples=config.num_samples,
+                                      grad_estimator=config.grad_estimator,
+                                      elbo_form=config.elbo_form)
+        return Setup(config, dataset, learner, X, config.batch_size, steps)
+    if config.model == "semi":
+        learner = inference.semi_amortized(init_params, optimizer,
+                                           inner_steps=config.inner_steps,
+                                           inner_learning_rate=config.inner_learning_rate,
+                                           num_samples=config.num_samples)
+        return Setup(config, dataset, learner, X, config.batch_size, steps)
+    learner = inference.svi(init_params, optimizer, count, inner_steps=config.inner_steps,
+                            inner_learning_rate=config.inner_learning_rate,
+                            num_samples=config.num_samples)
+    return Setup(config, dataset, learner, (jnp.arange(count, dtype=jnp.int32), X),
+                 config.batch_size, steps)
+
+
+def initial_state(setup: Setup):
+    """The learner's state at initialization (also the template checkpoints restore into).
+
+    With ``num_seeds`` S every leaf has a leading axis S, and run s is initialized exactly
+    as a single run with seed SEED+s would be."""
+    import jax
+    import jax.numpy as jnp
+
+    config = setup.config
+    first = jax.tree_util.tree_map(lambda a: a[: setup.batch_size], setup.train_data)
+    if config.num_seeds == 1:
+        return setup.learner.init(jax.random.PRNGKey(config.seed), first)
+    keys = jnp.stack([jax.random.PRNGKey(config.seed + s) for s in range(config.num_seeds)])
+    return jax.vmap(setup.learner.init, in_axes=(0, None))(keys, first)
+
+
+def per_seed(config: Config, state) -> Iterator[tuple[int, Any]]:
+    """(seed, state of that run) for each of the ``num_seeds`` runs held in ``state``."""
+    import jax
+
+    if config.num_seeds == 1:
+        yield config.seed, state
+        return
+    for index in range(config.num_seeds):
+        yield config.seed + index, jax.tree_util.tree_map(
+            lambda leaf: leaf[index], state)  # noqa: B023
+
+
+def model_params(setup: Setup, state):
+    """The generative model's parameters in a state (SVI keeps them beside its q table)."""
+    return state.params.model if setup.config.model == "svi" else state.params
+
+
+def subset(count: int, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random ``size`` of ``count`` rows (all rows if ``size`` is
+    None or not smaller): splits may be ordered by class (binarized MNIST's test split
+    is), so "the first N" would not be a sample of the split."""
+    if size is None or size >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size, replace=False))
+
+
+def resolve_mesh(devices: int | str | None, batch_size: int, model: str, *,
+                 distributed: bool = False):
+    """The data-parallel ``jax.sharding.Mesh`` that ``devices`` asks for (a count or
+    "all"), or None for one device."""
+    import jax
+
+    from jlvm import train
+
+    available = jax.device_count()
+    requested = devices if devices is not None else ("all" if distributed else 1)
+    if requested == "all":
+        count = available
+    else:
+        try:
+            count = int(requested)
+        except (TypeError, ValueError):
+            raise RunError(f"--devices must be a number or 'all', got {requested!r}.") from None
+        if count < 1 or count > available:
+            raise RunError(f"--devices must be between 1 and the {available} devices JAX "
+                           f"sees, got {count}.")
+        if jax.process_count() > 1 and count != available:
+            raise RunError(f"with --distributed, --devices must be 'all' (every process "
+                           f"takes part), got {count} of {available}.")
+    if count == 1 and jax.process_count() == 1:
+        return None
+    if model == "gmm":
+        raise RunError("--devices above 1 applies to vae, iwae, semi and svi (EM takes "
+                       "full-data steps).")
+    if batch_size % count:
+        raise RunError(f"--batch-size ({batch_size}) must be a multiple of --devices "
+                       f"({count}): each device takes an equal share of every batch.")
+    return train.data_mesh(count)

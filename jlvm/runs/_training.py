@@ -1,0 +1,206 @@
+"""The training loop of a run directory: epochs, per-epoch metrics, checkpoints, figures."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from jlvm.runs import _directory, _evaluation, _figures, _setup
+from jlvm.runs._config import Config, RunError, write
+from jlvm.runs._directory import RunDirectory
+
+# what the console and the result report first, for each model: the bound it trains
+HEADLINE = {"iwae": ("iwae_bound", "IWAE bound"), "gmm": ("log_likelihood", "log p(x)")}
+
+
+def _summaries(metrics, num_seeds: int) -> list[dict[str, float]]:
+    """Per-seed epoch means of the stacked step metrics ([steps] or [steps, S])."""
+    from jlvm import train
+
+    host = train.to_host(metrics)
+    if num_seeds == 1:
+        return [train.summarize(host)]
+    return [{name: float(np.mean(values[:, index])) for name, values in host.items()}
+            for index in range(num_seeds)]
+
+
+def progress_line(config: Config, records: list[dict], likelihood_type: str) -> str:
+    """One console line: the trained bound (and the ELBO beside an IWAE bound) at the end of
+    the epoch, averaged over the seeds, train and valid."""
+    field, name = HEADLINE.get(config.model, ("elbo", "ELBO"))
+    if config.model == "iwae":
+        name += f" (K={config.num_samples})"
+
+    def describe(key):
+        values = [r[key] for r in records]
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        return (f"{sum(values) / len(values):.3f} (mean of {len(values)} seeds, "
+                f"{min(values):.3f} to {max(values):.3f})")
+
+    parts = [f"train {name} {describe('train_' + field)}"]
+    if "valid_" + field in records[0]:
+        parts.append(f"valid {name} {describe('valid_' + field)}")
+    if config.model == "iwae":
+        parts.append(f"train ELBO {describe('train_elbo')}")
+    unit = (" nats per example (log-density of continuous x)" if likelihood_type == "density"
+            else " nats per example")
+    return ", ".join(parts) + unit
+
+
+def _epoch_function(setup, bar, mesh):
+    import jax
+
+    from jlvm import train
+
+    seeds = setup.config.num_seeds
+    if setup.config.model == "gmm":  # an epoch is one full-batch EM iteration
+        em_step = jax.jit(setup.learner.step if seeds == 1
+                          else jax.vmap(setup.learner.step, in_axes=(0, None)))
+
+        def epoch_fn(state, data):
+            state, metrics = em_step(state, data)
+            bar.update(1)
+            return state, {name: value[None] for name, value in metrics.items()}
+
+        return epoch_fn
+    return train.make_epoch(setup.learner, setup.batch_size, progress=bar.update, mesh=mesh,
+                            num_seeds=seeds if seeds > 1 else None)
+
+
+def run_training(config: Config, run: RunDirectory, *, resume: bool, writer: bool,
+                 checkpoint_every: int, eval_every: int, devices, distributed: bool,
+                 warn: Callable[[str], None], dataset: Any = None) -> dict:
+    """Trains ``config`` in the claimed ``run`` (see ``jlvm.runs.train``); returns the
+    result record. A new run that fails before its first checkpoint is discarded."""
+    try:
+        return _train(config, run, resume=resume, writer=writer,
+                      checkpoint_every=checkpoint_every, eval_every=eval_every,
+                      devices=devices, distributed=distributed, warn=warn, dataset=dataset)
+    except BaseException:
+        if writer and not resume and not _has_checkpoint(run):
+            _directory.discard(run)  # nothing worth keeping; the retry starts clean
+        raise
+
+
+def _has_checkpoint(run: RunDirectory) -> bool:
+    from jlvm import checkpoint
+
+    try:
+        return bool(checkpoint.steps(run.checkpoints))
+    except Exception:  # unreadable: keep everything rather than guess
+        return True
+
+
+def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices,
+           distributed, warn, dataset):
+    import jax
+    from tqdm import tqdm
+
+    from jlvm import checkpoint, train
+
+    setup = _setup.build(config, dataset)
+    mesh = _setup.resolve_mesh(devices, setup.batch_size, config.model,
+                               distributed=distributed)
+    state = _setup.initial_state(setup)
+    start_epoch, records, last_saved = 1, [], None
+    if resume and checkpoint.steps(run.checkpoints):
+        restored = run.restore(state, warn=warn, quarantine=writer)
+        state, start_epoch, last_saved = restored.state, restored.step + 1, restored.step
+        records = [r for r in run.read_metrics() if r.get("epoch", 0) <= restored.step]
+    if writer:
+        write(run.config, config, data_dim=int(setup.dataset.train.shape[1]),
+              steps_per_epoch=setup.steps_per_epoch)
+        run.write_metrics(records)
+    seeds = config.num_seeds
+    steps = setup.steps_per_epoch
+    bar = tqdm(total=config.epochs * steps, initial=(start_epoch - 1) * steps, unit="step",
+               desc=f"{config.model} on {config.data}" + (f", {seeds} seeds" if seeds > 1
+                                                          else ""),
+               file=sys.stderr, disable=None if writer else True, mininterval=0.5)
+    epoch_fn = _epoch_function(setup, bar, mesh)
+    if mesh is not None:  # once, not each epoch
+        setup.train_data = train.replicate(setup.train_data, mesh)
+    eval_rows = _setup.subset(setup.dataset.train.shape[0], _setup.EVAL_SUBSET, 0)
+    valid_rows = (None if setup.dataset.valid is None
+                  else _setup.subset(setup.dataset.valid.shape[0], _setup.EVAL_SUBSET, 0))
+    started = time.perf_counter()
+    with contextlib.closing(bar):
+        for epoch in range(start_epoch, config.epochs + 1):
+            state, metrics = epoch_fn(state, setup.train_data)
+            summaries = _summaries(metrics, seeds)
+            failed = [config.seed + i for i, summary in enumerate(summaries)
+                      if summary.pop("finite") < 1.0]
+            if failed:
+                kept = (f"checkpoint {last_saved} is intact" if last_saved is not None
+                        else "no checkpoint was written, so nothing was kept")
+                which = f" (seed {', '.join(map(str, failed))})" if seeds > 1 else ""
+                raise RunError(f"training produced a non-finite loss in epoch {epoch}{which} "
+                               f"(the parameters were not updated with it); {kept}. Lower "
+                               "--learning-rate, or choose another --seed.")
+            # one process: evaluate and save the arrays where they are; several: this
+            # process's copy of them (the parameters are replicated on every device)
+            local_state = state if jax.process_count() == 1 else train.to_host(state)
+            evaluated = epoch == 1 or epoch % eval_every == 0 or epoch == config.epochs
+            for (seed, run_state), summary in zip(_setup.per_seed(config, local_state),
+                                                  summaries, strict=True):
+                record = {"epoch": epoch, "seed": seed, "step": int(run_state.step)}
+                record.update({f"train_{name}_during_epoch": value
+                               for name, value in summary.items()})
+                if evaluated:
+                    key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), epoch)
+                    record.update(_bounds(setup, run_state, eval_rows, "train", key))
+                    if valid_rows is not None:
+                        record.update(_bounds(setup, run_state, valid_rows, "valid", key))
+                record["seconds"] = round(time.perf_counter() - started, 3)
+                records.append(record)
+            if epoch % checkpoint_every == 0 or epoch == config.epochs:
+                try:
+                    checkpoint.save(run.checkpoints, epoch, local_state)
+                except checkpoint.CheckpointError as error:
+                    raise RunError(str(error)) from None
+                last_saved = epoch
+            if writer:  # after the checkpoint: the records never run ahead of it
+                run.write_metrics(records)
+                if evaluated and (epoch == config.epochs
+                                  or epoch % max(1, config.epochs // 10) == 0):
+                    bar.write(f"epoch {epoch:4d}: " + progress_line(
+                        config, records[-seeds:], setup.likelihood_type), file=sys.stderr)
+    final = [r for r in records if r["epoch"] == config.epochs]
+    if writer and final:
+        _figures.write_all(setup, next(_setup.per_seed(config, train.to_host(state)))[1],
+                           run.path, records)
+    if not writer:  # process 0 reports
+        return {}
+    return _result(config, run, setup, final, time.perf_counter() - started)
+
+
+def _bounds(setup, state, rows, split, key) -> dict[str, float]:
+    bounds = _evaluation.train_bounds(setup, state, rows, split, key)
+    return {f"{split}_{name}": float(np.mean(np.asarray(values)))
+            for name, values in bounds.items()}
+
+
+def _result(config: Config, run: RunDirectory, setup, final: list[dict],
+            seconds: float) -> dict:
+    """The record ``jlvm train`` prints: the trained bound under its own name."""
+    field = HEADLINE.get(config.model, ("elbo",))[0]
+    result = {"run_dir": str(run.path), "model": config.model, "epochs": config.epochs,
+              "likelihood_type": setup.likelihood_type}
+    names = [f"train_{field}"] + (["train_elbo"] if config.model == "iwae" else [])
+    if final and "valid_" + field in final[0]:
+        names.append(f"valid_{field}")
+    for name in names:
+        values = [r[name] for r in final]
+        result[name] = float(np.mean(values)) if values else None
+        if config.num_seeds > 1:
+            result[name + "_per_seed"] = values
+    if config.num_seeds > 1:
+        result["seeds"] = [r["seed"] for r in final]
+    result["seconds"] = round(seconds, 3)
+    return result
