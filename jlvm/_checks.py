@@ -161,3 +161,89 @@ def observation_mask(mask: Any, data_dim: int, name: str = "mask") -> Any:
     if not values.any():
         raise ValueError(f"{name} leaves nothing observed: there is no observation to score.")
     return values
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def model_output(log_joint: Any, z: Any, name: str, what: str) -> None:
+    """``log_joint(z)`` must give a real scalar: checked with ``jax.eval_shape`` (shapes and
+    dtypes only; nothing drawn, nothing compiled). ``z``: an array or ShapeDtypeStruct."""
+    if not callable(log_joint):
+        raise TypeError(f"{name} must be a function z -> log p(x, z), got {_describe(log_joint)}.")
+    try:
+        value = jax.eval_shape(log_joint, z)
+    except Exception as error:  # the user's function: whatever it raises, say where
+        raise ValueError(f"{name} failed on {what}: {_one_line(error)}") from error
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape != () or dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        got = (f"shape {shape} and dtype {dtype}" if shape is not None
+               else f"{type(value).__name__}")
+        raise ValueError(f"{name} must map ONE latent value z to a real scalar log p(x, z); on "
+                         f"{what} it returned {got}.")
+
+
+def proposal_and_model(key: Any, log_joint: Any, q: Any, *, name: str = "log_joint",
+                       pathwise: str | None = None) -> None:
+    """Everything an estimator can check before drawing: the key, q (one latent value), and
+    that ``log_joint`` maps one draw of q to a scalar (``jax.eval_shape``: nothing drawn,
+    nothing compiled). ``pathwise``: the name of a gradient estimator that differentiates
+    through the draws, which a discrete q cannot have."""
+    prng_key(key)
+    if not callable(log_joint):
+        raise TypeError(f"{name} must be a function z -> log p(x, z), got {_describe(log_joint)}.")
+    scalar_distribution(q)
+    try:
+        z = jax.eval_shape(lambda k: sample(q, k, 1)[0], key)
+    except Exception as error:
+        raise ValueError(f"q could not draw a latent value: {_one_line(error)}") from error
+    if pathwise is not None and not jnp.issubdtype(z.dtype, jnp.floating):
+        raise ValueError(f"grad_estimator={pathwise!r} differentiates through the draws of q, "
+                         f"but this q is discrete (it draws {z.dtype} values): use "
+                         'grad_estimator="score_function".')
+    model_output(log_joint, z, name, f"one draw of q (z of shape {tuple(z.shape)}, dtype "
+                                     f"{z.dtype})")
+
+
+def finite_if_concrete(array: Any, name: str) -> None:
+    """``ValueError`` if a concrete ``array`` holds NaN or infinity (under jit its values
+    are unknown and it passes)."""
+    if not is_concrete(array):
+        return
+    values = np.asarray(array)
+    if values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        raise ValueError(f"{name} holds {bad} NaN or infinite value(s); every entry must be a "
+                         "finite number (for missing entries, pass a mask).")
+
+
+def numeric_leaves(tree: Any, name: str) -> None:
+    """Every leaf of a parameter pytree is an array of numbers (a string or an object in a
+    ``Params`` field would otherwise fail deep inside JAX)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            try:
+                dtype = jnp.result_type(leaf)
+            except TypeError:
+                dtype = None
+        if dtype is None or not (jnp.issubdtype(dtype, jnp.number) or dtype == jnp.bool_):
+            raise TypeError(f"{name}{jax.tree_util.keystr(path)} must be an array of numbers, "
+                            f"got {_describe(leaf)}.")
+
+
+def dims(value: Any, name: str) -> tuple[int, ...]:
+    """A sequence of positive ints (layer widths), as a tuple."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of positive ints (layer widths), got "
+                        f"{_describe(value)}.")
+    return tuple(positive_int(item, f"{name}[{i}]") for i, item in enumerate(value))
+
+
+def optimizer(value: Any, name: str = "optimizer") -> None:
+    """An optax ``GradientTransformation`` (anything with ``init`` and ``update``)."""
+    if not (callable(getattr(value, "init", None)) and callable(getattr(value, "update", None))):
+        raise TypeError(f"{name} must be an optax GradientTransformation (e.g. "
+                        f"optax.adam(1e-3)), got {_describe(value)}.")

@@ -53,8 +53,9 @@ def digits(*, binarize: bool = True, test_fraction: float = 0.2, split_seed: int
       test_fraction: share of images held out, chosen by a fixed permutation.
       split_seed: seed of that permutation (NumPy), so splits are reproducible.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}.")
+    if isinstance(test_fraction, (bool, str)) or not isinstance(test_fraction, (int, float)) \
+            or not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}.")
     from sklearn.datasets import load_digits  # bundled with scikit-learn, read from disk
 
     bunch = load_digits()
@@ -189,6 +190,13 @@ def download_binarized_mnist(cache_dir: str | os.PathLike, *, base_url: str = MN
 
 def blobs(n: int = 2000, *, seed: int = 0, num_components: int = 3) -> Dataset:
     """Samples of a 2-D Gaussian mixture (``models.gmm``), labelled by component."""
+    from jlvm import _checks
+
+    n = _checks.positive_int(n, "n")
+    num_components = _checks.positive_int(num_components, "num_components")
+    seed = _seed(seed)
+    if n < 2:
+        raise ValueError(f"n must be >= 2 (a training and a test split), got {n}.")
     import jax
     import jax.numpy as jnp
 
@@ -210,6 +218,12 @@ def lecture_2d(n: int = 2000, *, seed: int = 0) -> Dataset:
 
     mu(z) = sigmoid(Az + c), Sigma(z) = diag(exp(sigmoid(Bz + d))), z ~ N(0, I_2).
     """
+    from jlvm import _checks
+
+    n = _checks.positive_int(n, "n")
+    seed = _seed(seed)
+    if n < 2:
+        raise ValueError(f"n must be >= 2 (a training and a test split), got {n}.")
     import jax
 
     from jlvm.models import vae
@@ -219,6 +233,13 @@ def lecture_2d(n: int = 2000, *, seed: int = 0) -> Dataset:
     x = np.asarray(x, np.float32)
     cut = int(0.8 * n)
     return Dataset("lecture-2d", x[:cut], None, x[cut:], None, None, False, None)
+
+
+def _seed(seed: object) -> int:
+    """A seed JAX keeps whole: 2**32 would give the same draws as 0."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32 - 1000:
+        raise ValueError(f"seed must be an int in [0, {2**32 - 1001}], got {seed!r}.")
+    return seed
 
 
 def load(name: str, *, path: str | os.PathLike | None = None) -> Dataset:

@@ -34,10 +34,18 @@ def gradient_statistics(key: jax.Array, objective: Callable[[jax.Array, Any], ja
       params: where to measure (any pytree).
       num_draws: independent gradients, >= 2.
     """
+    _checks.prng_key(key)
+    if not callable(objective):
+        raise TypeError(f"objective must be a function (key, params) -> scalar, got "
+                        f"{type(objective).__name__}.")
     num_draws = _checks.positive_int(num_draws, "num_draws")
     if num_draws < 2:
         raise ValueError(f"num_draws must be >= 2 to measure a spread, got {num_draws}.")
     keys = jax.random.split(key, num_draws)
+    value = jax.eval_shape(objective, keys[0], params)
+    if getattr(value, "shape", None) != () or not jnp.issubdtype(value.dtype, jnp.floating):
+        raise ValueError(f"objective must return a real scalar, got "
+                         f"{getattr(value, 'shape', type(value).__name__)}.")
     grads = jax.vmap(jax.grad(objective, argnums=1), in_axes=(0, None))(keys, params)
     mean = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads)
     std = jax.tree_util.tree_map(lambda g: jnp.std(g, axis=0, ddof=1), grads)

@@ -49,7 +49,7 @@ def elbo(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: int = 1, *,
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     _checks.one_of(grad_estimator, "grad_estimator", _gradients.ELBO_ESTIMATORS)
-    _checks.scalar_distribution(q)
+    _checks.proposal_and_model(key, log_joint, q, pathwise=_pathwise(grad_estimator))
     return _gradients.ELBO_SURROGATES[grad_estimator](key, log_joint, q, num_samples)
 
 
@@ -72,7 +72,7 @@ def iwae_bound(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: int, *,
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     _checks.one_of(grad_estimator, "grad_estimator", _gradients.IWAE_ESTIMATORS)
-    _checks.scalar_distribution(q)
+    _checks.proposal_and_model(key, log_joint, q, pathwise=_pathwise(grad_estimator))
     return _gradients.IWAE_SURROGATES[grad_estimator](key, log_joint, q, num_samples)
 
 
@@ -84,9 +84,10 @@ def elbo_with_entropy(key: jax.Array, log_joint: LogJoint, q: Any,
     is exact for every draw, while this form keeps the noise of log p(x, z).
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
-    _checks.scalar_distribution(q)
+    _checks.proposal_and_model(key, log_joint, q, pathwise="reparam")
     z, _ = _draw(key, q, num_samples)
-    return jnp.mean(_log_joints(log_joint, z)) + q.entropy()
+    return jnp.mean(_log_joints(log_joint, z)) + _analytic(lambda: q.entropy(), "q's entropy",
+                                                          "jlvm.elbo")
 
 
 def elbo_with_kl(key: jax.Array, log_likelihood: LogJoint, q: Any, prior: Any,
@@ -100,19 +101,41 @@ def elbo_with_kl(key: jax.Array, log_likelihood: LogJoint, q: Any, prior: Any,
       q, prior: distrax distributions over one z with a registered KL (e.g. two Gaussians).
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
-    _checks.scalar_distribution(q)
+    _checks.proposal_and_model(key, log_likelihood, q, name="log_likelihood", pathwise="reparam")
     _checks.scalar_distribution(prior, "prior")
+    if tuple(q.event_shape) != tuple(prior.event_shape):
+        raise ValueError(f"q and prior must be distributions over the same z: event shapes "
+                         f"{tuple(q.event_shape)} and {tuple(prior.event_shape)}.")
     z, _ = _draw(key, q, num_samples)
-    with jax.numpy_rank_promotion("allow"):
-        kl = q.kl_divergence(prior)
-    return jnp.mean(_log_joints(log_likelihood, z)) - kl
+
+    def kl():
+        with jax.numpy_rank_promotion("allow"):
+            return q.kl_divergence(prior)
+
+    return jnp.mean(_log_joints(log_likelihood, z)) - _analytic(
+        kl, f"KL({type(q).__name__} || {type(prior).__name__})",
+        "jlvm.elbo or jlvm.elbo_with_entropy with log p(x, z)")
+
+
+def _pathwise(grad_estimator: str) -> str | None:
+    """The estimators that differentiate through z: they need a continuous q."""
+    return None if grad_estimator == "score_function" else grad_estimator
+
+
+def _analytic(compute: Callable[[], jax.Array], what: str, instead: str) -> jax.Array:
+    """A closed-form term of an ELBO form; ValueError where distrax has none."""
+    try:
+        return compute()
+    except NotImplementedError:
+        raise ValueError(f"{what} has no closed form in distrax; use {instead}, which "
+                         "estimates it from the draws.") from None
 
 
 def importance_log_weights(key: jax.Array, log_joint: LogJoint, q: Any,
                            num_samples: int) -> jax.Array:
     """log w_k = log p(x, z_k) - log q(z_k), z_k ~ q: [K]. For diagnostics and plots."""
     num_samples = _checks.positive_int(num_samples, "num_samples")
-    _checks.scalar_distribution(q)
+    _checks.proposal_and_model(key, log_joint, q)
     z, log_q = _draw(key, q, num_samples)
     return _log_joints(log_joint, z) - log_q
 
@@ -121,14 +144,23 @@ def effective_sample_size(log_weights: jax.Array) -> jax.Array:
     """Kish's effective sample size of importance weights, from log-weights [K].
 
     ``ESS = (sum_k w_k)^2 / sum_k w_k^2`` in [1, K]; near 1 means one draw dominates and
-    the importance sampling estimate is unreliable.
+    the importance sampling estimate is unreliable. Computed from log-weights shifted by
+    their maximum, so adding a constant to every log-weight changes nothing (equal
+    log-weights give K whether they are -1e30 or 1e6). Infinite weights dominate every
+    finite one and count as equals (ESS = their number); if every weight is 0 there is no
+    effective sample (ESS = 0).
     """
-    log_weights = jnp.asarray(log_weights)
+    log_weights = _checks.float_array(log_weights, "log_weights")
     if log_weights.ndim != 1 or log_weights.shape[0] < 1:
         raise ValueError(
             f"log_weights must have shape [K] with K >= 1, got {tuple(log_weights.shape)}."
         )
-    return jnp.exp(2.0 * jax.nn.logsumexp(log_weights) - jax.nn.logsumexp(2.0 * log_weights))
+    top = jnp.max(log_weights)
+    shifted = log_weights - jnp.where(jnp.isfinite(top), top, 0.0)
+    finite_case = jnp.exp(2.0 * jax.nn.logsumexp(shifted) - jax.nn.logsumexp(2.0 * shifted))
+    infinite = jnp.sum(jnp.isposinf(log_weights)).astype(log_weights.dtype)
+    return jnp.where(infinite > 0, infinite,
+                     jnp.where(jnp.isneginf(top), jnp.zeros_like(top), finite_case))
 
 
 def _chunked_logsumexp(log_values: Callable[[Any], jax.Array], inputs: Any, count: int,
@@ -190,7 +222,7 @@ def log_marginal_is(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: in
     num_samples = _checks.positive_int(num_samples, "num_samples")
     if chunk_size is not None:
         chunk_size = _checks.positive_int(chunk_size, "chunk_size")
-    _checks.scalar_distribution(q)
+    _checks.proposal_and_model(key, log_joint, q)
     keys = jax.random.split(key, num_samples)
 
     def log_weights(chunk_keys):
@@ -201,14 +233,30 @@ def log_marginal_is(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: in
     return total - math.log(num_samples)
 
 
-def _support_size(support: Any) -> int:
-    shape = jnp.shape(support)
-    if len(shape) < 1 or shape[0] < 1:
+def _support(support: Any, log_joint: LogJoint) -> tuple[jax.Array, int]:
+    """support as an array of real or integer latent values with at least one row, and
+    checked against ``log_joint`` on its first row (``jax.eval_shape``; nothing runs)."""
+    if isinstance(support, (str, bytes)):
+        raise TypeError(f"support must be an array of latent values, got {support!r}.")
+    try:
+        support = jnp.asarray(support)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"support must be an array of latent values, got "
+                        f"{type(support).__name__} ({error}).") from None
+    if not (jnp.issubdtype(support.dtype, jnp.integer) or jnp.issubdtype(support.dtype,
+                                                                          jnp.floating)
+            or support.dtype == jnp.bool_):
+        raise TypeError(f"support must hold integer or real latent values, got dtype "
+                        f"{support.dtype}.")
+    if support.ndim < 1 or support.shape[0] < 1:
         raise ValueError(
             "support must be an array whose leading axis enumerates latent values and has at "
-            f"least one row, got shape {tuple(shape)}."
+            f"least one row, got shape {tuple(support.shape)}."
         )
-    return int(shape[0])
+    _checks.model_output(log_joint, jax.ShapeDtypeStruct(support.shape[1:], support.dtype),
+                         "log_joint", f"one row of support (shape {tuple(support.shape[1:])}, "
+                         f"dtype {support.dtype})")
+    return support, int(support.shape[0])
 
 
 def log_marginal_naive(key: jax.Array, log_joint: LogJoint, support: jax.Array,
@@ -226,8 +274,8 @@ def log_marginal_naive(key: jax.Array, log_joint: LogJoint, support: jax.Array,
       num_samples: K >= 1.
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
-    size = _support_size(support)
-    support = jnp.asarray(support)
+    _checks.prng_key(key)
+    support, size = _support(support, log_joint)
     rows = jax.random.randint(key, (num_samples,), 0, size)
     log_p = _log_joints(log_joint, support[rows])
     return math.log(size) + jax.nn.logsumexp(log_p) - math.log(num_samples)
@@ -242,10 +290,9 @@ def log_marginal_exact(log_joint: LogJoint, support: jax.Array, *,
       support: [|Z|, *event] every latent value, one per row (e.g. ``binary_support(n)``).
       chunk_size: evaluate that many rows at a time (running logsumexp) for large supports.
     """
-    size = _support_size(support)
+    support, size = _support(support, log_joint)
     if chunk_size is not None:
         chunk_size = _checks.positive_int(chunk_size, "chunk_size")
-    support = jnp.asarray(support)
     return _chunked_logsumexp(lambda rows: _log_joints(log_joint, rows), support, size,
                               chunk_size)
 
@@ -259,6 +306,13 @@ def binary_support(num_bits: int, dtype: Any = jnp.float32) -> jax.Array:
     """
     if isinstance(num_bits, bool) or not isinstance(num_bits, int) or num_bits < 0:
         raise ValueError(f"num_bits must be a Python int >= 0, got {num_bits!r}.")
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a NumPy/JAX dtype, got {dtype!r}.") from None
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+            or dtype == jnp.bool_):
+        raise TypeError(f"dtype must be an integer, real or boolean dtype, got {dtype}.")
     if num_bits > MAX_SUPPORT_BITS:
         raise ValueError(
             f"num_bits must be <= {MAX_SUPPORT_BITS} (2**num_bits rows are materialized), "

@@ -54,12 +54,22 @@ def _check_mask(params: Any, mask: Any) -> jax.Array:
     return jnp.asarray(_checks.observation_mask(mask, params.data_dim))
 
 
-def _check_data(params: Any, X: Any) -> jax.Array:
-    """X as a float array [N, D] with N >= 1 and the model's D; ValueError naming it."""
+def _check_data(params: Any, X: Any, mask: Any) -> jax.Array:
+    """X as a float array [N, D] with N >= 1 and the model's D, its observed entries finite
+    (and 0/1 for a Bernoulli likelihood); ValueError naming it."""
     X = _checks.float_array(X, "X")
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] != params.data_dim:
         raise ValueError(f"X must have shape [N, D] with N >= 1 and D={params.data_dim}, "
                          f"got {X.shape}.")
+    if _checks.is_concrete(X) and _checks.is_concrete(mask):
+        values = np.asarray(X)
+        seen = values if mask is None else values[:, np.asarray(mask, bool)]
+        if not np.all(np.isfinite(seen)):
+            raise ValueError("X holds NaN or infinite values at observed entries; pass mask "
+                             "(True = observed) to leave entries out.")
+        if params.likelihood == "bernoulli" and not np.all((seen == 0) | (seen == 1)):
+            raise ValueError("X must hold 0/1 values at observed entries for the Bernoulli "
+                             "likelihood.")
     return X
 
 
@@ -96,8 +106,10 @@ def vae_log_likelihood(key: jax.Array, params: Any, X: jax.Array, num_samples: i
     chunk_size = min(num_samples if chunk_size is None
                      else _checks.positive_int(chunk_size, "chunk_size"), num_samples)
     train.check_mesh(mesh, batch_size)
-    X = _check_data(params, X)
-    params, X, mask = _place(mesh, params, X, _check_mask(params, mask))
+    _checks.prng_key(key)
+    mask = _check_mask(params, mask)
+    X = _check_data(params, X, mask)
+    params, X, mask = _place(mesh, params, X, mask)
     return _vae_log_likelihood(key, params, X, mask, num_samples, batch_size, chunk_size, mesh)
 
 
@@ -118,8 +130,10 @@ def _bound(bound, key, params, X, num_samples, batch_size, mask, mesh):
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
     train.check_mesh(mesh, batch_size)
-    X = _check_data(params, X)
-    params, X, mask = _place(mesh, params, X, _check_mask(params, mask))
+    _checks.prng_key(key)
+    mask = _check_mask(params, mask)
+    X = _check_data(params, X, mask)
+    params, X, mask = _place(mesh, params, X, mask)
     return _vae_bound(key, params, X, mask, bound, num_samples, batch_size, mesh)
 
 

@@ -114,12 +114,17 @@ def fit_mean_field(key: jax.Array, log_joint: Callable[[jax.Array], jax.Array], 
       num_steps, num_samples, learning_rate: the SVI schedule.
       init_logits: [M] starting logits; zeros (phi = 0.5) by default.
     """
+    _checks.prng_key(key)
     num_latent = _checks.positive_int(num_latent, "num_latent")
+    learning_rate = _checks.positive_number(learning_rate, "learning_rate")
     num_steps = _checks.positive_int(num_steps, "num_steps")
     num_samples = _checks.positive_int(num_samples, "num_samples")
     if num_samples < 2:
         raise ValueError("num_samples must be >= 2: the leave-one-out baseline needs another "
                          f"draw, got {num_samples}.")
-    logits = jnp.zeros(num_latent) if init_logits is None else jnp.asarray(init_logits)
+    logits = (jnp.zeros(num_latent) if init_logits is None
+              else _checks.float_array(init_logits, "init_logits"))
     _checks.shape_is(logits, "init_logits", (num_latent,), "[M]")
+    _checks.model_output(log_joint, jax.ShapeDtypeStruct((num_latent,), jnp.int32), "log_joint",
+                         f"one z of {num_latent} bits")
     return _fit_mean_field(key, log_joint, logits, num_steps, num_samples, float(learning_rate))

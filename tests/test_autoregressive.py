@@ -70,3 +70,13 @@ def test_bad_inputs(params):
         autoregressive.fit(jax.random.PRNGKey(0), params, jnp.zeros((30, 5)))
     with pytest.raises(ValueError, match="hidden_dim"):
         autoregressive.init(jax.random.PRNGKey(0), 4, 0)
+
+
+def test_non_binary_vectors_are_refused(params):
+    with pytest.raises(ValueError, match="0/1 values"):
+        autoregressive.log_prob(params, jnp.full(6, 0.5))
+    with pytest.raises(ValueError, match="0/1 values"):
+        autoregressive.fit(jax.random.PRNGKey(0), params, jnp.full((4, 6), 0.5), num_steps=1,
+                           batch_size=2)
+    with pytest.raises(TypeError, match="key must be"):
+        autoregressive.sample(5, params, 2)

@@ -114,3 +114,18 @@ def test_synthetic_sets_and_the_loader_names():
     assert data.load("digits").binary
     with pytest.raises(ValueError, match="data must be one of"):
         data.load("cifar")
+
+
+def test_bad_synthetic_sizes_and_truncated_archives_are_named(tmp_path):
+    with pytest.raises(ValueError, match="num_components must be >= 1"):
+        data.blobs(num_components=0)
+    with pytest.raises(ValueError, match="n must be"):
+        data.lecture_2d(n=1)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        data.blobs(seed=2**32)
+    archive = tmp_path / "binarized_mnist.npz"
+    np.savez(archive, train=np.zeros((2, 784)), valid=np.zeros((2, 784)),
+             test=np.zeros((2, 784)))
+    archive.write_bytes(archive.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"not a readable \.npz archive"):
+        data.binarized_mnist(archive, check_sizes=False)

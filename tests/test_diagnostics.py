@@ -53,3 +53,13 @@ def test_stl_beats_reparam_near_the_posterior():
 def test_num_draws_validated():
     with pytest.raises(ValueError, match="num_draws"):
         jlvm.gradient_statistics(jax.random.PRNGKey(0), lambda k, t: t, jnp.ones(()), 1)
+
+
+def test_keys_and_objectives_are_checked():
+    params = jnp.zeros(2)
+    with pytest.raises(TypeError, match="key must be one PRNG key"):
+        jlvm.gradient_statistics(1, lambda k, p: jnp.sum(p), params, 4)
+    with pytest.raises(ValueError, match="objective must return a real scalar"):
+        jlvm.gradient_statistics(jax.random.PRNGKey(0), lambda k, p: p, params, 4)
+    with pytest.raises(TypeError, match="objective must be a function"):
+        jlvm.gradient_statistics(jax.random.PRNGKey(0), None, params, 4)

@@ -27,3 +27,20 @@ def test_em_learner_matches_fit_em():
     np.testing.assert_array_equal(
         start.means, gmm.init_from_data(jax.random.split(jax.random.PRNGKey(0))[0], X, 5,
                                         reg_covar=1e-2).means)
+
+
+def test_an_em_step_that_breaks_down_never_reaches_the_parameters():
+    """Two points on top of each other and no regularization: the covariance is singular,
+    the M-step gives NaN, the step keeps the old parameters and says so."""
+    import pytest
+
+    X = jnp.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]])
+    learner = em(1, reg_covar=0.0)
+    state = learner.init(jax.random.PRNGKey(0), X + jnp.array([[0.0, 0.0], [1.0, 0.0],
+                                                                [0.0, 1.0]]))
+    new, metrics = jax.jit(learner.step)(state, X)
+    assert not bool(metrics["finite"])
+    for a, b in zip(new.params, state.params, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(TypeError, match="reg_covar"):
+        em(2, reg_covar="none")

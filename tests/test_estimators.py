@@ -73,7 +73,8 @@ def test_gmm_elbo_with_posterior_responsibilities_is_tight(key):
                         scale_tril=jnp.stack([jnp.eye(2), 0.5 * jnp.eye(2), 2.0 * jnp.eye(2)]))
     x = jnp.array([1.0, 0.5])
     log_joint = functools.partial(gmm.log_joint, params, x)
-    value = jlvm.elbo(key, log_joint, gmm.posterior(params, x), 50)
+    value = jlvm.elbo(key, log_joint, gmm.posterior(params, x), 50,
+                      grad_estimator="score_function")
     np.testing.assert_allclose(value, gmm.log_marginal(params, x), atol=1e-5)
 
 
@@ -426,3 +427,105 @@ def test_errors_are_raised_under_jit_too(problem):
     with pytest.raises(ValueError, match="num_samples"):
         jax.jit(lambda k: jlvm.elbo(k, problem["log_joint"], problem["posterior"], 0))(
             jax.random.PRNGKey(0))
+
+
+def test_effective_sample_size_is_shift_invariant_and_never_nan():
+    """Adding a constant to every log-weight leaves the weights' ratios, and so the ESS, as
+    they were: equal log-weights give K at any level; infinite weights dominate and count
+    as equals; every weight 0 is no effective sample at all."""
+    ess = jlvm.effective_sample_size
+    for level in (-1e30, -1e4, 0.0, 1e6, 1e38):
+        np.testing.assert_allclose(ess(jnp.full(7, level)), 7.0, rtol=1e-5)
+    np.testing.assert_allclose(ess(jnp.array([1e38, 1e38, 0.0])), 2.0, rtol=1e-5)
+    assert float(ess(jnp.array([jnp.inf, 0.0, 3.0]))) == 1.0
+    assert float(ess(jnp.array([jnp.inf, jnp.inf, 3.0]))) == 2.0
+    assert float(ess(jnp.full(4, -jnp.inf))) == 0.0
+    log_w = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (40,)), np.float64) * 3
+    w = np.exp(log_w - log_w.max())
+    for shift in (-1e4, 0.0, 1e4):  # float32 holds 1e4 + N(0, 9) to ~1e-3: a loose check
+        np.testing.assert_allclose(ess(jnp.asarray(log_w + shift, jnp.float32)),
+                                   w.sum() ** 2 / (w**2).sum(), rtol=5e-3)
+    with pytest.raises(TypeError, match="log_weights"):
+        ess("weights")
+
+
+def test_a_discrete_q_needs_the_score_function_gradient(key):
+    """A pathwise gradient through a categorical or Bernoulli draw does not exist; a
+    reparameterized estimate there would silently miss the score term."""
+    params = gmm.Params(logits=jnp.zeros(3), means=jnp.eye(3)[:, :2] * 3,
+                        scale_tril=jnp.broadcast_to(jnp.eye(2), (3, 2, 2)))
+    x = jnp.array([1.0, 0.5])
+    log_joint = functools.partial(gmm.log_joint, params, x)
+    q = distrax.Categorical(logits=jnp.zeros(3))
+    for estimator, names in ((jlvm.elbo, ("reparam", "stl")),
+                             (jlvm.iwae_bound, ("reparam", "dreg"))):
+        for name in names:
+            with pytest.raises(ValueError, match='use grad_estimator="score_function"'):
+                estimator(key, log_joint, q, 4, grad_estimator=name)
+        assert np.isfinite(float(estimator(key, log_joint, q, 4,
+                                           grad_estimator="score_function")))
+    with pytest.raises(ValueError, match="discrete"):
+        jlvm.elbo_with_entropy(key, log_joint, q, 4)
+    # evaluation alone needs no gradient: importance sampling takes a discrete q
+    assert np.isfinite(float(jlvm.log_marginal_is(key, log_joint, q, 8)))
+
+
+def test_a_log_joint_that_does_not_fit_q_is_named_before_anything_is_drawn(key):
+    """Checked with jax.eval_shape on one abstract draw: no draw is made, nothing runs."""
+    traced = []
+
+    def vector_log_joint(z):
+        traced.append(z)
+        return -0.5 * z**2  # one value per coordinate, not a scalar
+
+    q = distrax.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+    with pytest.raises(ValueError, match=r"real scalar log p\(x, z\); on one draw of q \(z "
+                                         r"of shape \(2,\), dtype float32\) it returned "
+                                         r"shape \(2,\)"):
+        jlvm.elbo(key, vector_log_joint, q, 5)
+    assert len(traced) == 1 and isinstance(traced[0], jax.core.Tracer)
+    mean = jnp.zeros(3)  # the user's model is over 3 latents, q over 2
+
+    def three_latents(z):
+        return -0.5 * jnp.sum((z - mean) ** 2)
+
+    for estimator in (jlvm.elbo, jlvm.iwae_bound, jlvm.log_marginal_is,
+                      jlvm.importance_log_weights):
+        with pytest.raises(ValueError, match=r"log_joint failed on one draw of q \(z of shape "
+                                             r"\(2,\)"):
+            estimator(key, three_latents, q, 5)
+    with pytest.raises(ValueError, match=r"log_joint failed on one row of support"):
+        jlvm.log_marginal_exact(three_latents, jlvm.binary_support(2))
+    with pytest.raises(TypeError, match="log_joint must be a function"):
+        jlvm.elbo(key, "not a function", q)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda lj, q: jlvm.elbo(0, lj, q), TypeError, "key must be one PRNG key"),
+    (lambda lj, q: jlvm.iwae_bound(jnp.zeros(3), lj, q, 2), TypeError, "key must be one PRNG"),
+    (lambda lj, q: jlvm.log_marginal_is(jnp.zeros(2), lj, q, 2), TypeError, "key must be"),
+    (lambda lj, q: jlvm.log_marginal_naive(7, lj, jnp.eye(3), 2), TypeError, "key must be"),
+    (lambda lj, q: jlvm.log_marginal_exact(lj, "abc"), TypeError, "support must be an array"),
+    (lambda lj, q: jlvm.log_marginal_exact(lj, np.array([["a"] * 3])), TypeError,
+     "support must"),
+    (lambda lj, q: jlvm.log_marginal_exact(lj, jnp.ones((2, 3), jnp.complex64)), TypeError,
+     "integer or real"),
+    (lambda lj, q: jlvm.binary_support(3, dtype="no such dtype"), TypeError, "dtype"),
+    (lambda lj, q: jlvm.binary_support(3, dtype=np.complex64), TypeError, "dtype"),
+    (lambda lj, q: jlvm.elbo(jax.random.PRNGKey(0), lj, q, 2.0), ValueError, "num_samples"),
+])
+def test_wrong_types_are_named_not_left_to_jax(problem, call, error, message):
+    with pytest.raises(error, match=message):
+        call(problem["log_joint"], problem["posterior"])
+
+
+def test_the_kl_form_needs_a_kl_distrax_can_compute(key):
+    q = distrax.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+    mixture = distrax.MixtureSameFamily(
+        distrax.Categorical(logits=jnp.zeros(3)),
+        distrax.MultivariateNormalDiag(jnp.zeros((3, 2)), jnp.ones((3, 2))))
+    with pytest.raises(ValueError, match=r"no closed form in distrax; use jlvm\.elbo"):
+        jlvm.elbo_with_kl(key, lambda z: -jnp.sum(z**2), q, mixture)
+    with pytest.raises(ValueError, match="same z"):
+        jlvm.elbo_with_kl(key, lambda z: -jnp.sum(z**2), q,
+                          distrax.MultivariateNormalDiag(jnp.zeros(3), jnp.ones(3)))

@@ -62,3 +62,23 @@ def test_masked_evaluation(model):
         evaluate.vae_log_likelihood(key, model, X, 200)))
     with pytest.raises(ValueError, match="mask"):
         evaluate.vae_elbo(key, model, X, mask=np.ones(9, bool))
+
+
+def test_nothing_missing_reaches_the_result_and_bad_arguments_are_named(model):
+    key = jax.random.PRNGKey(6)
+    half = np.arange(10) >= 5
+    holey = X.at[:, :5].set(jnp.nan)  # NaN where the mask says missing: allowed
+    for function in (evaluate.vae_log_likelihood, evaluate.vae_elbo):
+        np.testing.assert_allclose(function(key, model, holey, 20, mask=half),
+                                   function(key, model, X, 20, mask=half), rtol=1e-6)
+        with pytest.raises(ValueError, match="NaN or infinite values at observed entries"):
+            function(key, model, holey, 20)
+        with pytest.raises(TypeError, match="key must be"):
+            function(0, model, X, 20)
+        with pytest.raises(ValueError, match=r"X must have shape \[N, D\]"):
+            function(key, model, X[0], 20)
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="chunk_size"):
+            evaluate.vae_log_likelihood(key, model, X, 20, chunk_size=bad)
+    mean, se = evaluate.summary(np.array([-3.0]))
+    assert mean == -3.0 and se is None  # one value has no standard error (and NaN is not JSON)

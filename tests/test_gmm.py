@@ -139,3 +139,36 @@ def test_bad_inputs_raise_value_errors(params, key):
         gmm.fit_em(params, jnp.zeros((10, 3)), 0)
     with pytest.raises(ValueError, match="scale_tril"):
         gmm.log_marginal(params._replace(scale_tril=jnp.zeros((3, 2, 2))), jnp.zeros(3))
+
+
+def test_a_component_index_outside_the_mixture_is_never_another_component(params):
+    """JAX clamps out-of-range indices; log p(x, z) of an impossible z is -inf (under jit,
+    where its value is unknown) or a ValueError (a concrete mistake), never the last
+    component's value."""
+    x = jnp.array([0.5, -0.2, 1.0])
+    for z in (3, -1, 10):
+        with pytest.raises(ValueError, match=r"z must be a component index in \[0, 3\)"):
+            gmm.log_joint(params, x, jnp.int32(z))
+        assert float(jax.jit(gmm.log_joint)(params, x, jnp.int32(z))) == -np.inf
+    assert np.isfinite(float(jax.jit(gmm.log_joint)(params, x, jnp.int32(2))))
+    with pytest.raises(TypeError, match="z must be an integer"):
+        gmm.log_joint(params, x, jnp.float32(1.0))
+
+
+def test_em_that_breaks_down_says_so_instead_of_returning_nan(params):
+    X = jnp.array([[0.0, 1.0, 2.0], [0.5, -1.0, 1.0]])
+    with pytest.raises(ValueError, match="X holds 1 NaN"):
+        gmm.fit_em(params, X.at[0, 1].set(jnp.nan), 3)
+    one_component = gmm.Params(params.logits[:1], params.means[:1], params.scale_tril[:1])
+    with pytest.raises(ValueError, match=r"EM broke down .* reg_covar"):
+        gmm.fit_em(one_component, X[:1], 2, reg_covar=0.0)  # one point: no covariance
+    _, trace = gmm.fit_em(one_component, X[:1], 2, reg_covar=1e-3)
+    assert np.all(np.isfinite(np.asarray(trace)))
+    with pytest.raises(ValueError, match="N >= max"):
+        gmm.init_from_data(jax.random.PRNGKey(0), X[:1], 1)
+    with pytest.raises(TypeError, match="reg_covar must be a number"):
+        gmm.fit_em(params, X, 2, reg_covar="small")
+    with pytest.raises(TypeError, match=r"params\.means must be an array of numbers"):
+        gmm.log_marginal(params._replace(means="far"), X[0])
+    with pytest.raises(ValueError, match="x holds 1 NaN"):
+        gmm.log_marginal(params, X[0].at[0].set(jnp.nan))

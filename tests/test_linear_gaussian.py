@@ -81,3 +81,16 @@ def test_bad_inputs_raise_value_errors(params, key):
         linear_gaussian.init(key, 3, 2, noise_std=0.0)
     with pytest.raises(ValueError, match="latent_dim"):
         linear_gaussian.init(key, 3, 0)
+
+
+@pytest.mark.parametrize("noise, error", [(0.0, ValueError), (-0.5, ValueError),
+                                          (float("inf"), ValueError), (float("nan"), ValueError),
+                                          ("0.5", TypeError), (None, TypeError)])
+def test_the_noise_scale_must_be_a_positive_finite_number(params, noise, error):
+    with pytest.raises(error, match="noise_std"):
+        linear_gaussian.init(jax.random.PRNGKey(0), 5, 2, noise_std=noise)
+    if error is ValueError:  # the same parameters built by hand are refused where used
+        bad = params._replace(noise_std=jnp.float32(noise))
+        for function in (linear_gaussian.log_marginal, linear_gaussian.posterior):
+            with pytest.raises(ValueError, match=r"params\.noise_std must be finite and > 0"):
+                function(bad, jnp.zeros(5))

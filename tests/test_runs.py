@@ -10,8 +10,6 @@ import fcntl
 import json
 import os
 import pathlib
-import resource
-import signal
 import subprocess
 import sys
 import tempfile

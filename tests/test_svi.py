@@ -48,3 +48,13 @@ def test_svi_step_updates_only_the_batch_rows_and_raises_the_elbo():
         state, m = epoch(state, (index, X))
         first = m if first is None else first
     assert np.mean(m["elbo"]) > np.mean(first["elbo"]) + 2.0
+
+
+def test_an_index_outside_the_table_stops_training_instead_of_reusing_a_row():
+    """JAX would clamp index 10 of a 10-row table to row 9 and train the wrong phi."""
+    X = jnp.asarray(data.digits().train[:10])
+    learner = svi(INIT, optax.adam(1e-3), 10, inner_steps=2)
+    state = learner.init(jax.random.PRNGKey(0), None)
+    new, metrics = jax.jit(learner.step)(state, (jnp.array([3, 10]), X[:2]))
+    assert not bool(metrics["finite"])
+    np.testing.assert_array_equal(np.asarray(new.params.mean), np.asarray(state.params.mean))

@@ -153,3 +153,43 @@ def test_bad_inputs_raise_value_errors(bernoulli, key):
         vae.init(key, 4, 2, activation="swish!")
     with pytest.raises(ValueError, match="latent_dim"):
         vae.init(key, 4, 0)
+
+
+def test_masks_and_observations_follow_one_rule_everywhere(bernoulli, key):
+    """The rules of jlvm.missing.check_mask hold for the VAE too: 0/1 masks, something
+    observed; observed pixels must be 0/1 numbers for a Bernoulli likelihood; a missing
+    pixel may hold anything, NaN included, and never reaches the result."""
+    from jlvm import missing
+
+    x = (jnp.arange(12) % 3 == 0).astype(jnp.float32)
+    z = jnp.zeros(3)
+    half = jnp.full(12, 0.5)
+    for call in (lambda: vae.log_joint(bernoulli, x, z, mask=half),
+                 lambda: vae.encoder(bernoulli, x, mask=half),
+                 lambda: missing.check_mask(half, 12)):
+        with pytest.raises(ValueError, match="mask must hold booleans or 0/1 values"):
+            call()
+    with pytest.raises(ValueError, match="0/1 values at observed entries"):
+        vae.log_joint(bernoulli, x.at[0].set(0.3), z)
+    with pytest.raises(ValueError, match="NaN or infinite values at observed entries"):
+        vae.log_joint(bernoulli, x.at[0].set(jnp.nan), z)
+    mask = jnp.arange(12) >= 4
+    holey = x.at[:4].set(jnp.nan)
+    np.testing.assert_allclose(vae.log_joint(bernoulli, holey, z, mask=mask),
+                               vae.log_joint(bernoulli, x.at[:4].set(0.0), z, mask=mask))
+    q = vae.encoder(bernoulli, holey, mask=mask)
+    assert np.all(np.isfinite(np.asarray(q.mean())))
+    with pytest.raises(TypeError, match="mask under jit must be boolean"):
+        jax.jit(lambda m: vae.log_joint(bernoulli, x, z, mask=m))(mask.astype(jnp.float32))
+
+
+def test_wrong_types_name_the_argument(key):
+    with pytest.raises(TypeError, match="hidden_dims must be a sequence"):
+        vae.init(key, data_dim=4, latent_dim=2, hidden_dims=5)
+    with pytest.raises(ValueError, match=r"hidden_dims\[1\] must be >= 1"):
+        vae.init(key, data_dim=4, latent_dim=2, hidden_dims=(4, 0))
+    with pytest.raises(TypeError, match="key must be one PRNG key"):
+        vae.init(0, data_dim=4, latent_dim=2)
+    params = vae.init(key, data_dim=4, latent_dim=2, hidden_dims=(4,))
+    with pytest.raises(TypeError, match="key must be one PRNG key"):
+        vae.sample(3, params, 2)

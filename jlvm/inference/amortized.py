@@ -87,6 +87,10 @@ def amortized(init_params: Callable[[jax.Array], vae.Params],
       ``Learner``; ``step(state, x [B, D])`` reports ``loss`` and the bound in nats per
       example under its own name (``elbo`` or ``iwae_bound``), and ``finite``.
     """
+    if not callable(init_params):
+        raise TypeError(f"init_params must be a function key -> params, got "
+                        f"{type(init_params).__name__}.")
+    _checks.optimizer(optimizer)
     _checks.one_of(objective, "objective", OBJECTIVES)
     num_samples = _checks.positive_int(num_samples, "num_samples")
     allowed = gradients.ELBO_ESTIMATORS if objective == "elbo" else gradients.IWAE_ESTIMATORS
@@ -123,8 +127,10 @@ def semi_amortized(init_params: Callable[[jax.Array], vae.Params],
       ``Learner``; ``step(state, x [B, D])`` reports ``loss``, ``elbo`` (refined),
       ``elbo_amortized``, ``amortization_gap`` (nats per example) and ``finite``.
     """
+    _checks.optimizer(optimizer)
     inner_steps = _checks.positive_int(inner_steps, "inner_steps")
     num_samples = _checks.positive_int(num_samples, "num_samples")
+    inner_learning_rate = _checks.positive_number(inner_learning_rate, "inner_learning_rate")
 
     def loss_fn(params: vae.Params, key, batch):
         keys = jax.random.split(key, batch.shape[0])

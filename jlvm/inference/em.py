@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from jlvm import _checks
 from jlvm.models import gmm
-from jlvm.train import Learner, TrainState
+from jlvm.train import Learner, TrainState, keep_if_finite
 
 
 def em(num_components: int, *, reg_covar: float = 1e-6) -> Learner:
@@ -18,8 +18,7 @@ def em(num_components: int, *, reg_covar: float = 1e-6) -> Learner:
     which equals the ELBO after the E-step (reported as ``elbo`` too).
     """
     num_components = _checks.positive_int(num_components, "num_components")
-    if not reg_covar >= 0:
-        raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}.")
+    reg_covar = _checks.positive_number(reg_covar, "reg_covar", allow_zero=True)
 
     def init(key: jax.Array, batch: jax.Array) -> TrainState:
         params_key, state_key = jax.random.split(key)
@@ -28,8 +27,12 @@ def em(num_components: int, *, reg_covar: float = 1e-6) -> Learner:
 
     def step(state: TrainState, batch: jax.Array):
         params, log_likelihood = gmm.em_iteration(state.params, batch, reg_covar)
-        return (TrainState(params, (), state.step + 1, state.key),
-                {"log_likelihood": log_likelihood, "elbo": log_likelihood,
-                 "finite": jnp.isfinite(log_likelihood)})
+        # a component whose covariance became singular gives NaN parameters: they never
+        # replace the old ones, and ``finite`` tells the training loop to stop
+        finite = jnp.isfinite(log_likelihood) & jnp.all(jnp.stack(
+            [jnp.all(jnp.isfinite(leaf)) for leaf in params]))
+        new = TrainState(params, (), state.step + 1, state.key)
+        return (keep_if_finite(jnp.where(finite, log_likelihood, jnp.nan), new, state),
+                {"log_likelihood": log_likelihood, "elbo": log_likelihood, "finite": finite})
 
     return Learner(init, step)

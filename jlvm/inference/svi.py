@@ -46,7 +46,9 @@ def svi(init_params: Callable[[jax.Array], vae.Params], optimizer: optax.Gradien
       ``loss``, ``elbo`` (at phi*, nats per example), ``elbo_before_inner`` and
       ``inner_gain`` (= elbo - elbo_before_inner), and ``finite``.
     """
+    _checks.optimizer(optimizer)
     num_data = _checks.positive_int(num_data, "num_data")
+    inner_learning_rate = _checks.positive_number(inner_learning_rate, "inner_learning_rate")
     inner_steps = _checks.positive_int(inner_steps, "inner_steps")
     num_samples = _checks.positive_int(num_samples, "num_samples")
 
@@ -63,7 +65,10 @@ def svi(init_params: Callable[[jax.Array], vae.Params], optimizer: optax.Gradien
         index, x = batch
         key, inner_key, theta_key = jax.random.split(state.key, 3)
         params = state.params
-        phi = (params.mean[index], params.log_scale[index])
+        # an index outside the table reads NaN (JAX would clamp it to the last row): the
+        # loss is then not finite, the step is not taken, and training stops with a message
+        phi = (params.mean.at[index].get(mode="fill", fill_value=jnp.nan),
+               params.log_scale.at[index].get(mode="fill", fill_value=jnp.nan))
         refined, before, after = jax.vmap(
             lambda xi, mean, log_scale, k: _local.refine(
                 params.model, xi, (mean, log_scale), k, inner_steps=inner_steps,
@@ -81,8 +86,8 @@ def svi(init_params: Callable[[jax.Array], vae.Params], optimizer: optax.Gradien
         loss, grads = jax.value_and_grad(loss_fn)(params.model)
         updates, opt_state = optimizer.update(grads, state.opt_state, params.model)
         new_params = SVIParams(optax.apply_updates(params.model, updates),
-                               params.mean.at[index].set(refined[0]),
-                               params.log_scale.at[index].set(refined[1]))
+                               params.mean.at[index].set(refined[0], mode="drop"),
+                               params.log_scale.at[index].set(refined[1], mode="drop"))
         new = TrainState(new_params, opt_state, state.step + 1, key)
         new = keep_if_finite(loss, new, state._replace(key=key))
         return new, {"loss": loss, "elbo": jnp.mean(after), "elbo_before_inner": jnp.mean(before),

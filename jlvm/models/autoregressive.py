@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jlvm import _checks
@@ -31,6 +32,7 @@ class Params(NamedTuple):
 
 def init(key: jax.Array, data_dim: int, hidden_dim: int = 64) -> Params:
     """Small random weights (scale 1/sqrt(fan-in)); biases zero."""
+    _checks.prng_key(key)
     data_dim = _checks.positive_int(data_dim, "data_dim")
     hidden_dim = _checks.positive_int(hidden_dim, "hidden_dim")
     key_w, key_v = jax.random.split(key)
@@ -44,6 +46,11 @@ def init(key: jax.Array, data_dim: int, hidden_dim: int = 64) -> Params:
 
 def _check_x(params: Params, x: jax.Array) -> None:
     _checks.shape_is(x, "x", (params.b.shape[0],), "[D]")
+    if _checks.is_concrete(x):
+        values = np.asarray(x)
+        if not np.all((values == 0) | (values == 1)):
+            raise ValueError("x must hold 0/1 values (NADE models binary vectors); for missing "
+                             "entries use jlvm.missing.log_joint_with_missing.")
 
 
 def conditional_logits(params: Params, x: jax.Array) -> jax.Array:
@@ -67,6 +74,7 @@ def log_prob(params: Params, x: jax.Array) -> jax.Array:
 
 def sample(key: jax.Array, params: Params, n: int) -> jax.Array:
     """Ancestral sampling, one pixel at a time in raster order: [n, D] of 0/1 floats."""
+    _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
     data_dim = params.b.shape[0]
 
@@ -122,11 +130,15 @@ def fit(key: jax.Array, params: Params, X: jax.Array, *, num_steps: int = 3000,
       X: [N, D] binary training data.
       num_steps, batch_size, learning_rate: the optimization schedule.
     """
+    _checks.prng_key(key)
     num_steps = _checks.positive_int(num_steps, "num_steps")
     batch_size = _checks.positive_int(batch_size, "batch_size")
-    X = jnp.asarray(X, jnp.float32)
+    learning_rate = _checks.positive_number(learning_rate, "learning_rate")
+    X = _checks.float_array(X, "X").astype(jnp.float32)
     if X.ndim != 2 or X.shape[1] != params.b.shape[0]:
         raise ValueError(f"X must have shape [N, D] with D={params.b.shape[0]}, got {X.shape}.")
     if batch_size > X.shape[0]:
         raise ValueError(f"batch_size must be <= N={X.shape[0]}, got {batch_size}.")
+    if _checks.is_concrete(X) and not bool(jnp.all((X == 0) | (X == 1))):
+        raise ValueError("X must hold 0/1 values (NADE models binary vectors).")
     return _fit(key, params, X, num_steps, batch_size, float(learning_rate))

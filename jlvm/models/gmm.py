@@ -35,6 +35,9 @@ class Params(NamedTuple):
 
 
 def _sizes(params: Params) -> tuple[int, int]:
+    _checks.numeric_leaves(params, "params")
+    if jnp.ndim(params.means) != 2:
+        raise ValueError(f"params.means must have shape [K, D], got {jnp.shape(params.means)}.")
     num_components, dim = jnp.shape(params.means)
     if jnp.shape(params.logits) != (num_components,):
         raise ValueError(f"params.logits must have shape [K]=({num_components},), "
@@ -48,6 +51,7 @@ def _sizes(params: Params) -> tuple[int, int]:
 def _check_x(params: Params, x: jax.Array) -> None:
     _, dim = _sizes(params)
     _checks.shape_is(x, "x", (dim,), "[D]")
+    _checks.finite_if_concrete(x, "x")
 
 
 def _log_joint_all(params: Params, x: jax.Array) -> jax.Array:
@@ -59,11 +63,24 @@ def _log_joint_all(params: Params, x: jax.Array) -> jax.Array:
 
 
 def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
-    """log p(x, z) = log pi_z + log N(x; mu_z, Sigma_z). x: [D], z: integer scalar."""
+    """log p(x, z) = log pi_z + log N(x; mu_z, Sigma_z). x: [D], z: integer scalar in [0, K).
+
+    A z outside [0, K) has probability 0: a concrete one is a ``ValueError`` (surely a
+    mistake); under jit, where its value is unknown, log p(x, z) = -inf.
+    """
     _check_x(params, x)
+    num_components, _ = _sizes(params)
     if jnp.shape(z) != ():
         raise ValueError(f"z must be a scalar component index, got shape {jnp.shape(z)}.")
-    return _log_joint_all(params, x)[z]
+    if not jnp.issubdtype(jnp.result_type(z), jnp.integer):
+        raise TypeError(f"z must be an integer component index in [0, {num_components}), "
+                        f"got dtype {jnp.result_type(z)}.")
+    if _checks.is_concrete(z) and not 0 <= int(z) < num_components:
+        raise ValueError(f"z must be a component index in [0, {num_components}), got {int(z)}.")
+    inside = (z >= 0) & (z < num_components)
+    values = _log_joint_all(params, x)
+    # clip: JAX clamps out-of-range indices silently; an impossible z gets -inf instead
+    return jnp.where(inside, values[jnp.clip(z, 0, num_components - 1)], -jnp.inf)
 
 
 def log_marginal(params: Params, x: jax.Array) -> jax.Array:
@@ -80,6 +97,7 @@ def posterior(params: Params, x: jax.Array) -> distrax.Categorical:
 
 def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
     """Ancestral sampling: z ~ pi, x ~ N(mu_z, Sigma_z). Returns (x [n, D], z [n])."""
+    _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
     _, dim = _sizes(params)
     key_z, key_x = jax.random.split(key)
@@ -94,11 +112,14 @@ def init_from_data(key: jax.Array, X: jax.Array, num_components: int, *,
                    reg_covar: float = 1e-6) -> Params:
     """A starting point for EM: K distinct data points as means, the data covariance for
     every component, equal weights. X: [N, D]."""
+    _checks.prng_key(key)
     num_components = _checks.positive_int(num_components, "num_components")
-    X = jnp.asarray(X)
-    if X.ndim != 2 or X.shape[0] < num_components:
-        raise ValueError(f"X must have shape [N, D] with N >= num_components="
-                         f"{num_components}, got {X.shape}.")
+    reg_covar = _checks.positive_number(reg_covar, "reg_covar", allow_zero=True)
+    X = _checks.float_array(X, "X")
+    if X.ndim != 2 or X.shape[0] < max(num_components, 2):
+        raise ValueError(f"X must have shape [N, D] with N >= max(2, num_components="
+                         f"{num_components}) (a covariance needs two points), got {X.shape}.")
+    _checks.finite_if_concrete(X, "X")
     rows = jax.random.choice(key, X.shape[0], (num_components,), replace=False)
     dim = X.shape[1]
     covariance = jnp.cov(X, rowvar=False).reshape(dim, dim) + reg_covar * jnp.eye(dim)
@@ -175,9 +196,18 @@ def fit_em(params: Params, X: jax.Array, num_iters: int, *,
     """
     num_iters = _checks.positive_int(num_iters, "num_iters")
     _, dim = _sizes(params)
-    X = jnp.asarray(X, dtype=params.means.dtype)
+    X = _checks.float_array(X, "X").astype(params.means.dtype)
     if X.ndim != 2 or X.shape[1] != dim or X.shape[0] < 1:
         raise ValueError(f"X must have shape [N, D] with D={dim} and N >= 1, got {X.shape}.")
-    if not reg_covar >= 0:
-        raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}.")
-    return _fit_em(params, X, jnp.asarray(reg_covar, X.dtype), num_iters)
+    _checks.finite_if_concrete(X, "X")
+    reg_covar = _checks.positive_number(reg_covar, "reg_covar", allow_zero=True)
+    fitted, trace = _fit_em(params, X, jnp.asarray(reg_covar, X.dtype), num_iters)
+    if _checks.is_concrete(trace) and not all(
+            bool(jnp.all(jnp.isfinite(leaf))) for leaf in (*fitted, trace)):
+        first = int(jnp.argmin(jnp.isfinite(trace))) if not bool(jnp.all(jnp.isfinite(trace))) \
+            else num_iters
+        raise ValueError(f"EM broke down at iteration {first}: a component's covariance became "
+                         f"singular (it holds too few points, or points that coincide; N="
+                         f"{X.shape[0]}, reg_covar={reg_covar}). Use a larger reg_covar or "
+                         "fewer components.")
+    return fitted, trace

@@ -33,21 +33,29 @@ class Params(NamedTuple):
 
 
 def _sizes(params: Params) -> tuple[int, int]:
+    _checks.numeric_leaves(params, "params")
+    if jnp.ndim(params.W) != 2:
+        raise ValueError(f"params.W must have shape [D, L], got {jnp.shape(params.W)}.")
     data_dim, latent_dim = jnp.shape(params.W)
     if jnp.shape(params.b) != (data_dim,):
         raise ValueError(f"params.b must have shape [D]=({data_dim},), got {jnp.shape(params.b)}.")
     if jnp.shape(params.noise_std) != ():
         raise ValueError(f"params.noise_std must be a scalar, got shape "
                          f"{jnp.shape(params.noise_std)}.")
+    if _checks.is_concrete(params.noise_std):
+        noise = float(params.noise_std)
+        if not 0 < noise < float("inf"):
+            raise ValueError(f"params.noise_std must be finite and > 0 (a standard deviation), "
+                             f"got {noise}.")
     return data_dim, latent_dim
 
 
 def init(key: jax.Array, data_dim: int, latent_dim: int, *, noise_std: float = 0.5) -> Params:
     """Random parameters: W ~ N(0, 1), b ~ N(0, 1), the given noise_std."""
+    _checks.prng_key(key)
     data_dim = _checks.positive_int(data_dim, "data_dim")
     latent_dim = _checks.positive_int(latent_dim, "latent_dim")
-    if not noise_std > 0:
-        raise ValueError(f"noise_std must be > 0, got {noise_std!r}.")
+    noise_std = _checks.positive_number(noise_std, "noise_std")
     key_w, key_b = jax.random.split(key)
     return Params(
         W=jax.random.normal(key_w, (data_dim, latent_dim)),
@@ -61,6 +69,7 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
     data_dim, latent_dim = _sizes(params)
     _checks.shape_is(x, "x", (data_dim,), "[D]")
     _checks.shape_is(z, "z", (latent_dim,), "[L]")
+    _checks.finite_if_concrete(x, "x")
     residual = (x - _mm(params.W, z) - params.b) / params.noise_std
     log_likelihood = (standard_normal_log_prob(residual)
                       - data_dim * jnp.log(params.noise_std))
@@ -78,6 +87,7 @@ def log_marginal(params: Params, x: jax.Array) -> jax.Array:
     """Exact log p(x) = log N(x; b, W W^T + sigma^2 I). x: [D]."""
     data_dim, _ = _sizes(params)
     _checks.shape_is(x, "x", (data_dim,), "[D]")
+    _checks.finite_if_concrete(x, "x")
     covariance = _mm(params.W, params.W.T) + params.noise_std**2 * jnp.eye(data_dim)
     return mvn_log_prob_tril(x, params.b, jnp.linalg.cholesky(covariance))
 
@@ -86,6 +96,7 @@ def posterior(params: Params, x: jax.Array) -> distrax.MultivariateNormalTri:
     """Exact p(z | x) = N(M^{-1} W^T (x - b), sigma^2 M^{-1}), M = W^T W + sigma^2 I. x: [D]."""
     data_dim, latent_dim = _sizes(params)
     _checks.shape_is(x, "x", (data_dim,), "[D]")
+    _checks.finite_if_concrete(x, "x")
     variance = params.noise_std**2
     precision_factor = _mm(params.W.T, params.W) + variance * jnp.eye(latent_dim)
     cholesky = jax.scipy.linalg.cho_factor(precision_factor, lower=True)
@@ -97,6 +108,7 @@ def posterior(params: Params, x: jax.Array) -> distrax.MultivariateNormalTri:
 
 def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
     """Ancestral sampling. Returns (x [n, D], z [n, L])."""
+    _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
     data_dim, latent_dim = _sizes(params)
     key_z, key_x = jax.random.split(key)

@@ -18,6 +18,7 @@ from typing import Any
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from jlvm import _checks
@@ -66,9 +67,10 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *,
       likelihood: "bernoulli" (binary data) or "gaussian" (real-valued data).
       activation: one of ``networks.ACTIVATIONS``.
     """
+    _checks.prng_key(key)
     data_dim = _checks.positive_int(data_dim, "data_dim")
     latent_dim = _checks.positive_int(latent_dim, "latent_dim")
-    hidden_dims = tuple(_checks.positive_int(h, "hidden_dims[i]") for h in hidden_dims)
+    hidden_dims = _checks.dims(hidden_dims, "hidden_dims")
     _checks.one_of(likelihood, "likelihood", LIKELIHOODS)
     _checks.one_of(activation, "activation", tuple(networks.ACTIVATIONS))
     key_decoder, key_encoder = jax.random.split(key)
@@ -88,12 +90,14 @@ def lecture_example(key: jax.Array, *, latent_dim: int = 2, data_dim: int = 2,
     mu_theta(z) = sigmoid(A z + c), Sigma_theta(z) = diag(exp(sigmoid(B z + d))),
     theta = (A, B, c, d), with an MLP Gaussian encoder for amortized inference.
     """
+    _checks.prng_key(key)
     latent_dim = _checks.positive_int(latent_dim, "latent_dim")
     data_dim = _checks.positive_int(data_dim, "data_dim")
+    encoder_hidden_dims = _checks.dims(encoder_hidden_dims, "encoder_hidden_dims")
     key_decoder, key_encoder = jax.random.split(key)
     decoder_module = networks.SigmoidGaussianDecoder(latent_dim, data_dim,
                                                      rngs=nnx.Rngs(key_decoder))
-    encoder_module = networks.GaussianEncoder(data_dim, tuple(encoder_hidden_dims), latent_dim,
+    encoder_module = networks.GaussianEncoder(data_dim, encoder_hidden_dims, latent_dim,
                                               "tanh", rngs=nnx.Rngs(key_encoder))
     return _from_modules(decoder_module, encoder_module, "gaussian", data_dim, latent_dim)
 
@@ -118,12 +122,29 @@ def decoder(params: Params, z: jax.Array) -> distrax.Distribution:
     return distrax.MultivariateNormalDiag(mean, jnp.exp(log_scale))
 
 
-def _pixel_mask(params: Params, mask: Any) -> Any:
-    """A [D] observation mask (True = observed) as booleans, or None for complete data;
-    the same rules as everywhere in jlvm (``_checks.observation_mask``)."""
-    if mask is None:
-        return None
-    return _checks.observation_mask(mask, params.data_dim)
+def _observed(params: Params, x: Any, mask: Any) -> Any:
+    """Checks one observation x [D] and its mask; returns the mask as booleans (None for
+    complete data), with the rules of every mask in jlvm (``_checks.observation_mask``).
+
+    Where x and the mask are concrete, the observed entries must be finite, and 0/1 for
+    the Bernoulli likelihood (any other value has no probability under it); entries at
+    missing positions may hold anything, NaN included.
+    """
+    _checks.shape_is(x, "x", (params.data_dim,), "[D]")
+    observed = None if mask is None else _checks.observation_mask(mask, params.data_dim)
+    if not (_checks.is_concrete(x) and _checks.is_concrete(observed)):
+        return observed
+    values = np.asarray(x)
+    if values.dtype.kind not in "biuf":
+        raise TypeError(f"x must hold real numbers, got dtype {values.dtype}.")
+    seen = values if observed is None else values[np.asarray(observed)]
+    if not np.all(np.isfinite(seen)):
+        raise ValueError("x holds NaN or infinite values at observed entries; mark missing "
+                         "entries with a mask (True = observed).")
+    if params.likelihood == "bernoulli" and not np.all((seen == 0) | (seen == 1)):
+        raise ValueError("x must hold 0/1 values at observed entries for the Bernoulli "
+                         "likelihood (binary images).")
+    return observed
 
 
 def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.MultivariateNormalDiag:
@@ -133,8 +154,7 @@ def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.Multivari
     (whatever they held, NaN included): a practical choice for an encoder trained on
     complete data, not an exact posterior.
     """
-    _checks.shape_is(x, "x", (params.data_dim,), "[D]")
-    observed = _pixel_mask(params, mask)
+    observed = _observed(params, x, mask)
     if observed is not None:
         x = jnp.where(observed, x, 0.0)
     mean, log_scale = nnx.merge(params.encoder_graph, params.encoder)(x)
@@ -148,8 +168,7 @@ def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None)
     Given z the pixels are independent, so leaving a missing pixel out of the sum is
     summing it out exactly: log p(x_obs | z) = sum_{d observed} log p(x_d | z).
     """
-    _checks.shape_is(x, "x", (params.data_dim,), "[D]")
-    observed = _pixel_mask(params, mask)
+    observed = _observed(params, x, mask)
     outputs = _decode(params, z)
     if params.likelihood == "bernoulli":
         logits = outputs[0]
@@ -175,6 +194,7 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> j
 
 def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
     """Ancestral sampling z ~ p(z), x ~ p(x|z). Returns (x [n, D], z [n, L])."""
+    _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
     key_z, key_x = jax.random.split(key)
     z = jax.random.normal(key_z, (n, params.latent_dim))
