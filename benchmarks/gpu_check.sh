@@ -39,8 +39,6 @@ done
 case "$table_epochs" in ''|*[!0-9]*|0) echo "gpu_check.sh: --table-epochs must be a positive integer, got $table_epochs" >&2; exit 2 ;; esac
 out=${out:-runs/gpu-check-$(date +%Y%m%d-%H%M%S)}
 if [ -e "$out" ]; then echo "gpu_check.sh: $out exists; choose another --out (nothing is overwritten)" >&2; exit 2; fi
-mkdir -p "$out"
-log="$out/gpu_check.log"
 python=${PYTHON:-python3}
 
 # what the machine lacks comes from the carried wheels; jlvm itself from this tree
@@ -63,20 +61,21 @@ if [ ! -f "${JLVM_DATA_DIR:-/nonexistent}/binarized_mnist.npz" ]; then
   exit 2
 fi
 
+platform=$("$python" -c "import jax; print(jax.default_backend())")
+if [ "$platform" != "gpu" ] && [ "${JLVM_GPU_CHECK_CPU:-0}" != 1 ]; then
+  echo "gpu_check.sh: JAX sees no GPU (backend $platform); set JLVM_GPU_CHECK_CPU=1 to run anyway" >&2
+  exit 2
+fi
+mkdir -p "$out"
+log="$out/gpu_check.log"
 say() { echo "$@" | tee -a "$log"; }
 run() {  # one measurement: its command, then what it prints, into the log too
   say "\$ $*"
   "$@" 2>&1 | tee -a "$log"
 }
-
-platform=$("$python" -c "import jax; print(jax.default_backend())")
 say "# jlvm GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 "$python" -c "import jax, sys; print('# JAX', jax.__version__, 'devices:', jax.devices(), 'python', sys.version.split()[0])" | tee -a "$log"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/# /' | tee -a "$log"
-if [ "$platform" != "gpu" ] && [ "${JLVM_GPU_CHECK_CPU:-0}" != 1 ]; then
-  say "gpu_check.sh: JAX sees no GPU (backend $platform); set JLVM_GPU_CHECK_CPU=1 to run anyway" >&2
-  exit 2
-fi
 peers=()
 for peer in numpyro torch; do
   if "$python" -c "import $peer" 2>/dev/null; then peers+=("$peer"); else say "# $peer is not installed: its rows are left out"; fi

@@ -1,12 +1,22 @@
 """Test configuration: CPU with four simulated devices, strict rank promotion (broadcasting
 bugs cannot hide), and run directories trained once per session."""
 
+import atexit
 import contextlib
 import io
 import os
 import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA's persistent compilation cache, fresh for each session and shared with the
+# subprocesses and notebook kernels the tests start: the same step compiled again (a new
+# closure of the same computation, a second `jlvm train` process) is read back, not rebuilt
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="jlvm-tests-xla-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 # four CPU devices in this process, so that data parallelism is tested here rather than in
 # subprocesses that pay for JAX's start and their own compilations (single-device code
 # runs on the first device exactly as before)

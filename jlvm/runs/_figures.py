@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from jlvm.runs._setup import Setup, model_params, subset
+from jlvm.runs._setup import Setup, model_params
 
 FIGURE_EXAMPLES = 2000  # test examples drawn into latent.png
 RECONSTRUCTED = 10
@@ -47,6 +47,13 @@ def sample_figure(setup: Setup, state, key, n: int, title: str):
         return plots.image_grid(drawn, setup.dataset.image_shape, title=f"{title}: {n} {what}")
     return plots.scatter_pairs([setup.dataset.test, drawn],
                                ["test data", f"model: {n} {what}"], title=title)
+
+
+def example_rows(count: int, seed: int) -> np.ndarray:
+    """The test rows a run's figures show: a seeded random draw across the split (which
+    may be ordered by class, as binarized MNIST's is), in random order, since the first
+    few are the ones reconstructed."""
+    return np.random.default_rng(seed).permutation(count)[:FIGURE_EXAMPLES]
 
 
 def _codes(setup: Setup, state, X, key):
@@ -87,8 +94,7 @@ def build_all(setup: Setup, state, records: list[dict]) -> dict:
     title = f"{config.model} on {config.data}"
     figures = {"samples.png": sample_figure(setup, state, key, 64, title)}
 
-    # a seeded random draw across the test split (which may be ordered by class)
-    rows = subset(dataset.test.shape[0], FIGURE_EXAMPLES, config.seed)
+    rows = example_rows(dataset.test.shape[0], config.seed)
     X = jnp.asarray(dataset.test[rows])
     labels = None if dataset.test_labels is None else dataset.test_labels[rows]
     codes = _codes(setup, state, X, key)
