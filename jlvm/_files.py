@@ -39,17 +39,26 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None], *,
     removes the temporary.
     """
     path = pathlib.Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMPORARY_MARK}")
-    os.close(handle)
+    temporary = None
     try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent,
+                                             prefix=f".{path.name}{TEMPORARY_MARK}")
+        os.close(handle)
         os.chmod(temporary, 0o666 & ~_umask())
         write(temporary)
         if replace:
             os.replace(temporary, path)
         else:
             os.link(temporary, path)
+    except OSError as error:
+        if (temporary is None or error.filename in (None, temporary)) and not isinstance(
+                error, FileExistsError):
+            # say which file could not be written, not the temporary's name
+            raise type(error)(error.errno, error.strerror, str(path)) from error
+        raise
     finally:
-        pathlib.Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            pathlib.Path(temporary).unlink(missing_ok=True)
     return path
 
 

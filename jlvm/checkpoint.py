@@ -67,7 +67,9 @@ def _drop_reports_of_abandoned_io() -> None:
             previous_excepthook(kind, error, traceback)
 
     def unraisablehook(unraisable):
-        if not _is_closed_loop_report(unraisable.exc_value):
+        code = getattr(unraisable.object, "cr_code", None)  # an abandoned orbax coroutine
+        if not (_is_closed_loop_report(unraisable.exc_value)
+                or (code is not None and "orbax" in code.co_filename)):
             previous_unraisable(unraisable)
 
     excepthook._jlvm = True
@@ -139,6 +141,48 @@ def restore(directory: str | os.PathLike, like: Any, step: int | None = None) ->
         return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint whose arrays do not fit the expected state (another model's
+    checkpoint, or an edited config.json): not damage, so there is nothing to fall back to."""
+
+
+def _path_name(path: tuple) -> str:
+    """A leaf's path as plain names ("params.decoder.net.layers.0.kernel.value"), the same
+    for a live pytree and for orbax's metadata of its saved copy."""
+    names = []
+    for entry in path:
+        for attribute in ("key", "name", "idx"):
+            if hasattr(entry, attribute):
+                names.append(str(getattr(entry, attribute)))
+                break
+    return ".".join(names)
+
+
+def _check_fits(directory: str | os.PathLike, step: int, like: Any) -> None:
+    """``CheckpointMismatch`` naming the first array of checkpoint ``step`` whose name or
+    shape differs from ``like``'s; silent when the metadata cannot be read (then restoring
+    fails, and says why)."""
+    try:
+        with _quiet(), ocp.StandardCheckpointer() as reader:
+            stored_tree = reader.metadata(
+                pathlib.Path(directory, str(step), "default").absolute()).item_metadata
+    except Exception:  # unreadable metadata is damage, which restore reports
+        return
+    stored = {_path_name(p): tuple(leaf.shape)
+              for p, leaf in jax.tree_util.tree_leaves_with_path(stored_tree)
+              if hasattr(leaf, "shape")}
+    expected = {_path_name(p): tuple(getattr(leaf, "shape", ()))
+                for p, leaf in jax.tree_util.tree_leaves_with_path(like)}
+    for name in sorted(set(stored) | set(expected), key=lambda n: (not n.startswith("params"), n)):
+        if stored.get(name) != expected.get(name):
+            have = stored.get(name, "no such array")
+            want = expected.get(name, "no such array")
+            raise CheckpointMismatch(
+                f"checkpoint {step} in {directory} does not fit this run's settings: {name} "
+                f"is {have} there and {want} here (config.json edited, or the checkpoint of "
+                "another run?).")
+
+
 class Restored(NamedTuple):
     """step: the checkpoint restored; state: its contents; damaged: (step, reason) for each
     newer checkpoint that could not be read, newest first."""
@@ -158,6 +202,7 @@ def restore_intact(directory: str | os.PathLike, like: Any) -> Restored:
         raise CheckpointError(f"no complete checkpoint in {directory}.")
     damaged = []
     for step in reversed(found):
+        _check_fits(directory, step, like)
         try:
             return Restored(step, restore(directory, like, step), damaged)
         except Exception as error:  # any failure to read means: try the one before

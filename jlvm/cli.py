@@ -17,13 +17,20 @@ import os
 import sys
 
 from jlvm import _files, runs
-from jlvm.runs import _config
+from jlvm.runs import _config, _interrupt
 
 _DEFAULTS = _config.Config()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jlvm", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="jlvm", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a model; writes a run directory")
     train.add_argument("--model", choices=runs.MODELS, help="vae (ELBO), iwae, semi "
@@ -120,7 +127,8 @@ def _distributed(args) -> dict | None:
         named = [f"--{name.replace('_', '-')}" for name, value in given.items()
                  if value is not None]
         if named:
-            raise runs.RunError(f"{', '.join(named)} need --distributed.")
+            raise runs.RunError(f"{', '.join(named)} {'needs' if len(named) == 1 else 'need'} "
+                                "--distributed.")
         return None
     return {name: value for name, value in given.items() if value is not None}
 
@@ -167,28 +175,39 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    command = {"train": _train, "evaluate": _evaluate, "sample": _sample}[args.command]
-    try:
-        command(args)
-        return 0
-    except runs.RunError as error:
-        message = _one_line(error)
-    except OSError as error:  # a path that cannot be read or written, a full disk, ...
-        where = f"{error.filename}: " if error.filename else ""
-        message = f"{where}{_one_line(error.strerror or error)}"
-    except KeyboardInterrupt:
-        print(f"jlvm {args.command}: interrupted; the last complete checkpoint is kept "
-              "(continue with --resume; a run without one was removed).", file=sys.stderr)
-        return 130
-    except Exception as error:  # a defect: still one line, and the way to see more
-        if os.environ.get("JLVM_TRACEBACK"):
-            raise
-        message = (f"unexpected {type(error).__name__}: {_one_line(error)[:300]} (a bug in "
-                   "jlvm; JLVM_TRACEBACK=1 shows the traceback)")
-    print(f"jlvm {args.command}: {message}", file=sys.stderr)
-    return 2
+    # Ctrl-C or SIGTERM from here on stop the command at its next safe point (between
+    # chunks of steps), with one line, rather than wherever the signal lands
+    with _interrupt.deferred():
+        args = _parser().parse_args(argv)
+        command = {"train": _train, "evaluate": _evaluate, "sample": _sample}[args.command]
+        try:
+            command(args)
+            _interrupt.check()  # a signal during the last moments: still reported
+            return 0
+        except runs.RunError as error:
+            message = _one_line(error)
+        except OSError as error:  # a path that cannot be read or written, a full disk, ...
+            where = f"{error.filename}: " if error.filename else ""
+            message = f"{where}{_one_line(error.strerror or error)}"
+        except KeyboardInterrupt:  # a second Ctrl-C: at once, wherever it landed
+            message = ("interrupted at once (a second signal); the newest complete "
+                       "checkpoint, if any, is intact.")
+        except Exception as error:  # a defect: still one line, and the way to see more
+            if os.environ.get("JLVM_TRACEBACK"):
+                raise
+            if _out_of_memory(error):
+                message = ("out of memory: lower --batch-size, --num-samples, --chunk-size, "
+                           f"--latent-dim or --hidden ({_one_line(error)[:160]})")
+            else:
+                message = (f"unexpected {type(error).__name__}: {_one_line(error)[:300]} (a "
+                           "bug in jlvm; JLVM_TRACEBACK=1 shows the traceback)")
+        print(f"jlvm {args.command}: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

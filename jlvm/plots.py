@@ -24,12 +24,18 @@ def _pyplot():
     return plt
 
 
+# formats matplotlib writes by itself (pgf needs a LaTeX installation, raw/rgba are not
+# image files a person opens)
+_FORMATS = ("eps", "jpeg", "jpg", "pdf", "png", "ps", "svg", "tif", "tiff", "webp")
+
+
 def formats() -> tuple[str, ...]:
-    """File name suffixes ``save`` can write (matplotlib's: png, pdf, svg, jpg, ...)."""
+    """File name suffixes ``save`` can write: png, pdf, svg, jpg, ... (those of
+    matplotlib's that need no outside program)."""
     plt = _pyplot()
     figure = plt.figure()
     try:
-        return tuple(sorted(figure.canvas.get_supported_filetypes()))
+        return tuple(f for f in _FORMATS if f in figure.canvas.get_supported_filetypes())
     finally:
         plt.close(figure)
 

@@ -28,17 +28,24 @@ def _records(run_dir):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--epochs", "-3"], "--epochs must be an integer >= 1, got -3"),
-    (["train", "--hidden", "0"], "--hidden must be one or more integer widths >= 1"),
+    (["train", "--hidden", "0"], "--hidden must be one or more integer widths in [1, 65536]"),
     (["train", "--learning-rate", "nan"], "--learning-rate must be a finite number > 0"),
     (["train", "--seed", "-1"], "--seed must be an integer in [0, 4294967295]"),
     (["train", "--num-seeds", "0"], "--num-seeds must be an integer >= 1"),
-    (["train", "--out", ""], "--out) must be a non-empty path"),
+    (["train", "--out", ""], "the run directory must be a non-empty path"),
+    (["evaluate", ""], "the run directory must be a non-empty path"),
     (["train", "--batch-size", "5000"], "--batch-size (5000) must be at most the 1438 "
                                         "training examples of digits"),
     (["train", "--components", "2000", "--model", "gmm"], "--components (2000) must be at "
                                                           "most the 1438"),
     (["train", "--grad-estimator", "dreg"], "--grad-estimator for --model vae must be one of"),
-    (["train", "--elbo-form", "kl", "--model", "iwae"], "--elbo-form kl takes --model vae"),
+    (["train", "--elbo-form", "kl", "--model", "iwae"], "--elbo-form does not apply to "
+                                                        "--model iwae"),
+    (["train", "--model", "gmm", "--num-samples", "5"], "--num-samples does not apply to "
+                                                        "--model gmm"),
+    (["train", "--inner-steps", "3"], "--inner-steps does not apply to --model vae"),
+    (["train", "--data-path", "/tmp"], "--data-path applies to --data binarized-mnist only"),
+    (["train", "--latent-dim", "100000000000"], "--latent-dim must be at most 65536"),
     (["train", "--elbo-form", "entropy", "--grad-estimator", "stl"], "--grad-estimator "
                                                                      "reparam"),
     (["train", "--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1"),
@@ -47,7 +54,7 @@ def _records(run_dir):
     (["train", "--devices", "5"], "--devices must be between 1 and the 4 devices"),
     (["train", "--devices", "3"], "--batch-size (100) must be a multiple of --devices (3)"),
     (["train", "--model", "gmm", "--devices", "2"], "--devices above 1 applies to"),
-    (["train", "--coordinator", "localhost:1"], "--coordinator need --distributed"),
+    (["train", "--coordinator", "localhost:1"], "--coordinator needs --distributed"),
     (["train", "--resume"], "--resume needs --out RUN_DIR"),
     (["train", "--data", "binarized-mnist", "--data-path", "/nonexistent/jlvm"],
      "binarized MNIST not found"),
@@ -61,18 +68,29 @@ def _records(run_dir):
 def test_bad_input_is_one_line_on_stderr_and_exit_2(argv, message, tmp_path, capsys):
     if argv[0] == "train" and "--out" not in argv and "--resume" not in argv:
         argv = [*argv, "--out", tmp_path / "run"]
-    code, stdout, err = _run([*argv, *(TINY if argv[0] == "train" and "--hidden" not in argv
-                                       and "--batch-size" not in argv else [])], capsys)
+    tiny = TINY if argv[0] == "train" and "gmm" not in argv else []
+    code, stdout, err = _run([argv[0], *tiny, *argv[1:]], capsys)  # later options win
     assert code == 2, err
     assert err.startswith(f"jlvm {argv[0]}: ") and message in err, err
     assert len(err.strip().splitlines()) == 1 and stdout == ""
     assert not (tmp_path / "run").exists()  # a refused run leaves nothing
 
 
-def test_an_unknown_option_value_is_argparses_usage_error(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "flow"], "argument --model: invalid choice: 'flow'"),
+    (["train", "--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
+    (["train", "--hidden"], "argument --hidden: expected at least one argument"),
+    (["train", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ([], "the following arguments are required: command"),
+    (["sample", "run"], "the following arguments are required: --out"),
+])
+def test_what_argparse_refuses_is_one_line_too(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["train", "--model", "flow"])
+        cli.main(argv)
     assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert "--help" in err
 
 
 def test_an_unexpected_error_is_still_one_line(tmp_path, capsys, monkeypatch):

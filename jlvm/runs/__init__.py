@@ -41,6 +41,7 @@ __all__ = ["ELBO_FORMS", "ENCODER_MODELS", "MODELS", "Config", "Run", "RunError"
 
 Warn = Callable[[str], None]
 SPLITS = ("test", "valid", "train")
+MAX_SAMPLES_DRAWN = 1024  # jlvm sample: beyond this a picture is no longer one a person reads
 MISSING = ("none", "top-half", "bottom-half")
 
 
@@ -262,6 +263,8 @@ def sample(run_dir: str | os.PathLike, out: str | os.PathLike, *, n: int = 64, s
         raise RunError(f"--out must end in one of .{', .'.join(plots.formats())} (the image "
                        f"format), got {str(out)!r}.")
     _positive("n", n)
+    if n > MAX_SAMPLES_DRAWN:
+        raise RunError(f"--n must be at most {MAX_SAMPLES_DRAWN} (one picture), got {n}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
         raise RunError(f"--seed must be an integer in [0, {SEED_LIMIT - 1}], got {seed!r}.")
     run = load(run_dir, warn=warn)

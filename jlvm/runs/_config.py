@@ -79,6 +79,16 @@ def make_config(**given: Any) -> Config:
     unknown = sorted(set(given) - set(FIELDS))
     if unknown:
         raise RunError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}.")
+    given = {name: _plain(name, value) for name, value in given.items()}
+    model = given.get("model", Config.model)
+    unused = [name for name in given if name not in _APPLIES.get(model, FIELDS)]
+    if unused:
+        raise RunError(f"{', '.join(option(n) for n in unused)} "
+                       f"{'does' if len(unused) == 1 else 'do'} not apply to --model {model}; "
+                       "leave it out (it would be stored in config.json but never used).")
+    if "data_path" in given and given.get("data", Config.data) != "binarized-mnist":
+        raise RunError(f"--data-path applies to --data binarized-mnist only, not "
+                       f"{given.get('data', Config.data)} (which is bundled or drawn).")
     if given.get("model") == "iwae" and "num_samples" not in given:
         given["num_samples"] = 5
     if given.get("model") == "gmm" and "epochs" not in given:
@@ -90,12 +100,48 @@ def make_config(**given: Any) -> Config:
     return config
 
 
+_COMMON = ("model", "data", "epochs", "seed", "num_seeds", "data_path")
+_NETWORK = ("latent_dim", "hidden", "batch_size", "learning_rate", "num_samples",
+            "grad_estimator")
+# the settings each model uses; any other one given is a mistake worth saying
+_APPLIES = {
+    "vae": (*_COMMON, *_NETWORK, "elbo_form"),
+    "iwae": (*_COMMON, *_NETWORK),
+    "semi": (*_COMMON, *_NETWORK, "inner_steps", "inner_learning_rate"),
+    "svi": (*_COMMON, *_NETWORK, "inner_steps", "inner_learning_rate"),
+    "gmm": (*_COMMON, "components", "reg_covar"),
+}
+_INTS = ("epochs", "latent_dim", "batch_size", "num_samples", "components", "inner_steps",
+         "seed", "num_seeds")
+_FLOATS = ("learning_rate", "inner_learning_rate", "reg_covar")
+# beyond these, the arrays do not fit in any machine's memory (or JAX's int32 sizes)
+LIMITS = {"latent_dim": 2**16, "hidden": 2**16, "batch_size": 2**24, "num_samples": 2**20,
+          "components": 2**16, "inner_steps": 2**20, "num_seeds": 2**16, "epochs": 2**31 - 1}
+
+
+def _plain(name: str, value: Any) -> Any:
+    """NumPy scalars and fractions as the Python numbers config.json can hold; booleans are
+    not numbers here (True would train at learning rate 1.0)."""
+    if isinstance(value, bool) and (name in _INTS or name in _FLOATS):
+        raise RunError(f"{option(name)} must be a number, got {value!r}.")
+    if name in _INTS and isinstance(value, numbers.Integral):
+        return int(value)
+    if name in _FLOATS and isinstance(value, numbers.Real):
+        return float(value)
+    if name == "hidden" and isinstance(value, (list, tuple)):
+        return tuple(int(h) if isinstance(h, numbers.Integral) and not isinstance(h, bool)
+                     else h for h in value)
+    return value
+
+
 def validate(config: Config) -> None:
     """``RunError`` naming the first bad setting of ``config``."""
     for name in _POSITIVE_INTS:
         value = getattr(config, name)
         if not _is_int(value) or value < 1:
             raise RunError(f"{option(name)} must be an integer >= 1, got {value!r}.")
+        if value > LIMITS.get(name, value):
+            raise RunError(f"{option(name)} must be at most {LIMITS[name]}, got {value}.")
     if config.model not in MODELS:
         raise RunError(f"--model must be one of {', '.join(MODELS)}, got {config.model!r}.")
     from jlvm import data
@@ -103,14 +149,16 @@ def validate(config: Config) -> None:
     if config.data not in data.NAMES:
         raise RunError(f"--data must be one of {', '.join(data.NAMES)}, got {config.data!r}.")
     if (not isinstance(config.hidden, tuple) or not config.hidden
-            or not all(_is_int(h) and h >= 1 for h in config.hidden)):
-        raise RunError(f"--hidden must be one or more integer widths >= 1, got "
-                       f"{config.hidden!r}.")
+            or not all(_is_int(h) and 1 <= h <= LIMITS["hidden"] for h in config.hidden)):
+        raise RunError(f"--hidden must be one or more integer widths in [1, "
+                       f"{LIMITS['hidden']}], got {config.hidden!r}.")
     for name in ("learning_rate", "inner_learning_rate"):
         value = getattr(config, name)
-        if not isinstance(value, numbers.Real) or not (0 < value < math.inf):
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                or not (0 < value < math.inf)):
             raise RunError(f"{option(name)} must be a finite number > 0, got {value!r}.")
-    if not isinstance(config.reg_covar, numbers.Real) or not (0 <= config.reg_covar < math.inf):
+    if (isinstance(config.reg_covar, bool) or not isinstance(config.reg_covar, numbers.Real)
+            or not (0 <= config.reg_covar < math.inf)):
         raise RunError(f"--reg-covar must be a finite number >= 0, got {config.reg_covar!r}.")
     if not _is_int(config.seed) or not 0 <= config.seed <= SEED_LIMIT - config.num_seeds:
         raise RunError(f"--seed must be an integer in [0, {SEED_LIMIT - config.num_seeds}] "

@@ -21,7 +21,7 @@ import pathlib
 import shutil
 from collections.abc import Iterator
 
-from jlvm import _files, checkpoint
+from jlvm import _files
 from jlvm.runs._config import RunError
 
 LOCK_NAME = ".jlvm.lock"
@@ -40,7 +40,7 @@ class RunDirectory:
 
     def __init__(self, path: str | os.PathLike):
         if not str(path):
-            raise RunError("the run directory (--out) must be a non-empty path.")
+            raise RunError("the run directory must be a non-empty path.")
         self.path = pathlib.Path(path)
         self.config = self.path / CONFIG_NAME
         self.metrics = self.path / METRICS_NAME
@@ -73,6 +73,8 @@ class RunDirectory:
         """The newest intact checkpoint (``checkpoint.Restored``), warning (one line each)
         about damaged newer ones; with ``quarantine`` (resuming) those are moved to
         ``damaged-checkpoints/`` so that training can write their steps again."""
+        from jlvm import checkpoint
+
         try:
             restored = checkpoint.restore_intact(self.checkpoints, like)
         except checkpoint.CheckpointError as error:

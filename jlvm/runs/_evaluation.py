@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from jlvm.runs import _interrupt
 from jlvm.runs._config import RunError
 from jlvm.runs._setup import Setup, model_params
 
@@ -150,6 +151,7 @@ def evaluate_split(setup: Setup, state, X, key, *, num_samples: int, chunk_size:
                     jax.random.fold_in(is_key, index), params, rows, num_samples,
                     batch_size=batch_size, chunk_size=chunk_size, mask=mask, mesh=mesh)))
                 bar.update(rows.shape[0])
+                _interrupt.check("nothing was written.")
         log_likelihood = np.concatenate(pieces)
         elbo = evaluate.vae_elbo(elbo_key, params, X, mask=mask, mesh=mesh,
                                  batch_size=batch_size)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from jlvm.runs import _directory, _evaluation, _figures, _setup
+from jlvm.runs import _directory, _evaluation, _figures, _interrupt, _setup
 from jlvm.runs._config import Config, RunError, write
 from jlvm.runs._directory import RunDirectory
 
@@ -69,7 +69,11 @@ def _epoch_function(setup, bar, mesh):
             return state, {name: value[None] for name, value in metrics.items()}
 
         return epoch_fn
-    return train.make_epoch(setup.learner, setup.batch_size, progress=bar.update, mesh=mesh,
+    def progress(steps: int) -> None:  # after each chunk of steps: a safe place to stop
+        bar.update(steps)
+        _interrupt.check()
+
+    return train.make_epoch(setup.learner, setup.batch_size, progress=progress, mesh=mesh,
                             num_seeds=seeds if seeds > 1 else None)
 
 
@@ -99,7 +103,6 @@ def _has_checkpoint(run: RunDirectory) -> bool:
 
 def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices,
            distributed, warn, dataset):
-    import jax
     from tqdm import tqdm
 
     from jlvm import checkpoint, train
@@ -109,14 +112,21 @@ def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices
                                distributed=distributed)
     state = _setup.initial_state(setup)
     start_epoch, records, last_saved = 1, [], None
-    if resume and checkpoint.steps(run.checkpoints):
-        restored = run.restore(state, warn=warn, quarantine=writer)
-        state, start_epoch, last_saved = restored.state, restored.step + 1, restored.step
-        records = [r for r in run.read_metrics() if r.get("epoch", 0) <= restored.step]
+    if resume:
+        if run.checkpoints.exists() and not run.checkpoints.is_dir():
+            raise RunError(f"{run.checkpoints} is not a folder; nothing was changed.")
+        if checkpoint.steps(run.checkpoints):
+            restored = run.restore(state, warn=warn, quarantine=writer)
+            state, start_epoch, last_saved = restored.state, restored.step + 1, restored.step
+            records = [r for r in run.read_metrics() if r.get("epoch", 0) <= restored.step]
+        elif run.read_metrics():
+            warn(f"{run.path} has no checkpoint to continue from: training starts again at "
+                 "epoch 1 with the stored settings.")
     if writer:
         write(run.config, config, data_dim=int(setup.dataset.train.shape[1]),
               steps_per_epoch=setup.steps_per_epoch)
-        run.write_metrics(records)
+        if not resume:  # a resumed run's records are rewritten after its next epoch
+            run.write_metrics(records)
     seeds = config.num_seeds
     steps = setup.steps_per_epoch
     bar = tqdm(total=config.epochs * steps, initial=(start_epoch - 1) * steps, unit="step",
@@ -126,51 +136,20 @@ def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices
     epoch_fn = _epoch_function(setup, bar, mesh)
     if mesh is not None:  # once, not each epoch
         setup.train_data = train.replicate(setup.train_data, mesh)
-    eval_rows = _setup.subset(setup.dataset.train.shape[0], _setup.EVAL_SUBSET, 0)
-    valid_rows = (None if setup.dataset.valid is None
-                  else _setup.subset(setup.dataset.valid.shape[0], _setup.EVAL_SUBSET, 0))
+    saved: list[int] = []
     started = time.perf_counter()
     with contextlib.closing(bar):
-        for epoch in range(start_epoch, config.epochs + 1):
-            state, metrics = epoch_fn(state, setup.train_data)
-            summaries = _summaries(metrics, seeds)
-            failed = [config.seed + i for i, summary in enumerate(summaries)
-                      if summary.pop("finite") < 1.0]
-            if failed:
-                kept = (f"checkpoint {last_saved} is intact" if last_saved is not None
-                        else "no checkpoint was written, so nothing was kept")
-                which = f" (seed {', '.join(map(str, failed))})" if seeds > 1 else ""
-                raise RunError(f"training produced a non-finite loss in epoch {epoch}{which} "
-                               f"(the parameters were not updated with it); {kept}. Lower "
-                               "--learning-rate, or choose another --seed.")
-            # one process: evaluate and save the arrays where they are; several: this
-            # process's copy of them (the parameters are replicated on every device)
-            local_state = state if jax.process_count() == 1 else train.to_host(state)
-            evaluated = epoch == 1 or epoch % eval_every == 0 or epoch == config.epochs
-            for (seed, run_state), summary in zip(_setup.per_seed(config, local_state),
-                                                  summaries, strict=True):
-                record = {"epoch": epoch, "seed": seed, "step": int(run_state.step)}
-                record.update({f"train_{name}_during_epoch": value
-                               for name, value in summary.items()})
-                if evaluated:
-                    key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), epoch)
-                    record.update(_bounds(setup, run_state, eval_rows, "train", key))
-                    if valid_rows is not None:
-                        record.update(_bounds(setup, run_state, valid_rows, "valid", key))
-                record["seconds"] = round(time.perf_counter() - started, 3)
-                records.append(record)
-            if epoch % checkpoint_every == 0 or epoch == config.epochs:
-                try:
-                    checkpoint.save(run.checkpoints, epoch, local_state)
-                except checkpoint.CheckpointError as error:
-                    raise RunError(str(error)) from None
-                last_saved = epoch
-            if writer:  # after the checkpoint: the records never run ahead of it
-                run.write_metrics(records)
-                if evaluated and (epoch == config.epochs
-                                  or epoch % max(1, config.epochs // 10) == 0):
-                    bar.write(f"epoch {epoch:4d}: " + progress_line(
-                        config, records[-seeds:], setup.likelihood_type), file=sys.stderr)
+        try:
+            _interrupt.check()
+            records, state = _epochs(config, run, setup, epoch_fn, state, records, start_epoch,
+                                     checkpoint_every, eval_every, writer, bar, started,
+                                     saved=lambda epoch: saved.append(epoch))
+        except _interrupt.Interrupted as stop:
+            last = saved[-1] if saved else last_saved
+            kept = (f"checkpoint {last} is kept: continue with jlvm train --out {run.path} "
+                    "--resume" if last is not None else "no checkpoint was written, so "
+                    "nothing was kept")
+            raise _interrupt.Interrupted(f"{str(stop).rstrip('.')}; {kept}.") from None
     final = [r for r in records if r["epoch"] == config.epochs]
     if writer and final:
         _figures.write_all(setup, next(_setup.per_seed(config, train.to_host(state)))[1],
@@ -178,6 +157,64 @@ def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices
     if not writer:  # process 0 reports
         return {}
     return _result(config, run, setup, final, time.perf_counter() - started)
+
+
+def _epochs(config, run, setup, epoch_fn, state, records, start_epoch, checkpoint_every,
+            eval_every, writer, bar, started, saved):
+    """Epochs start_epoch..config.epochs: train, record, checkpoint. Returns (records,
+    state); ``saved(epoch)`` is told of each checkpoint written."""
+    import jax
+
+    from jlvm import checkpoint, train
+
+    seeds = config.num_seeds
+    last_saved = start_epoch - 1 if start_epoch > 1 else None
+    eval_rows = _setup.subset(setup.dataset.train.shape[0], _setup.EVAL_SUBSET, 0)
+    valid_rows = (None if setup.dataset.valid is None
+                  else _setup.subset(setup.dataset.valid.shape[0], _setup.EVAL_SUBSET, 0))
+    for epoch in range(start_epoch, config.epochs + 1):
+        state, metrics = epoch_fn(state, setup.train_data)
+        summaries = _summaries(metrics, seeds)
+        failed = [config.seed + i for i, summary in enumerate(summaries)
+                  if summary.pop("finite") < 1.0]
+        if failed:
+            kept = (f"checkpoint {last_saved} is intact" if last_saved is not None
+                    else "no checkpoint was written, so nothing was kept")
+            which = f" (seed {', '.join(map(str, failed))})" if seeds > 1 else ""
+            raise RunError(f"training produced a non-finite loss in epoch {epoch}{which} "
+                           f"(the parameters were not updated with it); {kept}. Lower "
+                           "--learning-rate, or choose another --seed.")
+        # one process: evaluate and save the arrays where they are; several: this
+        # process's copy of them (the parameters are replicated on every device)
+        local_state = state if jax.process_count() == 1 else train.to_host(state)
+        evaluated = epoch == 1 or epoch % eval_every == 0 or epoch == config.epochs
+        for (seed, run_state), summary in zip(_setup.per_seed(config, local_state),
+                                              summaries, strict=True):
+            record = {"epoch": epoch, "seed": seed, "step": int(run_state.step)}
+            record.update({f"train_{name}_during_epoch": value
+                           for name, value in summary.items()})
+            if evaluated:
+                key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), epoch)
+                record.update(_bounds(setup, run_state, eval_rows, "train", key))
+                if valid_rows is not None:
+                    record.update(_bounds(setup, run_state, valid_rows, "valid", key))
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            records.append(record)
+        if epoch % checkpoint_every == 0 or epoch == config.epochs:
+            try:
+                checkpoint.save(run.checkpoints, epoch, local_state)
+            except checkpoint.CheckpointError as error:
+                raise RunError(str(error)) from None
+            last_saved = epoch
+            saved(epoch)
+        if writer:  # after the checkpoint: the records never run ahead of it
+            run.write_metrics(records)
+            if evaluated and (epoch == config.epochs
+                              or epoch % max(1, config.epochs // 10) == 0):
+                bar.write(f"epoch {epoch:4d}: " + progress_line(
+                    config, records[-seeds:], setup.likelihood_type), file=sys.stderr)
+        _interrupt.check()
+    return records, state
 
 
 def _bounds(setup, state, rows, split, key) -> dict[str, float]:
