@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def positive_int(value: Any, name: str) -> int:
-    """Returns ``value`` as a Python int >= 1, else raises ``ValueError`` naming ``name``."""
+def positive_int(value: Any, name: str, maximum: int = 2**31 - 1) -> int:
+    """Returns ``value`` as a Python int in [1, maximum], else raises ``ValueError`` naming
+    ``name``."""
     if isinstance(value, bool):
         raise ValueError(f"{name} must be a positive Python int, got {value!r}.")
     try:
@@ -28,6 +29,8 @@ def positive_int(value: Any, name: str) -> int:
         ) from None
     if as_int < 1:
         raise ValueError(f"{name} must be >= 1, got {as_int}.")
+    if as_int > maximum:  # JAX indexes arrays with int32
+        raise ValueError(f"{name} must be at most {maximum}, got {as_int}.")
     return as_int
 
 
@@ -247,3 +250,18 @@ def optimizer(value: Any, name: str = "optimizer") -> None:
     if not (callable(getattr(value, "init", None)) and callable(getattr(value, "update", None))):
         raise TypeError(f"{name} must be an optax GradientTransformation (e.g. "
                         f"optax.adam(1e-3)), got {_describe(value)}.")
+
+
+def finite_result(value: Any, name: str, *, allow_inf: bool = False) -> Any:
+    """``value`` unchanged, after a check where it is concrete: NaN (and +inf, unless
+    ``allow_inf``) is a ``ValueError``, since it means a NaN or infinite input; -inf (a
+    probability of 0) is a legitimate answer. Under jit the value passes unchecked."""
+    if not is_concrete(value):
+        return value
+    values = np.asarray(value)
+    if np.any(np.isnan(values)) or (not allow_inf and np.any(np.isposinf(values))):
+        raise ValueError(
+            f"{name} is {'NaN' if np.any(np.isnan(values)) else '+inf'}: q or log_joint gave "
+            "a NaN or infinite value on some draw (check q's parameters: finite means and "
+            "positive scales; and that log_joint is finite where q puts mass).")
+    return value

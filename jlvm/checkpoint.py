@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import numbers
 import os
 import pathlib
 import re
@@ -99,8 +100,15 @@ def save(directory: str | os.PathLike, step: int, state: Any) -> None:
     """Saves ``state`` (any pytree of arrays) as checkpoint ``step`` under ``directory``.
 
     Raises ``CheckpointError`` (one line: the path and the reason, e.g. a full disk) if it
-    cannot be written; the earlier checkpoints are then left as they were.
+    cannot be written; the earlier checkpoints are then left as they were. Steps only grow:
+    a ``step`` at or below the newest one is refused (orbax would skip it silently).
     """
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}.")
+    existing = steps(directory)
+    if existing and step <= existing[-1]:
+        raise CheckpointError(f"checkpoint {step} cannot be written in {directory}: its newest "
+                              f"checkpoint is {existing[-1]} (steps only grow).")
     try:
         with _quiet(), _manager(directory, create=True) as manager:
             manager.save(step, args=ocp.args.StandardSave(state))
@@ -134,9 +142,14 @@ def restore(directory: str | os.PathLike, like: Any, step: int | None = None) ->
     if not pathlib.Path(directory).is_dir():
         raise FileNotFoundError(f"no complete checkpoint in {directory}.")
     with _quiet(), _manager(directory) as manager:
-        step = manager.latest_step() if step is None else step
+        found = sorted(manager.all_steps())
+        step = (found[-1] if found else None) if step is None else step
         if step is None:
             raise FileNotFoundError(f"no complete checkpoint in {directory}.")
+        if step not in found:
+            raise CheckpointError(f"no checkpoint {step} in {directory} (it has "
+                                  f"{', '.join(map(str, found)) or 'none'}).")
+        _check_fits(directory, step, like)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
         return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
@@ -173,14 +186,17 @@ def _check_fits(directory: str | os.PathLike, step: int, like: Any) -> None:
               if hasattr(leaf, "shape")}
     expected = {_path_name(p): tuple(getattr(leaf, "shape", ()))
                 for p, leaf in jax.tree_util.tree_leaves_with_path(like)}
-    for name in sorted(set(stored) | set(expected), key=lambda n: (not n.startswith("params"), n)):
-        if stored.get(name) != expected.get(name):
-            have = stored.get(name, "no such array")
-            want = expected.get(name, "no such array")
-            raise CheckpointMismatch(
-                f"checkpoint {step} in {directory} does not fit this run's settings: {name} "
-                f"is {have} there and {want} here (config.json edited, or the checkpoint of "
-                "another run?).")
+    # arrays missing from the metadata may be damage (restoring then says so); an array
+    # of another shape, or one this state does not have, is a different model
+    differing = [name for name in stored
+                 if name not in expected or stored[name] != expected[name]]
+    if differing:
+        name = sorted(differing, key=lambda n: (not n.startswith("params"), n))[0]
+        want = expected.get(name, "no such array")
+        raise CheckpointMismatch(
+            f"checkpoint {step} in {directory} does not fit this run's settings: {name} "
+            f"is {stored[name]} there and {want} here (config.json edited, or the checkpoint "
+            "of another run?).")
 
 
 class Restored(NamedTuple):

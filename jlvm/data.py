@@ -15,6 +15,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
 from typing import NamedTuple
@@ -56,6 +57,8 @@ def digits(*, binarize: bool = True, test_fraction: float = 0.2, split_seed: int
     if isinstance(test_fraction, (bool, str)) or not isinstance(test_fraction, (int, float)) \
             or not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}.")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+        raise ValueError(f"split_seed must be an int >= 0, got {split_seed!r}.")
     from sklearn.datasets import load_digits  # bundled with scikit-learn, read from disk
 
     bunch = load_digits()
@@ -65,6 +68,9 @@ def digits(*, binarize: bool = True, test_fraction: float = 0.2, split_seed: int
     labels = bunch.target.astype(np.int32)
     order = np.random.default_rng(split_seed).permutation(images.shape[0])
     num_test = round(test_fraction * images.shape[0])
+    if not 1 <= num_test < images.shape[0]:
+        raise ValueError(f"test_fraction={test_fraction} leaves an empty split of the "
+                         f"{images.shape[0]} images.")
     test, train = order[:num_test], order[num_test:]
     return Dataset("digits" if binarize else "digits-gray", images[train], None, images[test],
                    labels[train], labels[test], binarize, (8, 8))
@@ -72,6 +78,8 @@ def digits(*, binarize: bool = True, test_fraction: float = 0.2, split_seed: int
 
 def _data_dir(path: str | os.PathLike | None) -> pathlib.Path:
     if path is not None:
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise TypeError(f"path must be a file or folder path, got {path!r}.")
         return pathlib.Path(path)
     env = os.environ.get(DATA_DIR_VARIABLE)
     if not env:
@@ -162,6 +170,10 @@ def download_binarized_mnist(cache_dir: str | os.PathLike, *, base_url: str = MN
     or corrupt download never leaves a file that looks complete. Files already present and
     valid are kept. Returns ``cache_dir``, ready for ``binarized_mnist(cache_dir)``.
     """
+    if sha256 is not None and not (isinstance(sha256, dict) and set(sha256) <= set(MNIST_SPLITS)
+                                   and all(isinstance(v, str) for v in sha256.values())):
+        raise TypeError(f"sha256 must be a dict from split ({', '.join(MNIST_SPLITS)}) to a hex "
+                        f"digest, got {sha256!r}.")
     cache = pathlib.Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     for split, rows in MNIST_SPLITS.items():
@@ -175,9 +187,12 @@ def download_binarized_mnist(cache_dir: str | os.PathLike, *, base_url: str = MN
         os.close(handle)
         temporary = pathlib.Path(temporary)
         try:
-            with urllib.request.urlopen(f"{base_url}/{name}") as response, \
-                    open(temporary, "wb") as out:
-                shutil.copyfileobj(response, out)
+            url = f"{base_url}/{name}"
+            try:
+                with urllib.request.urlopen(url) as response, open(temporary, "wb") as out:
+                    shutil.copyfileobj(response, out)
+            except urllib.error.URLError as error:  # no network, a wrong address, HTTP 404
+                raise ConnectionError(f"could not download {url}: {error.reason}") from None
             if sha256 and split in sha256 and _sha256(temporary) != sha256[split]:
                 raise ValueError(f"{base_url}/{name}: SHA-256 {_sha256(temporary)} does not "
                                  f"match the expected {sha256[split]}.")

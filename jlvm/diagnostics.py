@@ -41,12 +41,26 @@ def gradient_statistics(key: jax.Array, objective: Callable[[jax.Array, Any], ja
     num_draws = _checks.positive_int(num_draws, "num_draws")
     if num_draws < 2:
         raise ValueError(f"num_draws must be >= 2 to measure a spread, got {num_draws}.")
+    _checks.numeric_leaves(params, "params")
+    if not jax.tree_util.tree_leaves(params) or not all(
+            jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+            for leaf in jax.tree_util.tree_leaves(params)):
+        raise TypeError("params must be a pytree of floating-point arrays (gradients are "
+                        "taken with respect to them).")
     keys = jax.random.split(key, num_draws)
-    value = jax.eval_shape(objective, keys[0], params)
+    try:
+        value = jax.eval_shape(objective, keys[0], params)
+    except Exception as error:  # the user's function: say where it failed
+        raise ValueError(f"objective(key, params) failed: {type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:300]}") from error
     if getattr(value, "shape", None) != () or not jnp.issubdtype(value.dtype, jnp.floating):
         raise ValueError(f"objective must return a real scalar, got "
                          f"{getattr(value, 'shape', type(value).__name__)}.")
     grads = jax.vmap(jax.grad(objective, argnums=1), in_axes=(0, None))(keys, params)
+    if all(_checks.is_concrete(g) for g in jax.tree_util.tree_leaves(grads)) and not all(
+            bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads)):
+        raise ValueError("the objective's gradient is NaN or infinite for some draws; its "
+                         "statistics would say nothing (check the objective at params).")
     mean = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads)
     std = jax.tree_util.tree_map(lambda g: jnp.std(g, axis=0, ddof=1), grads)
     # zero spread: a constant gradient; its SNR is infinite, or 0 if it is zero (never NaN)

@@ -11,11 +11,13 @@ gradients are ``jax.grad`` of the returned scalar.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jlvm import _checks
 from jlvm import gradients as _gradients
@@ -26,6 +28,8 @@ LogJoint = Callable[[jax.Array], jax.Array]
 
 # binary_support materializes 2**num_bits rows; past this it no longer fits in memory.
 MAX_SUPPORT_BITS = 24
+# supports up to this many rows are checked for repeated rows (a sort: cheap up to here)
+MAX_CHECKED_SUPPORT = 2**20
 
 
 def elbo(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: int = 1, *,
@@ -50,7 +54,8 @@ def elbo(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: int = 1, *,
     num_samples = _checks.positive_int(num_samples, "num_samples")
     _checks.one_of(grad_estimator, "grad_estimator", _gradients.ELBO_ESTIMATORS)
     _checks.proposal_and_model(key, log_joint, q, pathwise=_pathwise(grad_estimator))
-    return _gradients.ELBO_SURROGATES[grad_estimator](key, log_joint, q, num_samples)
+    return _checks.finite_result(
+        _gradients.ELBO_SURROGATES[grad_estimator](key, log_joint, q, num_samples), "elbo")
 
 
 def iwae_bound(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: int, *,
@@ -73,7 +78,9 @@ def iwae_bound(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: int, *,
     num_samples = _checks.positive_int(num_samples, "num_samples")
     _checks.one_of(grad_estimator, "grad_estimator", _gradients.IWAE_ESTIMATORS)
     _checks.proposal_and_model(key, log_joint, q, pathwise=_pathwise(grad_estimator))
-    return _gradients.IWAE_SURROGATES[grad_estimator](key, log_joint, q, num_samples)
+    return _checks.finite_result(
+        _gradients.IWAE_SURROGATES[grad_estimator](key, log_joint, q, num_samples),
+        "iwae_bound")
 
 
 def elbo_with_entropy(key: jax.Array, log_joint: LogJoint, q: Any,
@@ -86,8 +93,9 @@ def elbo_with_entropy(key: jax.Array, log_joint: LogJoint, q: Any,
     num_samples = _checks.positive_int(num_samples, "num_samples")
     _checks.proposal_and_model(key, log_joint, q, pathwise="reparam")
     z, _ = _draw(key, q, num_samples)
-    return jnp.mean(_log_joints(log_joint, z)) + _analytic(lambda: q.entropy(), "q's entropy",
-                                                          "jlvm.elbo")
+    return _checks.finite_result(
+        jnp.mean(_log_joints(log_joint, z)) + _analytic(lambda: q.entropy(), "q's entropy",
+                                                        "jlvm.elbo"), "elbo_with_entropy")
 
 
 def elbo_with_kl(key: jax.Array, log_likelihood: LogJoint, q: Any, prior: Any,
@@ -112,9 +120,9 @@ def elbo_with_kl(key: jax.Array, log_likelihood: LogJoint, q: Any, prior: Any,
         with jax.numpy_rank_promotion("allow"):
             return q.kl_divergence(prior)
 
-    return jnp.mean(_log_joints(log_likelihood, z)) - _analytic(
+    return _checks.finite_result(jnp.mean(_log_joints(log_likelihood, z)) - _analytic(
         kl, f"KL({type(q).__name__} || {type(prior).__name__})",
-        "jlvm.elbo or jlvm.elbo_with_entropy with log p(x, z)")
+        "jlvm.elbo or jlvm.elbo_with_entropy with log p(x, z)"), "elbo_with_kl")
 
 
 def _pathwise(grad_estimator: str) -> str | None:
@@ -137,7 +145,8 @@ def importance_log_weights(key: jax.Array, log_joint: LogJoint, q: Any,
     num_samples = _checks.positive_int(num_samples, "num_samples")
     _checks.proposal_and_model(key, log_joint, q)
     z, log_q = _draw(key, q, num_samples)
-    return _log_joints(log_joint, z) - log_q
+    return _checks.finite_result(_log_joints(log_joint, z) - log_q, "importance_log_weights",
+                                 allow_inf=True)
 
 
 def effective_sample_size(log_weights: jax.Array) -> jax.Array:
@@ -159,34 +168,31 @@ def effective_sample_size(log_weights: jax.Array) -> jax.Array:
     shifted = log_weights - jnp.where(jnp.isfinite(top), top, 0.0)
     finite_case = jnp.exp(2.0 * jax.nn.logsumexp(shifted) - jax.nn.logsumexp(2.0 * shifted))
     infinite = jnp.sum(jnp.isposinf(log_weights)).astype(log_weights.dtype)
+    if _checks.is_concrete(log_weights) and bool(jnp.any(jnp.isnan(log_weights))):
+        raise ValueError("log_weights hold NaN: a weight that is not a number has no "
+                         "effective sample size.")
     return jnp.where(infinite > 0, infinite,
                      jnp.where(jnp.isneginf(top), jnp.zeros_like(top), finite_case))
 
 
-def _chunked_logsumexp(log_values: Callable[[Any], jax.Array], inputs: Any, count: int,
+def _chunked_logsumexp(log_values: Callable[[jax.Array], jax.Array], count: int,
                        chunk_size: int | None) -> jax.Array:
-    """logsumexp_i log_values(inputs)[i] over a leading axis of ``count``, chunk by chunk.
+    """logsumexp_i log_values(i) over i = 0..count-1, chunk by chunk.
 
-    A running (max, scaled sum) pair keeps only one chunk's terms in memory; the result
+    ``log_values`` maps a vector of indices [n] to their terms [n]. A running (max, scaled
+    sum) pair keeps only one chunk's terms, and one chunk's indices, in memory; the result
     is the same sum as one logsumexp over everything.
     """
     if chunk_size is None or chunk_size >= count:
-        return jax.nn.logsumexp(log_values(inputs))
+        return jax.nn.logsumexp(log_values(jnp.arange(count)))
     num_chunks = -(-count // chunk_size)
-    padding = num_chunks * chunk_size - count
-
-    def pad(leaf):
-        filler = jnp.repeat(leaf[:1], padding, axis=0)
-        padded = jnp.concatenate([leaf, filler], axis=0)
-        return padded.reshape((num_chunks, chunk_size, *leaf.shape[1:]))
-
-    chunks = jax.tree_util.tree_map(pad, inputs)
-    valid = (jnp.arange(num_chunks * chunk_size) < count).reshape(num_chunks, chunk_size)
 
     def body(carry, chunk):
         running_max, running_sum = carry
-        chunk_inputs, chunk_valid = chunk
-        values = jnp.where(chunk_valid, log_values(chunk_inputs), -jnp.inf)
+        indices = chunk * chunk_size + jnp.arange(chunk_size)
+        # the last chunk's surplus indices repeat the last term and are masked out
+        values = jnp.where(indices < count, log_values(jnp.minimum(indices, count - 1)),
+                           -jnp.inf)
         new_max = jnp.maximum(running_max, jnp.max(values))
         # while every term so far is -inf (p = 0), shift by 0 rather than by -inf
         shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
@@ -194,10 +200,9 @@ def _chunked_logsumexp(log_values: Callable[[Any], jax.Array], inputs: Any, coun
                        + jnp.sum(jnp.exp(values - shift)))
         return (new_max, running_sum), None
 
-    first_chunk = jax.tree_util.tree_map(lambda leaf: leaf[0], chunks)
-    dtype = jax.eval_shape(log_values, first_chunk).dtype
+    dtype = jax.eval_shape(log_values, jnp.arange(chunk_size)).dtype
     start = (jnp.array(-jnp.inf, dtype), jnp.array(0.0, dtype))
-    (final_max, final_sum), _ = jax.lax.scan(body, start, (chunks, valid))
+    (final_max, final_sum), _ = jax.lax.scan(body, start, jnp.arange(num_chunks))
     shift = jnp.where(jnp.isfinite(final_max), final_max, 0.0)
     return shift + jnp.log(final_sum)
 
@@ -223,14 +228,13 @@ def log_marginal_is(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: in
     if chunk_size is not None:
         chunk_size = _checks.positive_int(chunk_size, "chunk_size")
     _checks.proposal_and_model(key, log_joint, q)
-    keys = jax.random.split(key, num_samples)
 
-    def log_weights(chunk_keys):
-        z, log_q = _gradients.draw_with_keys(chunk_keys, q)
+    def log_weights(indices):
+        z, log_q = _gradients.draw_with_keys(_gradients.draw_keys(key, indices), q)
         return _log_joints(log_joint, z) - log_q
 
-    total = _chunked_logsumexp(log_weights, keys, num_samples, chunk_size)
-    return total - math.log(num_samples)
+    total = _chunked_logsumexp(log_weights, num_samples, chunk_size)
+    return _checks.finite_result(total - math.log(num_samples), "log_marginal_is")
 
 
 def _support(support: Any, log_joint: LogJoint) -> tuple[jax.Array, int]:
@@ -256,7 +260,13 @@ def _support(support: Any, log_joint: LogJoint) -> tuple[jax.Array, int]:
     _checks.model_output(log_joint, jax.ShapeDtypeStruct(support.shape[1:], support.dtype),
                          "log_joint", f"one row of support (shape {tuple(support.shape[1:])}, "
                          f"dtype {support.dtype})")
-    return support, int(support.shape[0])
+    size = int(support.shape[0])
+    if _checks.is_concrete(support) and size <= MAX_CHECKED_SUPPORT:
+        rows = np.asarray(support).reshape(size, -1)
+        if np.unique(rows, axis=0).shape[0] != size:
+            raise ValueError("support has duplicate rows: each latent value must appear once "
+                             "(a repeated value would be counted twice).")
+    return support, size
 
 
 def log_marginal_naive(key: jax.Array, log_joint: LogJoint, support: jax.Array,
@@ -278,7 +288,8 @@ def log_marginal_naive(key: jax.Array, log_joint: LogJoint, support: jax.Array,
     support, size = _support(support, log_joint)
     rows = jax.random.randint(key, (num_samples,), 0, size)
     log_p = _log_joints(log_joint, support[rows])
-    return math.log(size) + jax.nn.logsumexp(log_p) - math.log(num_samples)
+    return _checks.finite_result(
+        math.log(size) + jax.nn.logsumexp(log_p) - math.log(num_samples), "log_marginal_naive")
 
 
 def log_marginal_exact(log_joint: LogJoint, support: jax.Array, *,
@@ -293,8 +304,9 @@ def log_marginal_exact(log_joint: LogJoint, support: jax.Array, *,
     support, size = _support(support, log_joint)
     if chunk_size is not None:
         chunk_size = _checks.positive_int(chunk_size, "chunk_size")
-    return _chunked_logsumexp(lambda rows: _log_joints(log_joint, rows), support, size,
-                              chunk_size)
+    total = _chunked_logsumexp(lambda rows: _log_joints(log_joint, support[rows]), size,
+                               chunk_size)
+    return _checks.finite_result(total, "log_marginal_exact")
 
 
 def binary_support(num_bits: int, dtype: Any = jnp.float32) -> jax.Array:
@@ -304,8 +316,9 @@ def binary_support(num_bits: int, dtype: Any = jnp.float32) -> jax.Array:
     row 2**n - 1 all ones). Values are 0/1 in ``dtype`` (float32 by default, ready for
     models that multiply by z).
     """
-    if isinstance(num_bits, bool) or not isinstance(num_bits, int) or num_bits < 0:
-        raise ValueError(f"num_bits must be a Python int >= 0, got {num_bits!r}.")
+    if isinstance(num_bits, bool) or not isinstance(num_bits, numbers.Integral) or num_bits < 0:
+        raise ValueError(f"num_bits must be an int >= 0, got {num_bits!r}.")
+    num_bits = int(num_bits)
     try:
         dtype = jnp.dtype(dtype)
     except TypeError:

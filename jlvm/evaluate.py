@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -29,8 +30,16 @@ def map_over_data(per_example: Callable[[jax.Array, jax.Array], jax.Array], key:
     along its "data" axis (``batch_size`` must be a multiple of their number); row n's
     value depends only on (key, n, x_n), so the result does not depend on the mesh.
     """
+    if not callable(per_example):
+        raise TypeError(f"per_example must be a function (key, x) -> value, got "
+                        f"{type(per_example).__name__}.")
+    _checks.prng_key(key)
     batch_size = _checks.positive_int(batch_size, "batch_size")
+    _check_mesh_type(mesh)
     train.check_mesh(mesh, batch_size)
+    X = jnp.asarray(_checks.float_array(X, "X")) if not hasattr(X, "shape") else X
+    if X.ndim < 1 or X.shape[0] < 1:
+        raise ValueError(f"X must have a leading axis of N >= 1 rows, got shape {X.shape}.")
     count = X.shape[0]
     batches = -(-count // batch_size)
     padded = jnp.concatenate([X, jnp.repeat(X[:1], batches * batch_size - count, axis=0)])
@@ -46,6 +55,20 @@ def map_over_data(per_example: Callable[[jax.Array, jax.Array], jax.Array], key:
     values = jax.lax.map(one_batch, (keys.reshape(shape + keys.shape[1:]),
                                      padded.reshape(shape + X.shape[1:])))
     return values.reshape((batches * batch_size, *values.shape[2:]))[:count]
+
+
+def _check_mesh_type(mesh: Any) -> None:
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh (jlvm.train.data_mesh) or None, "
+                        f"got {type(mesh).__name__}.")
+
+
+def _check_params(params: Any) -> None:
+    from jlvm.models import vae
+
+    if not isinstance(params, vae.Params):
+        raise TypeError(f"params must be a vae.Params (a model with an encoder), got "
+                        f"{type(params).__name__}.")
 
 
 def _check_mask(params: Any, mask: Any) -> jax.Array:
@@ -105,6 +128,8 @@ def vae_log_likelihood(key: jax.Array, params: Any, X: jax.Array, num_samples: i
     batch_size = _checks.positive_int(batch_size, "batch_size")
     chunk_size = min(num_samples if chunk_size is None
                      else _checks.positive_int(chunk_size, "chunk_size"), num_samples)
+    _check_params(params)
+    _check_mesh_type(mesh)
     train.check_mesh(mesh, batch_size)
     _checks.prng_key(key)
     mask = _check_mask(params, mask)
@@ -129,6 +154,8 @@ def _vae_bound(key, params, X, mask, bound, num_samples, batch_size, mesh):
 def _bound(bound, key, params, X, num_samples, batch_size, mask, mesh):
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
+    _check_params(params)
+    _check_mesh_type(mesh)
     train.check_mesh(mesh, batch_size)
     _checks.prng_key(key)
     mask = _check_mask(params, mask)
@@ -153,16 +180,30 @@ def vae_iwae_bound(key: jax.Array, params: Any, X: jax.Array, num_samples: int, 
 
 
 def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:
-    """-log2 p(x) / D: nats per example to bits per dimension."""
-    return -float(log_likelihood_nats) / (data_dim * math.log(2))
+    """-log2 p(x) / D: nats per example to bits per dimension, for a log-probability of
+    discrete data (<= 0); a density's log (which can be positive) has no such reading."""
+    data_dim = _checks.positive_int(data_dim, "data_dim")
+    if isinstance(log_likelihood_nats, (bool, str, bytes)) or not isinstance(
+            log_likelihood_nats, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"log_likelihood_nats must be a number, got {log_likelihood_nats!r}.")
+    value = float(log_likelihood_nats)
+    if not (math.isfinite(value) and value <= 0):
+        raise ValueError(f"log_likelihood_nats must be a finite log-probability (<= 0), got "
+                         f"{value}.")
+    return -value / (data_dim * math.log(2))
 
 
 def summary(values: Any) -> tuple[float, float | None]:
     """Mean and standard error of per-example values [N]; the standard error is None for
     one value (it is undefined, and NaN is not JSON)."""
-    values = np.asarray(values, np.float64)
+    try:
+        values = np.asarray(values, np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"values must be numbers [N], got {type(values).__name__}.") from None
     if values.ndim != 1 or values.shape[0] < 1:
         raise ValueError(f"values must have shape [N] with N >= 1, got {values.shape}.")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("values hold NaN or infinite numbers; a mean of them says nothing.")
     if values.shape[0] == 1:
         return float(values[0]), None
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.shape[0]))

@@ -33,10 +33,17 @@ def draw(key: jax.Array, q: Any, num_samples: int) -> tuple[jax.Array, jax.Array
     """K independent draws from ``q``, one PRNG key each: (z [K, *event], log q(z) [K]).
 
     One key per draw (rather than one call with ``sample_shape=(K,)``) makes draw k depend
-    only on (key, K, k): chunked and unchunked evaluations, the ELBO and the IWAE bound all
+    only on (key, k): chunked and unchunked evaluations, the ELBO and the IWAE bound all
     see the same z's for the same key.
     """
-    return draw_with_keys(jax.random.split(key, num_samples), q)
+    return draw_with_keys(draw_keys(key, jnp.arange(num_samples)), q)
+
+
+def draw_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
+    """The key of draw k for each k in ``indices``: ``fold_in(key, k)``, computed where it
+    is needed, so K draws never hold K keys in memory at once (a chunked sum holds one
+    chunk's)."""
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
 
 
 def _diagonal_normal(q: Any) -> tuple[jax.Array, jax.Array] | None:

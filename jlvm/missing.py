@@ -47,10 +47,15 @@ def check_mask(mask: Any, data_dim: int, *, need_missing: bool = True) -> np.nda
 
 def complete(x: jax.Array, z: jax.Array, mask: Any) -> jax.Array:
     """The full vector: observed entries from x [D], missing ones (in index order) from z [M]."""
-    mask = check_mask(mask, jnp.shape(x)[0])
+    x = _checks.float_array(x, "x")
+    if x.ndim != 1:
+        raise ValueError(f"x must have shape [D], got {x.shape}.")
+    mask = check_mask(mask, x.shape[0])
     missing = np.flatnonzero(~mask)
+    z = _checks.float_array(z, "z") if not hasattr(z, "dtype") else jnp.asarray(z)
     _checks.shape_is(z, "z", (missing.size,), "[M] (one value per missing entry)")
-    return jnp.asarray(x).at[missing].set(z.astype(jnp.result_type(x)))
+    _checks.finite_if_concrete(z, "z")
+    return x.at[missing].set(z.astype(x.dtype))
 
 
 def log_joint_with_missing(log_prob: Callable[[jax.Array], jax.Array], x: jax.Array,
@@ -63,7 +68,15 @@ def log_joint_with_missing(log_prob: Callable[[jax.Array], jax.Array], x: jax.Ar
       x: [D] an observation; its entries where ``mask`` is False are ignored.
       mask: [D] concrete booleans, True where observed.
     """
-    mask = check_mask(mask, jnp.shape(x)[0])
+    if not callable(log_prob):
+        raise TypeError(f"log_prob must be a function x [D] -> log p(x), got "
+                        f"{type(log_prob).__name__}.")
+    x = _checks.float_array(x, "x")
+    if x.ndim != 1:
+        raise ValueError(f"x must have shape [D], got {x.shape}.")
+    mask = check_mask(mask, x.shape[0])
+    if _checks.is_concrete(x) and not np.all(np.isfinite(np.asarray(x)[mask])):
+        raise ValueError("x holds NaN or infinite values at observed entries (mask True).")
     return lambda z: log_prob(complete(x, z, mask))
 
 
@@ -125,6 +138,7 @@ def fit_mean_field(key: jax.Array, log_joint: Callable[[jax.Array], jax.Array], 
     logits = (jnp.zeros(num_latent) if init_logits is None
               else _checks.float_array(init_logits, "init_logits"))
     _checks.shape_is(logits, "init_logits", (num_latent,), "[M]")
+    _checks.finite_if_concrete(logits, "init_logits")
     _checks.model_output(log_joint, jax.ShapeDtypeStruct((num_latent,), jnp.int32), "log_joint",
                          f"one z of {num_latent} bits")
     return _fit_mean_field(key, log_joint, logits, num_steps, num_samples, float(learning_rate))

@@ -45,6 +45,8 @@ def save(fig, path: str | os.PathLike, *, replace: bool = True) -> pathlib.Path:
     ``.svg``, ``.jpg``, ...), atomically: a killed process never leaves a half-written
     picture (see ``jlvm._files``). An unknown suffix is a ``ValueError``; with
     ``replace=False`` an existing file is a ``FileExistsError`` and stays as it was."""
+    if not hasattr(fig, "savefig"):
+        raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}.")
     path = pathlib.Path(path)
     suffix = path.suffix.lower().lstrip(".")
     try:
@@ -62,7 +64,10 @@ def image_grid(images: np.ndarray, image_shape: Sequence[int], *, columns: int =
                title: str = ""):
     """A grid of [n, H*W] images with values in [0, 1]."""
     plt = _pyplot()
-    images = np.asarray(images)
+    images = _images(images, image_shape, "images")
+    columns = int(columns)
+    if columns < 1:
+        raise ValueError(f"columns must be >= 1, got {columns}.")
     rows = -(-images.shape[0] // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9 + 0.4),
                              squeeze=False)
@@ -81,6 +86,11 @@ def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
     """Pairs of rows: originals above, their reconstructions below (``bottom_label`` says
     what the lower row is)."""
     plt = _pyplot()
+    originals = _images(originals, image_shape, "originals")
+    reconstructions = _images(reconstructions, image_shape, "reconstructions")
+    if originals.shape[0] != reconstructions.shape[0]:
+        raise ValueError(f"originals and reconstructions must be as many, got "
+                         f"{originals.shape[0]} and {reconstructions.shape[0]}.")
     n = originals.shape[0]
     fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.2), squeeze=False)
     for j in range(n):
@@ -95,9 +105,26 @@ def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
     return fig
 
 
+def _images(images, image_shape, name: str) -> np.ndarray:
+    """[n, H*W] images as an array, n >= 1, each holding H*W values."""
+    images = np.asarray(images)
+    size = int(np.prod(image_shape))
+    if images.ndim != 2 or images.shape[0] < 1 or images.shape[1] != size:
+        raise ValueError(f"{name} must have shape [n, H*W]=[n, {size}] for image_shape "
+                         f"{tuple(image_shape)}, n >= 1, got {images.shape}.")
+    return images
+
+
 def scatter_pairs(points: Sequence[np.ndarray], labels: Sequence[str], *, title: str = ""):
     """2-D scatter of several point sets (for non-image data)."""
     plt = _pyplot()
+    if len(points) != len(labels):
+        raise ValueError(f"points and labels must be as many, got {len(points)} and "
+                         f"{len(labels)}.")
+    for values in points:
+        if np.ndim(values) != 2 or np.shape(values)[1] < 2:
+            raise ValueError(f"each point set must have shape [n, >= 2], got "
+                             f"{np.shape(values)}.")
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for values, label in zip(points, labels, strict=True):
         values = np.asarray(values)
@@ -117,6 +144,11 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, *, title: str =
     """
     plt = _pyplot()
     codes = np.asarray(codes, np.float64)
+    if codes.ndim != 2 or codes.shape[0] < 1:
+        raise ValueError(f"codes must have shape [n, L] with n >= 1, got {codes.shape}.")
+    if labels is not None and np.shape(labels) != (codes.shape[0],):
+        raise ValueError(f"labels must have shape [n]=({codes.shape[0]},), got "
+                         f"{np.shape(labels)}.")
     if axis_names is None:
         axis_names = ("z_1", "z_2")
         if codes.shape[1] > 2:
@@ -154,6 +186,9 @@ def training_curves(records: list[dict], *, title: str = "", ylabel: str = "nats
     """Per-epoch curves of every ``*_elbo`` (and related bound) field in metrics records;
     with several seeds (a ``seed`` field), one thin line per seed in the field's colour.
     Every recorded epoch is marked, so a one-epoch run shows its points."""
+    if not isinstance(records, (list, tuple)) or not all(isinstance(r, dict) for r in records):
+        raise TypeError(f"records must be a list of dicts (metrics.jsonl's lines), got "
+                        f"{type(records).__name__}.")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     # every field any record has (jlvm train --eval-every N leaves some epochs without the

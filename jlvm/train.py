@@ -84,12 +84,27 @@ def _batch_indices(key: jax.Array, count: int, batch_size: int) -> jax.Array:
                                                                              batch_size)
 
 
+def _rows(data: Any) -> int:
+    """N, the number of rows every leaf of ``data`` holds."""
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves or not all(hasattr(leaf, "shape") and len(leaf.shape) >= 1
+                             for leaf in leaves):
+        raise ValueError(f"data must be an array, or a pytree of arrays, with a leading axis "
+                         f"of rows, got {type(data).__name__}.")
+    counts = {leaf.shape[0] for leaf in leaves}
+    if len(counts) != 1:
+        raise ValueError(f"every array in data must have the same number of rows, got "
+                         f"{sorted(counts)}.")
+    return counts.pop()
+
+
 def shuffled_batches(key: jax.Array, data: Any, batch_size: int) -> Any:
     """A random permutation of the rows of ``data`` (any pytree, leading axis N) cut into
     [num_batches, batch_size, ...] batches; the last N mod batch_size rows are dropped.
 
     These are the batches ``make_epoch`` trains on for the same key."""
-    count = jax.tree_util.tree_leaves(data)[0].shape[0]
+    _checks.prng_key(key)
+    count = _rows(data)
     order = _batch_indices(key, count, batch_size)
     return jax.tree_util.tree_map(lambda leaf: leaf[order], data)
 
@@ -153,11 +168,20 @@ def make_epoch(learner: Learner, batch_size: int, *, chunk_steps: int = 50,
         with its own key, and metrics are [num_steps, S]. Run s equals the single run
         started from the same key.
     """
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a function of the number of steps done (e.g. a "
+                        f"tqdm bar's update), got {type(progress).__name__}.")
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh (see data_mesh) or None, got "
+                        f"{type(mesh).__name__}.")
     chunk_steps = _checks.positive_int(chunk_steps, "chunk_steps")
     batch_size = _checks.positive_int(batch_size, "batch_size")
     if num_seeds is not None:
         num_seeds = _checks.positive_int(num_seeds, "num_seeds")
     check_mesh(mesh, batch_size)
+    if not (callable(getattr(learner, "init", None)) and callable(getattr(learner, "step", None))):
+        raise TypeError(f"learner must be a jlvm.train.Learner(init, step), got "
+                        f"{type(learner).__name__}.")
     step = learner.step if num_seeds is None else jax.vmap(learner.step)
     batch_spec = PartitionSpec(DATA_AXIS) if num_seeds is None else PartitionSpec(None,
                                                                                  DATA_AXIS)
@@ -184,11 +208,16 @@ def make_epoch(learner: Learner, batch_size: int, *, chunk_steps: int = 50,
         return jax.lax.scan(body, state, order)
 
     def epoch(state: TrainState, data: Any) -> tuple[TrainState, Metrics]:
-        leaves = jax.tree_util.tree_leaves(data)
-        count = leaves[0].shape[0]
+        count = _rows(data)
+        if not isinstance(state, TrainState):
+            raise TypeError(f"state must be a TrainState (from learner.init), got "
+                            f"{type(state).__name__}.")
         if num_seeds is not None and state.step.shape != (num_seeds,):
             raise ValueError(f"state must hold num_seeds={num_seeds} runs (a leading axis on "
                              f"every leaf), got state.step of shape {state.step.shape}.")
+        if num_seeds is None and jnp.shape(state.step) != ():
+            raise ValueError(f"state holds {jnp.shape(state.step)[0]} runs (a leading axis on "
+                             "every leaf): pass num_seeds to make_epoch.")
         if mesh is not None:
             state, data = replicate((state, data), mesh)
         state, order = shuffle(state, count)
@@ -226,6 +255,9 @@ def to_host(tree: Any) -> Any:
 
 def summarize(metrics: Metrics) -> dict[str, float]:
     """Per-epoch means of stacked per-step metrics, as Python floats."""
+    empty = [name for name, values in metrics.items() if np.size(values) == 0]
+    if empty:
+        raise ValueError(f"metrics {empty} hold no steps: nothing to average.")
     return {name: float(np.mean(np.asarray(values))) for name, values in metrics.items()}
 
 

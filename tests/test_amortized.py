@@ -113,3 +113,18 @@ def test_semi_amortized_refinement_closes_part_of_the_amortization_gap(digits):
     np.testing.assert_allclose(gap, np.asarray(metrics["elbo"] - metrics["elbo_amortized"]),
                                rtol=1e-4, atol=1e-4)
     assert np.mean(gap) > 0  # refining q per data point raises its ELBO
+
+
+def test_batches_and_functions_are_checked():
+    init = functools.partial(vae.init, data_dim=64, latent_dim=2, hidden_dims=(8,))
+    learner = amortized(init, optax.adam(1e-3))
+    state = learner.init(jax.random.PRNGKey(0), None)
+    with pytest.raises(ValueError, match=r"batch must be an array x \[B, D\] with B >= 1"):
+        learner.step(state, jnp.zeros((0, 64)))
+    with pytest.raises(ValueError, match="batch must be an array"):
+        learner.step(state, None)
+    with pytest.raises(TypeError, match="key must be one PRNG key"):
+        learner.init(0, None)
+    for make in (amortized, semi_amortized):
+        with pytest.raises(TypeError, match="init_params must be a function"):
+            make("f", optax.adam(1e-3))

@@ -80,3 +80,13 @@ def test_non_binary_vectors_are_refused(params):
                            batch_size=2)
     with pytest.raises(TypeError, match="key must be"):
         autoregressive.sample(5, params, 2)
+
+
+def test_parameters_that_do_not_fit_together_are_named(params):
+    x = jnp.zeros(6)
+    with pytest.raises(ValueError, match=r"params\.V must have shape \(6, 5\)"):
+        autoregressive.log_prob(params._replace(V=params.V[:, :4]), x)
+    with pytest.raises(ValueError, match=r"params\.W holds 1 NaN"):
+        autoregressive.log_prob(params._replace(W=params.W.at[0, 0].set(jnp.nan)), x)
+    with pytest.raises(TypeError, match=r"autoregressive\.Params"):
+        autoregressive.log_prob(None, x)

@@ -66,3 +66,19 @@ def test_restore_without_checkpoint_raises(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         checkpoint.restore(tmp_path / "empty", state)
+
+
+def test_steps_only_grow_and_a_mismatch_is_not_damage(tmp_path):
+    _, state, trained = _state()
+    checkpoint.save(tmp_path / "ck", 2, trained)
+    for step in (2, 1):  # orbax would skip these without a word
+        with pytest.raises(checkpoint.CheckpointError, match="steps only grow"):
+            checkpoint.save(tmp_path / "ck", step, trained)
+    with pytest.raises(ValueError, match="step must be an int"):
+        checkpoint.save(tmp_path / "ck", "x", trained)
+    with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint 7 .* \(it has 2\)"):
+        checkpoint.restore(tmp_path / "ck", state, 7)
+    other = amortized(functools.partial(vae.init, data_dim=6, latent_dim=3, hidden_dims=(4,)),
+                      optax.adam(1e-3)).init(jax.random.PRNGKey(0), None)
+    with pytest.raises(checkpoint.CheckpointMismatch, match="does not fit"):
+        checkpoint.restore_intact(tmp_path / "ck", other)

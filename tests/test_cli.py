@@ -50,7 +50,7 @@ def _records(run_dir):
                                                                      "reparam"),
     (["train", "--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1"),
     (["train", "--eval-every", "0"], "--eval-every must be an integer >= 1"),
-    (["train", "--devices", "two"], "--devices must be a number or 'all'"),
+    (["train", "--devices", "two"], "--devices must be a whole number or 'all'"),
     (["train", "--devices", "5"], "--devices must be between 1 and the 4 devices"),
     (["train", "--devices", "3"], "--batch-size (100) must be a multiple of --devices (3)"),
     (["train", "--model", "gmm", "--devices", "2"], "--devices above 1 applies to"),
@@ -64,6 +64,10 @@ def _records(run_dir):
     (["evaluate", "/nonexistent/jlvm", "--chunk-size", "0"], "--chunk-size must be"),
     (["sample", "/nonexistent/jlvm", "--out", "/nonexistent/x.png"], "folder /nonexistent "
                                                                      "does not exist"),
+    (["sample", "/nonexistent/jlvm", "--out", "/tmp/jlvm-test-no-such.pgf"], "--out must end "
+                                                                            "in one of"),
+    (["sample", "/nonexistent/jlvm", "--n", "5000", "--out", "/tmp/jlvm-test-no-such.png"],
+     "--n must be at most 1024"),
 ])
 def test_bad_input_is_one_line_on_stderr_and_exit_2(argv, message, tmp_path, capsys):
     if argv[0] == "train" and "--out" not in argv and "--resume" not in argv:
@@ -257,3 +261,34 @@ def test_distributed_training_over_two_processes_equals_one_device(trained, tmp_
         np.testing.assert_allclose(a["train_elbo"], b["train_elbo"], rtol=1e-5)
     assert checkpoint.latest_step(out / "checkpoints") == 2
     assert int(runs.load(out).state.step) == int(runs.load(alone).state.step) > 0
+
+
+def test_a_signal_stops_training_between_steps_with_one_line(tmp_path):
+    """Ctrl-C (SIGINT) or SIGTERM: the run stops at the next chunk of steps; before the
+    first checkpoint nothing is left (the retry is not refused), after it the newest
+    checkpoint is kept and --resume continues."""
+    early = tmp_path / "early"
+    command = [sys.executable, "-m", "jlvm", "train", "--epochs", "400", *TINY]
+    process = subprocess.Popen([*command, "--out", str(early)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # still starting: importing, reading data, compiling
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2, err
+    assert err.strip().splitlines()[-1] == ("jlvm train: stopped by SIGTERM; no checkpoint was "
+                                            "written, so nothing was kept.")
+    assert not early.exists()
+    late = tmp_path / "late"
+    process = subprocess.Popen([*command, "--out", str(late)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not checkpoint.steps(late / "checkpoints"):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2, err
+    last = err.strip().splitlines()[-1]
+    step = checkpoint.latest_step(late / "checkpoints")
+    assert last == (f"jlvm train: stopped by SIGINT; checkpoint {step} is kept: continue with "
+                    f"jlvm train --out {late} --resume."), err
+    assert [r["epoch"] for r in _records(late)] == list(range(1, step + 1))

@@ -129,3 +129,18 @@ def test_bad_synthetic_sizes_and_truncated_archives_are_named(tmp_path):
     archive.write_bytes(archive.read_bytes()[:200])
     with pytest.raises(ValueError, match=r"not a readable \.npz archive"):
         data.binarized_mnist(archive, check_sizes=False)
+
+
+def test_splits_seeds_downloads_and_paths_are_named(tmp_path):
+    with pytest.raises(ValueError, match="leaves an empty split"):
+        data.digits(test_fraction=1e-9)
+    with pytest.raises(ValueError, match="split_seed must be an int"):
+        data.digits(split_seed=-1)
+    with pytest.raises(TypeError, match="sha256 must be a dict"):
+        data.download_binarized_mnist(tmp_path / "cache", sha256="abc")
+    # no network here (nor in CI): a clean error naming the address, and no files left
+    with pytest.raises(ConnectionError, match=r"could not download http://nonexistent\.invalid"):
+        data.download_binarized_mnist(tmp_path / "cache", base_url="http://nonexistent.invalid")
+    assert list((tmp_path / "cache").iterdir()) == []
+    with pytest.raises(TypeError, match="path must be a file or folder path"):
+        data.binarized_mnist(123)

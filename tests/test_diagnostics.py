@@ -63,3 +63,15 @@ def test_keys_and_objectives_are_checked():
         jlvm.gradient_statistics(jax.random.PRNGKey(0), lambda k, p: p, params, 4)
     with pytest.raises(TypeError, match="objective must be a function"):
         jlvm.gradient_statistics(jax.random.PRNGKey(0), None, params, 4)
+
+
+def test_nan_gradients_and_bad_params_are_named():
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="gradient is NaN or infinite"):
+        jlvm.gradient_statistics(key, lambda k, p: jnp.sum(p) * jnp.nan, jnp.zeros(2), 4)
+    with pytest.raises(TypeError, match="floating-point"):
+        jlvm.gradient_statistics(key, lambda k, p: jnp.sum(p), jnp.arange(2), 4)
+    with pytest.raises(TypeError, match="params"):
+        jlvm.gradient_statistics(key, lambda k, p: jnp.sum(p), "abc", 4)
+    with pytest.raises(ValueError, match=r"objective\(key, params\) failed"):
+        jlvm.gradient_statistics(key, lambda p: jnp.sum(p), jnp.zeros(2), 4)

@@ -44,3 +44,13 @@ def test_an_em_step_that_breaks_down_never_reaches_the_parameters():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(TypeError, match="reg_covar"):
         em(2, reg_covar="none")
+
+
+def test_a_batch_of_another_dimension_is_named():
+    import pytest
+
+    X = jax.random.normal(jax.random.PRNGKey(0), (20, 3))
+    learner = em(2)
+    state = learner.init(jax.random.PRNGKey(1), X)
+    with pytest.raises(ValueError, match="the mixture's D=3"):
+        learner.step(state, X[:, :2])

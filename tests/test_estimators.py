@@ -529,3 +529,41 @@ def test_the_kl_form_needs_a_kl_distrax_can_compute(key):
     with pytest.raises(ValueError, match="same z"):
         jlvm.elbo_with_kl(key, lambda z: -jnp.sum(z**2), q,
                           distrax.MultivariateNormalDiag(jnp.zeros(3), jnp.ones(3)))
+
+
+def test_nan_or_infinite_results_are_errors_not_answers(problem, key):
+    """A NaN in q's parameters, a negative scale, or a log_joint that returns NaN or +inf:
+    eagerly, a ValueError; -inf (probability 0) stays a legitimate answer."""
+    log_joint = problem["log_joint"]
+    nan_mean = distrax.MultivariateNormalDiag(jnp.full(3, jnp.nan), jnp.ones(3))
+    negative = distrax.MultivariateNormalDiag(jnp.zeros(3), -jnp.ones(3))
+    for call in (lambda: jlvm.elbo(key, log_joint, nan_mean, 3),
+                 lambda: jlvm.iwae_bound(key, log_joint, nan_mean, 3),
+                 lambda: jlvm.log_marginal_is(key, log_joint, negative, 3),
+                 lambda: jlvm.elbo(key, lambda z: jnp.sum(z) * jnp.nan, problem["posterior"])):
+        with pytest.raises(ValueError, match="NaN or infinite value"):
+            call()
+    with pytest.raises(ValueError, match=r"\+inf"):
+        jlvm.log_marginal_is(key, lambda z: jnp.inf + jnp.sum(z), problem["posterior"], 3)
+    support = jnp.arange(3)
+    assert float(jlvm.log_marginal_exact(lambda z: jnp.where(z >= 0, -jnp.inf, 0.0),
+                                         support)) == -np.inf
+    with pytest.raises(ValueError, match="log_weights hold NaN"):
+        jlvm.effective_sample_size(jnp.array([0.0, jnp.nan]))
+
+
+def test_a_repeated_latent_value_in_a_support_is_refused():
+    log_p = jnp.log(jnp.array([0.2, 0.3, 0.5]))
+    with pytest.raises(ValueError, match="duplicate rows"):
+        jlvm.log_marginal_exact(lambda z: log_p[z], jnp.array([0, 1, 2, 2]))
+    with pytest.raises(ValueError, match="duplicate rows"):
+        jlvm.log_marginal_naive(jax.random.PRNGKey(0), lambda z: log_p[z],
+                                jnp.array([0, 1, 2, 2]), 5)
+    np.testing.assert_allclose(float(jlvm.log_marginal_exact(lambda z: log_p[z],
+                                                             jnp.arange(3))), 0.0, atol=1e-6)
+
+
+def test_sizes_beyond_jax_int32_are_refused_and_numpy_ints_are_ints(problem, key):
+    with pytest.raises(ValueError, match="num_samples must be at most 2147483647"):
+        jlvm.elbo(key, problem["log_joint"], problem["posterior"], 2**32)
+    assert jlvm.binary_support(np.int64(3)).shape == (8, 3)

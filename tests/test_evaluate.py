@@ -82,3 +82,19 @@ def test_nothing_missing_reaches_the_result_and_bad_arguments_are_named(model):
             evaluate.vae_log_likelihood(key, model, X, 20, chunk_size=bad)
     mean, se = evaluate.summary(np.array([-3.0]))
     assert mean == -3.0 and se is None  # one value has no standard error (and NaN is not JSON)
+
+
+def test_summaries_and_conversions_refuse_what_means_nothing(model):
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        evaluate.summary(np.array([1.0, np.nan]))
+    with pytest.raises(TypeError, match="values must be numbers"):
+        evaluate.summary("ab")
+    for bad, error in (((-100.0, 0), ValueError), ((-100.0, -3), ValueError),
+                       ((np.nan, 64), ValueError), (("abc", 64), TypeError),
+                       ((5.0, 64), ValueError)):  # a positive log-probability
+        with pytest.raises(error):
+            evaluate.bits_per_dim(*bad)
+    with pytest.raises(TypeError, match=r"vae\.Params"):
+        evaluate.vae_log_likelihood(jax.random.PRNGKey(0), None, X, 10)
+    with pytest.raises(TypeError, match=r"mesh must be a jax\.sharding\.Mesh"):
+        evaluate.vae_elbo(jax.random.PRNGKey(0), model, X, mesh="m")

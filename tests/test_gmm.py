@@ -172,3 +172,32 @@ def test_em_that_breaks_down_says_so_instead_of_returning_nan(params):
         gmm.log_marginal(params._replace(means="far"), X[0])
     with pytest.raises(ValueError, match="x holds 1 NaN"):
         gmm.log_marginal(params, X[0].at[0].set(jnp.nan))
+
+
+def test_parameters_that_define_no_mixture_are_named(params):
+    x = jnp.array([0.5, -0.2, 1.0])
+    upper = params._replace(scale_tril=params.scale_tril.at[0, 0, 2].set(0.9))
+    singular = params._replace(scale_tril=params.scale_tril.at[1, 1, 1].set(0.0))
+    for bad, message in ((upper, "lower triangular"), (singular, "positive diagonal"),
+                         (params._replace(logits=params.logits.at[0].set(jnp.nan)), "logits"),
+                         (params._replace(logits=jnp.full(3, -jnp.inf)), "not all -inf"),
+                         (params._replace(means=params.means.at[0, 0].set(jnp.inf)), "means")):
+        with pytest.raises(ValueError, match=message):
+            gmm.log_marginal(bad, x)
+    with pytest.raises(TypeError, match=r"gmm\.Params"):
+        gmm.log_marginal(None, x)
+    np.testing.assert_allclose(gmm.log_marginal(params, [0.5, -0.2, 1.0]),
+                               gmm.log_marginal(params, x))  # a list is an array
+
+
+def test_init_from_data_draws_distinct_means_or_says_why_not():
+    X = jnp.array([[0.0, 1.0]] * 8 + [[2.0, 3.0], [4.0, 1.0]])  # 3 distinct rows
+    start = gmm.init_from_data(jax.random.PRNGKey(0), X, 3)
+    assert np.unique(np.asarray(start.means), axis=0).shape[0] == 3
+    with pytest.raises(ValueError, match="2 distinct rows, fewer than num_components=3"):
+        gmm.init_from_data(jax.random.PRNGKey(0), X[:9], 3)
+    with pytest.raises(ValueError, match="covariance is singular"):
+        gmm.init_from_data(jax.random.PRNGKey(0), jnp.ones((10, 2)).at[:5].set(0.0), 2,
+                           reg_covar=0.0)
+    with pytest.raises(ValueError, match="X must have shape"):
+        gmm.init_from_data(jax.random.PRNGKey(0), jnp.zeros((10, 0)), 2)

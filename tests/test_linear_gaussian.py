@@ -94,3 +94,36 @@ def test_the_noise_scale_must_be_a_positive_finite_number(params, noise, error):
         for function in (linear_gaussian.log_marginal, linear_gaussian.posterior):
             with pytest.raises(ValueError, match=r"params\.noise_std must be finite and > 0"):
                 function(bad, jnp.zeros(5))
+
+
+@pytest.mark.parametrize("noise", [1e-5, 1e-3, 30.0, 1e30])
+def test_log_marginal_is_exact_in_float32_over_any_noise_scale(noise):
+    """W W^T + s^2 I in float32 underflows into a singular matrix for tiny s (SciPy's
+    float64 refuses it too at 1e-5) and overflows for huge s; the L x L form does neither.
+    Oracle: the matrix determinant lemma and Woodbury's identity in float64 NumPy."""
+    params = linear_gaussian.init(jax.random.PRNGKey(3), 6, 2, noise_std=noise)
+    x = np.array([0.3, -1.0, 2.0, 0.5, 0.0, 1.5])
+    W, b, s = (np.asarray(params.W, np.float64), np.asarray(params.b, np.float64),
+               float(params.noise_std))
+    r = x - b
+    M = np.eye(2) + W.T @ W / s**2
+    m = np.linalg.solve(M, W.T @ r / s**2)
+    quadratic = (r @ r - (W.T @ r) @ m) / s**2  # r^T C^{-1} r by Woodbury
+    expected = -0.5 * (6 * np.log(2 * np.pi) + 12 * np.log(s) + np.linalg.slogdet(M)[1]
+                       + quadratic)
+    np.testing.assert_allclose(float(linear_gaussian.log_marginal(params, x)), expected,
+                               rtol=2e-5)
+    posterior = linear_gaussian.posterior(params, x)
+    np.testing.assert_allclose(np.asarray(posterior.mean()), m, rtol=2e-4, atol=1e-6)
+
+
+def test_latents_and_parameters_are_checked(params):
+    x, z = jnp.zeros(5), jnp.zeros(2)
+    np.testing.assert_allclose(linear_gaussian.log_joint(params, x, [0.0, 0.0]),
+                               linear_gaussian.log_joint(params, x, z))
+    with pytest.raises(ValueError, match="z holds 1 NaN"):
+        linear_gaussian.log_joint(params, x, z.at[0].set(jnp.nan))
+    with pytest.raises(ValueError, match=r"params\.W holds 1 NaN"):
+        linear_gaussian.log_marginal(params._replace(W=params.W.at[0, 0].set(jnp.nan)), x)
+    with pytest.raises(TypeError, match=r"linear_gaussian\.Params"):
+        linear_gaussian.log_marginal((params.W, params.b, params.noise_std), x)

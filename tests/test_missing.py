@@ -162,3 +162,20 @@ def test_masked_vae_errors(bernoulli_vae):
         vae.log_joint(bernoulli_vae, x, z, np.zeros(8, bool))
     with pytest.raises(ValueError, match="mask must have shape"):
         vae.encoder(bernoulli_vae, x, np.ones((8, 1), bool))
+
+
+def test_observed_values_fills_and_starting_points_are_checked(nade):
+    mask = np.array([True, True, False, False] + [True] * 8)
+    x = jnp.zeros(12)
+    log_prob = functools.partial(autoregressive.log_prob, nade)
+    with pytest.raises(TypeError, match="log_prob must be a function"):
+        missing.log_joint_with_missing("f", x, mask)
+    with pytest.raises(ValueError, match="NaN or infinite values at observed entries"):
+        missing.log_joint_with_missing(log_prob, x.at[0].set(jnp.nan), mask)
+    missing.log_joint_with_missing(log_prob, x.at[2].set(jnp.nan), mask)  # missing: fine
+    with pytest.raises(ValueError, match="z holds 1 NaN"):
+        missing.complete(x, jnp.array([jnp.nan, 0.0]), mask)
+    np.testing.assert_array_equal(missing.complete(x, [1, 0], mask)[2:4], [1.0, 0.0])
+    with pytest.raises(ValueError, match="init_logits holds 1 NaN"):
+        missing.fit_mean_field(jax.random.PRNGKey(0), lambda z: jnp.sum(z) * 1.0, 2,
+                               init_logits=jnp.array([jnp.nan, 0.0]))

@@ -36,3 +36,27 @@ def test_training_curves_draw_fields_that_only_some_epochs_have():
     assert list(lines["valid_elbo"].get_xdata()) == [1, 3, 5]
     assert list(lines["valid_elbo"].get_ydata()) == [-11.0, -9.0, -7.0]
     assert len(lines["train_elbo_during_epoch"].get_xdata()) == 5
+
+
+def test_figures_name_wrong_arguments(tmp_path):
+    import pytest
+
+    rng = np.random.default_rng(1)
+    with pytest.raises(TypeError, match="matplotlib Figure"):
+        plots.save("not a figure", tmp_path / "a.png")
+    with pytest.raises(ValueError, match=r"images must have shape \[n, H\*W\]"):
+        plots.image_grid(rng.random((4, 64)), (7, 7))
+    with pytest.raises(ValueError, match="columns must be >= 1"):
+        plots.image_grid(rng.random((4, 64)), (8, 8), columns=0)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        plots.latent_scatter(rng.normal(size=(10, 2)), np.arange(9))
+    with pytest.raises(ValueError, match="as many"):
+        plots.reconstruction_grid(rng.random((3, 64)), rng.random((2, 64)), (8, 8))
+    with pytest.raises(TypeError, match="records must be a list of dicts"):
+        plots.training_curves("abc")
+    with pytest.raises(ValueError, match=r"\.png"):
+        plots.save(plots.scatter_pairs([rng.normal(size=(5, 2))], ["a"]), tmp_path / "a.pgf")
+    with pytest.raises(FileNotFoundError) as error:  # the target is named, not a temporary
+        plots.save(plots.scatter_pairs([rng.normal(size=(5, 2))], ["a"]),
+                   tmp_path / "nowhere" / "a.png")
+    assert error.value.filename == str(tmp_path / "nowhere" / "a.png")

@@ -443,3 +443,51 @@ def test_progress_line_averages_seeds():
     line = _training.progress_line(config, [{"train_elbo": -2.0}, {"train_elbo": -4.0}],
                                    "probability")
     assert line == ("train ELBO -3.000 (mean of 2 seeds, -4.000 to -2.000) nats per example")
+
+
+def test_a_checkpoint_that_does_not_fit_config_json_is_named(trained, tmp_path, capsys):
+    """An edited config.json is not checkpoint damage: one line that says so, and no
+    falling back to an older checkpoint of the same wrong shape."""
+    out = trained("vae").copy(tmp_path / "run")
+    config = out / "config.json"
+    config.write_text(config.read_text().replace('"latent_dim": 2', '"latent_dim": 3'))
+    for argv in (["evaluate", out], ["sample", out, "--out", tmp_path / "s.png"],
+                 ["train", "--resume", "--epochs", "3", "--out", out]):
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "does not fit this run's settings" in err and "is (2," in err, err
+
+
+def test_resume_never_destroys_what_it_cannot_replace(trained, tmp_path, capsys):
+    out = trained("vae").copy(tmp_path / "run")
+    metrics = (out / "metrics.jsonl").read_text()
+    import shutil
+
+    shutil.rmtree(out / "checkpoints")
+    (out / "checkpoints").write_text("x")  # a file where the folder was
+    code, _, err = _run(["train", "--resume", "--epochs", "3", "--out", out], capsys)
+    assert code == 2 and "is not a folder" in err
+    assert (out / "metrics.jsonl").read_text() == metrics
+    (out / "checkpoints").unlink()  # no checkpoint at all: start again, and say so
+    code, _, err = _run(["train", "--resume", "--epochs", "2", "--out", out], capsys)
+    assert code == 0 and "no checkpoint to continue from" in err, err
+    assert [r["epoch"] for r in _records(out)] == [1, 2]
+
+
+def test_settings_are_plain_numbers_and_never_booleans(tmp_path):
+    config = runs.make_config(epochs=np.int64(1), learning_rate=np.float32(1e-3),
+                              latent_dim=2, hidden=[np.int32(16)])
+    assert type(config.epochs) is int and type(config.learning_rate) is float
+    assert config.hidden == (16,)
+    result = runs.train(config, tmp_path / "numpy")  # config.json is plain JSON
+    assert result["epochs"] == 1
+    for name in ("learning_rate", "reg_covar", "epochs"):
+        with pytest.raises(runs.RunError, match=f"{_config.option(name)} must be a number"):
+            runs.make_config(**{name: True, **({"model": "gmm"} if name == "reg_covar" else {})})
+    with pytest.raises(runs.RunError, match=r"config must be a jlvm\.runs\.Config"):
+        runs.train("config", tmp_path / "x")
+    with pytest.raises(runs.RunError, match=r"dataset must be a jlvm\.data\.Dataset"):
+        runs.train(config, tmp_path / "y", dataset="digits")
+    for devices in (1.9, True):
+        with pytest.raises(runs.RunError, match="--devices must be a whole number"):
+            runs.train(config, tmp_path / "z", devices=devices)

@@ -58,3 +58,20 @@ def test_an_index_outside_the_table_stops_training_instead_of_reusing_a_row():
     new, metrics = jax.jit(learner.step)(state, (jnp.array([3, 10]), X[:2]))
     assert not bool(metrics["finite"])
     np.testing.assert_array_equal(np.asarray(new.params.mean), np.asarray(state.params.mean))
+
+
+def test_negative_indices_and_malformed_batches_are_not_taken_for_rows():
+    import pytest
+
+    X = jnp.asarray(data.digits().train[:10])
+    learner = svi(INIT, optax.adam(1e-3), 10, inner_steps=2)
+    state = learner.init(jax.random.PRNGKey(0), None)
+    new, metrics = jax.jit(learner.step)(state, (jnp.array([3, -1]), X[:2]))  # -1: not row 9
+    assert not bool(metrics["finite"])
+    np.testing.assert_array_equal(np.asarray(new.params.mean), np.asarray(state.params.mean))
+    with pytest.raises(TypeError, match=r"svi batches are \(index \[B\], x \[B, D\]\) pairs"):
+        learner.step(state, X[:2])
+    with pytest.raises(TypeError, match="vector of integers"):
+        learner.step(state, (jnp.array([0.0, 1.0]), X[:2]))
+    with pytest.raises(ValueError, match="the index's B=3"):
+        learner.step(state, (jnp.arange(3), X[:2]))

@@ -228,3 +228,26 @@ def test_data_parallel_on_four_devices_equals_one_device():
         assert r["batch_layout_one"] == [1] and r["batch_layout_four"] == [-4], (seeds, r)
         assert r["params_on"] == [4], (seeds, r)
         assert r["params_rel"] < 1e-4 and r["elbo_abs"] < 1e-3 and r["ll_abs"] < 1e-3, (seeds, r)
+
+
+def test_epochs_check_what_they_are_given(learner, digits):
+    with pytest.raises(TypeError, match="progress must be a function"):
+        train.make_epoch(learner, 100, progress="x")
+    with pytest.raises(TypeError, match=r"mesh must be a jax\.sharding\.Mesh"):
+        train.make_epoch(learner, 100, mesh="x")
+    with pytest.raises(TypeError, match=r"learner must be a jlvm\.train\.Learner"):
+        train.make_epoch("learner", 100)
+    epoch = train.make_epoch(learner, 10)
+    state = learner.init(jax.random.PRNGKey(0), digits[:10])
+    with pytest.raises(ValueError, match="same number of rows"):
+        epoch(state, (digits[:40], digits[:20]))
+    with pytest.raises(ValueError, match="data must be an array"):
+        epoch(state, [])
+    stacked = jax.vmap(learner.init, in_axes=(0, None))(
+        jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)]), digits[:10])
+    with pytest.raises(ValueError, match="pass num_seeds"):
+        epoch(stacked, digits[:40])
+    with pytest.raises(ValueError, match="hold no steps"):
+        train.summarize({"elbo": []})
+    with pytest.raises(TypeError, match="key must be one PRNG key"):
+        train.shuffled_batches(0, digits, 10)

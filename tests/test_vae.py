@@ -193,3 +193,15 @@ def test_wrong_types_name_the_argument(key):
     params = vae.init(key, data_dim=4, latent_dim=2, hidden_dims=(4,))
     with pytest.raises(TypeError, match="key must be one PRNG key"):
         vae.sample(3, params, 2)
+
+
+def test_latents_and_parameters_are_checked(bernoulli):
+    x = (jnp.arange(12) % 2).astype(jnp.float32)
+    np.testing.assert_allclose(vae.log_joint(bernoulli, x, [0.0, 0.1, 0.2]),
+                               vae.log_joint(bernoulli, x, jnp.array([0.0, 0.1, 0.2])))
+    with pytest.raises(ValueError, match="z holds 1 NaN"):
+        vae.log_joint(bernoulli, x, jnp.array([jnp.nan, 0.0, 0.0]))
+    with pytest.raises(TypeError, match=r"vae\.Params"):
+        vae.log_joint(None, x, jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"params\.likelihood"):
+        vae.log_joint(bernoulli.replace(likelihood="poisson"), x, jnp.zeros(3))

@@ -38,6 +38,7 @@ def _step(loss_fn, optimizer):
     update, and the state kept as it was if the loss is not finite."""
 
     def step(state: TrainState, batch: jax.Array):
+        _check_batch(batch)
         key, step_key = jax.random.split(state.key)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params,
                                                                             step_key, batch)
@@ -50,8 +51,16 @@ def _step(loss_fn, optimizer):
     return step
 
 
+def _check_batch(batch) -> None:
+    """A batch of data points x [B, D] with B >= 1 (its shape is static: checked at once)."""
+    if not hasattr(batch, "shape") or len(batch.shape) != 2 or batch.shape[0] < 1:
+        raise ValueError(f"batch must be an array x [B, D] with B >= 1, got "
+                         f"{getattr(batch, 'shape', type(batch).__name__)}.")
+
+
 def _init(init_params, optimizer):
     def init(key: jax.Array, batch: jax.Array) -> TrainState:
+        _checks.prng_key(key)
         del batch  # the architecture is fixed by init_params
         params_key, state_key = jax.random.split(key)
         params = init_params(params_key)
@@ -127,6 +136,9 @@ def semi_amortized(init_params: Callable[[jax.Array], vae.Params],
       ``Learner``; ``step(state, x [B, D])`` reports ``loss``, ``elbo`` (refined),
       ``elbo_amortized``, ``amortization_gap`` (nats per example) and ``finite``.
     """
+    if not callable(init_params):
+        raise TypeError(f"init_params must be a function key -> params, got "
+                        f"{type(init_params).__name__}.")
     _checks.optimizer(optimizer)
     inner_steps = _checks.positive_int(inner_steps, "inner_steps")
     num_samples = _checks.positive_int(num_samples, "num_samples")

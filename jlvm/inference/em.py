@@ -21,11 +21,17 @@ def em(num_components: int, *, reg_covar: float = 1e-6) -> Learner:
     reg_covar = _checks.positive_number(reg_covar, "reg_covar", allow_zero=True)
 
     def init(key: jax.Array, batch: jax.Array) -> TrainState:
+        _checks.prng_key(key)
         params_key, state_key = jax.random.split(key)
         params = gmm.init_from_data(params_key, batch, num_components, reg_covar=reg_covar)
         return TrainState(params, (), jnp.zeros((), jnp.int32), state_key)
 
     def step(state: TrainState, batch: jax.Array):
+        dim = state.params.means.shape[-1]
+        if not hasattr(batch, "shape") or batch.ndim != 2 or batch.shape[1] != dim \
+                or not batch.shape[0]:
+            raise ValueError(f"batch must be the data X [N, D] with N >= 1 and the mixture's "
+                             f"D={dim}, got {getattr(batch, 'shape', type(batch).__name__)}.")
         params, log_likelihood = gmm.em_iteration(state.params, batch, reg_covar)
         # a component whose covariance became singular gives NaN parameters: they never
         # replace the old ones, and ``finite`` tells the training loop to stop

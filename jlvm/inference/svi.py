@@ -15,6 +15,23 @@ from jlvm.models import vae
 from jlvm.train import Learner, TrainState, keep_if_finite
 
 
+def _check_batch(batch) -> tuple[jax.Array, jax.Array]:
+    """SVI's batches: (index [B] integers, x [B, D]), B >= 1 (shapes are static)."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise TypeError(f"svi batches are (index [B], x [B, D]) pairs, got "
+                        f"{type(batch).__name__}.")
+    index, x = batch
+    if not (hasattr(index, "dtype") and jnp.issubdtype(index.dtype, jnp.integer)
+            and index.ndim == 1):
+        raise TypeError(f"the index of an svi batch must be a vector of integers [B], got "
+                        f"{getattr(index, 'dtype', type(index).__name__)} of shape "
+                        f"{getattr(index, 'shape', None)}.")
+    if not hasattr(x, "shape") or x.ndim != 2 or x.shape[0] != index.shape[0] or not x.shape[0]:
+        raise ValueError(f"an svi batch needs x [B, D] with the index's B={index.shape[0]} "
+                         f">= 1 rows, got {getattr(x, 'shape', type(x).__name__)}.")
+    return index, x
+
+
 class SVIParams(NamedTuple):
     """model: the decoder's ``vae.Params`` (theta); mean, log_scale: [N, L] the table of
     per-datapoint q(z; phi^i) = N(mean[i], diag exp(log_scale[i])^2)."""
@@ -46,6 +63,9 @@ def svi(init_params: Callable[[jax.Array], vae.Params], optimizer: optax.Gradien
       ``loss``, ``elbo`` (at phi*, nats per example), ``elbo_before_inner`` and
       ``inner_gain`` (= elbo - elbo_before_inner), and ``finite``.
     """
+    if not callable(init_params):
+        raise TypeError(f"init_params must be a function key -> params, got "
+                        f"{type(init_params).__name__}.")
     _checks.optimizer(optimizer)
     num_data = _checks.positive_int(num_data, "num_data")
     inner_learning_rate = _checks.positive_number(inner_learning_rate, "inner_learning_rate")
@@ -53,6 +73,7 @@ def svi(init_params: Callable[[jax.Array], vae.Params], optimizer: optax.Gradien
     num_samples = _checks.positive_int(num_samples, "num_samples")
 
     def init(key: jax.Array, batch) -> TrainState:
+        _checks.prng_key(key)
         del batch
         params_key, state_key = jax.random.split(key)
         model = init_params(params_key)
@@ -62,11 +83,13 @@ def svi(init_params: Callable[[jax.Array], vae.Params], optimizer: optax.Gradien
         return TrainState(params, optimizer.init(model), jnp.zeros((), jnp.int32), state_key)
 
     def step(state: TrainState, batch):
-        index, x = batch
+        index, x = _check_batch(batch)
         key, inner_key, theta_key = jax.random.split(state.key, 3)
         params = state.params
-        # an index outside the table reads NaN (JAX would clamp it to the last row): the
-        # loss is then not finite, the step is not taken, and training stops with a message
+        # an index outside [0, N) reads NaN (JAX would wrap a negative one and clamp a large
+        # one to the last row): the loss is then not finite, the step is not taken, and
+        # training stops with a message
+        index = jnp.where((index >= 0) & (index < num_data), index, num_data)
         phi = (params.mean.at[index].get(mode="fill", fill_value=jnp.nan),
                params.log_scale.at[index].get(mode="fill", fill_value=jnp.nan))
         refined, before, after = jax.vmap(

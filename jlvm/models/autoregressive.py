@@ -11,7 +11,7 @@ All functions take ONE x: [D] with 0/1 values, in raster order.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,8 +44,26 @@ def init(key: jax.Array, data_dim: int, hidden_dim: int = 64) -> Params:
     )
 
 
+def _check_params(params: Any) -> int:
+    """The NADE's D, after checking that its arrays fit together."""
+    if not isinstance(params, Params):
+        raise TypeError(f"params must be an autoregressive.Params(W, c, V, b), got "
+                        f"{type(params).__name__}.")
+    _checks.numeric_leaves(params, "params")
+    if jnp.ndim(params.W) != 2:
+        raise ValueError(f"params.W must have shape [H, D], got {jnp.shape(params.W)}.")
+    hidden, data_dim = jnp.shape(params.W)
+    for name, shape in (("c", (hidden,)), ("V", (data_dim, hidden)), ("b", (data_dim,))):
+        if jnp.shape(getattr(params, name)) != shape:
+            raise ValueError(f"params.{name} must have shape {shape} to fit W [H, D]="
+                             f"{(hidden, data_dim)}, got {jnp.shape(getattr(params, name))}.")
+    for name in Params._fields:
+        _checks.finite_if_concrete(getattr(params, name), f"params.{name}")
+    return data_dim
+
+
 def _check_x(params: Params, x: jax.Array) -> None:
-    _checks.shape_is(x, "x", (params.b.shape[0],), "[D]")
+    _checks.shape_is(x, "x", (_check_params(params),), "[D]")
     if _checks.is_concrete(x):
         values = np.asarray(x)
         if not np.all((values == 0) | (values == 1)):
@@ -59,6 +77,7 @@ def conditional_logits(params: Params, x: jax.Array) -> jax.Array:
     The hidden pre-activations a_d = c + sum_{j<d} W[:, j] x_j are an exclusive cumulative
     sum, so the whole vector costs O(D H) rather than O(D^2 H).
     """
+    x = _checks.float_array(x, "x")
     _check_x(params, x)
     contributions = x[:, None] * params.W.T  # [D, H]: x_j W[:, j]
     exclusive = jnp.cumsum(contributions, axis=0) - contributions
@@ -76,7 +95,7 @@ def sample(key: jax.Array, params: Params, n: int) -> jax.Array:
     """Ancestral sampling, one pixel at a time in raster order: [n, D] of 0/1 floats."""
     _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
-    data_dim = params.b.shape[0]
+    data_dim = _check_params(params)
 
     def one(key):
         def step(carry, inputs):
@@ -135,6 +154,7 @@ def fit(key: jax.Array, params: Params, X: jax.Array, *, num_steps: int = 3000,
     batch_size = _checks.positive_int(batch_size, "batch_size")
     learning_rate = _checks.positive_number(learning_rate, "learning_rate")
     X = _checks.float_array(X, "X").astype(jnp.float32)
+    _check_params(params)
     if X.ndim != 2 or X.shape[1] != params.b.shape[0]:
         raise ValueError(f"X must have shape [N, D] with D={params.b.shape[0]}, got {X.shape}.")
     if batch_size > X.shape[0]:

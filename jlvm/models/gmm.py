@@ -8,11 +8,12 @@ Every function takes ONE observation x: [D]; vmap over data points.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jlvm import _checks
 from jlvm.models._gaussian import mvn_log_prob_tril
@@ -35,8 +36,13 @@ class Params(NamedTuple):
 
 
 def _sizes(params: Params) -> tuple[int, int]:
+    if not isinstance(params, Params):
+        raise TypeError(f"params must be a gmm.Params(logits, means, scale_tril), got "
+                        f"{type(params).__name__}.")
     _checks.numeric_leaves(params, "params")
-    if jnp.ndim(params.means) != 2:
+    if jnp.ndim(params.means) != 2 or 0 in jnp.shape(params.means):
+        raise ValueError(f"params.means must have shape [K, D] with K, D >= 1, got "
+                         f"{jnp.shape(params.means)}.")
         raise ValueError(f"params.means must have shape [K, D], got {jnp.shape(params.means)}.")
     num_components, dim = jnp.shape(params.means)
     if jnp.shape(params.logits) != (num_components,):
@@ -45,13 +51,35 @@ def _sizes(params: Params) -> tuple[int, int]:
     if jnp.shape(params.scale_tril) != (num_components, dim, dim):
         raise ValueError(f"params.scale_tril must have shape [K, D, D]="
                          f"{(num_components, dim, dim)}, got {jnp.shape(params.scale_tril)}.")
+    if all(_checks.is_concrete(leaf) for leaf in params):
+        _check_values(*(np.asarray(leaf) for leaf in params))
     return num_components, dim
 
 
-def _check_x(params: Params, x: jax.Array) -> None:
+def _check_values(logits: np.ndarray, means: np.ndarray, scale_tril: np.ndarray) -> None:
+    """Concrete parameters that define a mixture, or a ValueError saying which do not."""
+    if np.any(np.isnan(logits)) or np.any(np.isposinf(logits)) or np.all(np.isneginf(logits)):
+        raise ValueError("params.logits must be finite or -inf (a weight of 0), not NaN or "
+                         "+inf, and not all -inf.")
+    if not np.all(np.isfinite(means)):
+        raise ValueError("params.means must be finite.")
+    if not np.all(np.isfinite(scale_tril)):
+        raise ValueError("params.scale_tril must be finite.")
+    if np.any(np.triu(scale_tril, 1) != 0):
+        raise ValueError("params.scale_tril must be lower triangular (Cholesky factors L_k, "
+                         "Sigma_k = L_k L_k^T): its entries above the diagonal are not 0.")
+    if not np.all(np.diagonal(scale_tril, axis1=1, axis2=2) > 0):
+        raise ValueError("params.scale_tril must have a positive diagonal (a singular "
+                         "covariance has no density).")
+
+
+def _check_x(params: Params, x: Any) -> jax.Array:
+    """x as an array [D] of the mixture's D (finite where concrete)."""
     _, dim = _sizes(params)
+    x = _checks.float_array(x, "x")
     _checks.shape_is(x, "x", (dim,), "[D]")
     _checks.finite_if_concrete(x, "x")
+    return x
 
 
 def _log_joint_all(params: Params, x: jax.Array) -> jax.Array:
@@ -68,8 +96,10 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
     A z outside [0, K) has probability 0: a concrete one is a ``ValueError`` (surely a
     mistake); under jit, where its value is unknown, log p(x, z) = -inf.
     """
-    _check_x(params, x)
+    x = _check_x(params, x)
     num_components, _ = _sizes(params)
+    if isinstance(z, (str, bytes)) or z is None:
+        raise TypeError(f"z must be an integer component index, got {z!r}.")
     if jnp.shape(z) != ():
         raise ValueError(f"z must be a scalar component index, got shape {jnp.shape(z)}.")
     if not jnp.issubdtype(jnp.result_type(z), jnp.integer):
@@ -88,13 +118,13 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
 
 def log_marginal(params: Params, x: jax.Array) -> jax.Array:
     """Exact log p(x) = logsumexp_k [log pi_k + log N(x; mu_k, Sigma_k)]. x: [D]."""
-    _check_x(params, x)
+    x = _check_x(params, x)
     return jax.nn.logsumexp(_log_joint_all(params, x))
 
 
 def posterior(params: Params, x: jax.Array) -> distrax.Categorical:
     """p(z | x): the responsibilities, as a ``distrax.Categorical`` (logits normalized)."""
-    _check_x(params, x)
+    x = _check_x(params, x)
     return distrax.Categorical(logits=jax.nn.log_softmax(_log_joint_all(params, x)))
 
 
@@ -119,17 +149,29 @@ def init_from_data(key: jax.Array, X: jax.Array, num_components: int, *,
     num_components = _checks.positive_int(num_components, "num_components")
     reg_covar = _checks.positive_number(reg_covar, "reg_covar", allow_zero=True)
     X = _checks.float_array(X, "X")
-    if X.ndim != 2 or X.shape[0] < max(num_components, 2):
+    if X.ndim != 2 or X.shape[0] < max(num_components, 2) or X.shape[1] < 1:
         raise ValueError(f"X must have shape [N, D] with N >= max(2, num_components="
                          f"{num_components}) (a covariance needs two points), got {X.shape}.")
     _checks.finite_if_concrete(X, "X")
     rows = jax.random.choice(key, X.shape[0], (num_components,), replace=False)
+    means = X[rows]
     dim = X.shape[1]
+    if _checks.is_concrete(X) and np.unique(np.asarray(means), axis=0).shape[0] < num_components:
+        # repeated rows were drawn: draw again among the distinct ones
+        distinct = np.unique(np.asarray(X), axis=0)
+        if distinct.shape[0] < num_components:
+            raise ValueError(f"X has {distinct.shape[0]} distinct rows, fewer than "
+                             f"num_components={num_components}.")
+        means = jnp.asarray(distinct)[jax.random.choice(key, distinct.shape[0],
+                                                        (num_components,), replace=False)]
     covariance = jnp.cov(X, rowvar=False).reshape(dim, dim) + reg_covar * jnp.eye(dim)
     scale_tril = jnp.linalg.cholesky(covariance)
+    if _checks.is_concrete(scale_tril) and not bool(jnp.all(jnp.isfinite(scale_tril))):
+        raise ValueError("the data's covariance is singular (constant or collinear columns "
+                         f"of X) and reg_covar={reg_covar} does not lift it: use reg_covar > 0.")
     return Params(
         logits=jnp.zeros(num_components, X.dtype),
-        means=X[rows],
+        means=means,
         scale_tril=jnp.broadcast_to(scale_tril[None], (num_components, dim, dim)),
     )
 

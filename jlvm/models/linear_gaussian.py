@@ -10,14 +10,15 @@ Every function takes ONE observation x: [D] and latent z: [L]; vmap over data po
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+import math
+from typing import Any, NamedTuple
 
 import distrax
 import jax
 import jax.numpy as jnp
 
 from jlvm import _checks
-from jlvm.models._gaussian import mvn_log_prob_tril, standard_normal_log_prob
+from jlvm.models._gaussian import standard_normal_log_prob
 
 # The oracle must be exact in float32 on every device: full-precision matmuls, not the
 # TF32 that XLA uses by default on NVIDIA GPUs.
@@ -33,6 +34,9 @@ class Params(NamedTuple):
 
 
 def _sizes(params: Params) -> tuple[int, int]:
+    if not isinstance(params, Params):
+        raise TypeError(f"params must be a linear_gaussian.Params(W, b, noise_std), got "
+                        f"{type(params).__name__}.")
     _checks.numeric_leaves(params, "params")
     if jnp.ndim(params.W) != 2:
         raise ValueError(f"params.W must have shape [D, L], got {jnp.shape(params.W)}.")
@@ -47,6 +51,8 @@ def _sizes(params: Params) -> tuple[int, int]:
         if not 0 < noise < float("inf"):
             raise ValueError(f"params.noise_std must be finite and > 0 (a standard deviation), "
                              f"got {noise}.")
+    for name in ("W", "b"):
+        _checks.finite_if_concrete(getattr(params, name), f"params.{name}")
     return data_dim, latent_dim
 
 
@@ -67,9 +73,10 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *, noise_std: float = 0
 def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
     """log p(x, z) = log N(z; 0, I) + log N(x; W z + b, sigma^2 I). x: [D], z: [L]."""
     data_dim, latent_dim = _sizes(params)
-    _checks.shape_is(x, "x", (data_dim,), "[D]")
+    x = _check_x(params, x)
+    z = _checks.float_array(z, "z")
     _checks.shape_is(z, "z", (latent_dim,), "[L]")
-    _checks.finite_if_concrete(x, "x")
+    _checks.finite_if_concrete(z, "z")
     residual = (x - _mm(params.W, z) - params.b) / params.noise_std
     log_likelihood = (standard_normal_log_prob(residual)
                       - data_dim * jnp.log(params.noise_std))
@@ -83,25 +90,48 @@ def marginal(params: Params) -> distrax.MultivariateNormalTri:
     return distrax.MultivariateNormalTri(params.b, jnp.linalg.cholesky(covariance))
 
 
-def log_marginal(params: Params, x: jax.Array) -> jax.Array:
-    """Exact log p(x) = log N(x; b, W W^T + sigma^2 I). x: [D]."""
+def _check_x(params: Params, x: Any) -> jax.Array:
     data_dim, _ = _sizes(params)
+    x = _checks.float_array(x, "x")
     _checks.shape_is(x, "x", (data_dim,), "[D]")
     _checks.finite_if_concrete(x, "x")
-    covariance = _mm(params.W, params.W.T) + params.noise_std**2 * jnp.eye(data_dim)
-    return mvn_log_prob_tril(x, params.b, jnp.linalg.cholesky(covariance))
+    return x
+
+
+def _scaled(params: Params, x: jax.Array):
+    """The L x L system behind p(x) and p(z|x), in units of the noise scale s so that no
+    intermediate over- or underflows for tiny or huge s: A = W / s, u = (x - b) / s,
+    M = I + A^T A, m = M^{-1} A^T u. Returns (Cholesky factor of M, m, u - A m)."""
+    latent_dim = params.W.shape[1]
+    A = params.W / params.noise_std
+    u = (x - params.b) / params.noise_std
+    factor = jnp.linalg.cholesky(jnp.eye(latent_dim) + _mm(A.T, A))
+    m = jax.scipy.linalg.cho_solve((factor, True), _mm(A.T, u))
+    return factor, m, u - _mm(A, m)
+
+
+def log_marginal(params: Params, x: jax.Array) -> jax.Array:
+    """Exact log p(x) = log N(x; b, W W^T + s^2 I). x: [D].
+
+    By the matrix determinant lemma and Woodbury's identity, through the L x L system of
+    ``_scaled``: ``-D/2 log 2pi - D log s - 1/2 log det M - 1/2 (|u - A m|^2 + |m|^2)``, a
+    sum of non-negative squares (no cancellation), exact in float32 over any noise scale.
+    """
+    data_dim, _ = _sizes(params)
+    x = _check_x(params, x)
+    factor, m, residual = _scaled(params, x)
+    log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(factor)))
+    return (-0.5 * data_dim * math.log(2 * math.pi) - data_dim * jnp.log(params.noise_std)
+            - 0.5 * log_det - 0.5 * (jnp.sum(residual**2) + jnp.sum(m**2)))
 
 
 def posterior(params: Params, x: jax.Array) -> distrax.MultivariateNormalTri:
-    """Exact p(z | x) = N(M^{-1} W^T (x - b), sigma^2 M^{-1}), M = W^T W + sigma^2 I. x: [D]."""
-    data_dim, latent_dim = _sizes(params)
-    _checks.shape_is(x, "x", (data_dim,), "[D]")
-    _checks.finite_if_concrete(x, "x")
-    variance = params.noise_std**2
-    precision_factor = _mm(params.W.T, params.W) + variance * jnp.eye(latent_dim)
-    cholesky = jax.scipy.linalg.cho_factor(precision_factor, lower=True)
-    mean = jax.scipy.linalg.cho_solve(cholesky, _mm(params.W.T, x - params.b))
-    covariance = variance * jax.scipy.linalg.cho_solve(cholesky, jnp.eye(latent_dim))
+    """Exact p(z | x) = N(m, M^{-1}), M = I + W^T W / s^2, m = M^{-1} W^T (x - b) / s^2
+    (the usual sigma^2 (W^T W + sigma^2 I)^{-1}, written in units of s). x: [D]."""
+    _, latent_dim = _sizes(params)
+    x = _check_x(params, x)
+    factor, mean, _ = _scaled(params, x)
+    covariance = jax.scipy.linalg.cho_solve((factor, True), jnp.eye(latent_dim))
     covariance = 0.5 * (covariance + covariance.T)  # exact symmetry for the Cholesky below
     return distrax.MultivariateNormalTri(mean, jnp.linalg.cholesky(covariance))
 

@@ -102,13 +102,24 @@ def lecture_example(key: jax.Array, *, latent_dim: int = 2, data_dim: int = 2,
     return _from_modules(decoder_module, encoder_module, "gaussian", data_dim, latent_dim)
 
 
+def _check_params(params: Any) -> None:
+    if not isinstance(params, Params):
+        raise TypeError(f"params must be a vae.Params (from vae.init), got "
+                        f"{type(params).__name__}.")
+    _checks.one_of(params.likelihood, "params.likelihood", LIKELIHOODS)
+
+
 def _decode(params: Params, z: jax.Array) -> tuple[jax.Array, ...]:
+    _check_params(params)
+    z = _checks.float_array(z, "z")
     _checks.shape_is(z, "z", (params.latent_dim,), "[L]")
+    _checks.finite_if_concrete(z, "z")
     return nnx.merge(params.decoder_graph, params.decoder)(z)
 
 
 def prior(params: Params) -> distrax.MultivariateNormalDiag:
     """p(z) = N(0, I_L)."""
+    _check_params(params)
     return distrax.MultivariateNormalDiag(jnp.zeros(params.latent_dim),
                                           jnp.ones(params.latent_dim))
 
@@ -130,6 +141,7 @@ def _observed(params: Params, x: Any, mask: Any) -> Any:
     the Bernoulli likelihood (any other value has no probability under it); entries at
     missing positions may hold anything, NaN included.
     """
+    _check_params(params)
     _checks.shape_is(x, "x", (params.data_dim,), "[D]")
     observed = None if mask is None else _checks.observation_mask(mask, params.data_dim)
     if not (_checks.is_concrete(x) and _checks.is_concrete(observed)):
@@ -154,6 +166,7 @@ def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.Multivari
     (whatever they held, NaN included): a practical choice for an encoder trained on
     complete data, not an exact posterior.
     """
+    x = _checks.float_array(x, "x")
     observed = _observed(params, x, mask)
     if observed is not None:
         x = jnp.where(observed, x, 0.0)
@@ -168,6 +181,7 @@ def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None)
     Given z the pixels are independent, so leaving a missing pixel out of the sum is
     summing it out exactly: log p(x_obs | z) = sum_{d observed} log p(x_d | z).
     """
+    x = _checks.float_array(x, "x")
     observed = _observed(params, x, mask)
     outputs = _decode(params, z)
     if params.likelihood == "bernoulli":
@@ -189,12 +203,14 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> j
     ``functools.partial(vae.log_joint, params, x, mask=mask)`` and every estimator in
     ``jlvm`` estimates log p(x_obs).
     """
+    z = _checks.float_array(z, "z")
     return standard_normal_log_prob(z) + log_likelihood(params, x, z, mask)
 
 
 def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
     """Ancestral sampling z ~ p(z), x ~ p(x|z). Returns (x [n, D], z [n, L])."""
     _checks.prng_key(key)
+    _check_params(params)
     n = _checks.positive_int(n, "n")
     key_z, key_x = jax.random.split(key)
     z = jax.random.normal(key_z, (n, params.latent_dim))

@@ -101,6 +101,9 @@ def train(config: Config, out: str | os.PathLike | None = None, *, checkpoint_ev
     """
     from jlvm.runs import _config, _directory, _training
 
+    if not isinstance(config, Config):
+        raise RunError(f"config must be a jlvm.runs.Config (see runs.make_config), got "
+                       f"{type(config).__name__}.")
     _config.validate(config)
     _positive("checkpoint_every", checkpoint_every)
     _positive("eval_every", eval_every)

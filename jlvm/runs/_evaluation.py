@@ -173,7 +173,7 @@ def evaluate_split(setup: Setup, state, X, key, *, num_samples: int, chunk_size:
         "likelihood_type": setup.likelihood_type,
         # bits per dimension compare probabilities of discrete data; a density has none
         "bits_per_dim": (round(evaluate.bits_per_dim(ll_mean, observed), 5)
-                         if setup.likelihood_type == "probability" else None),
+                         if setup.likelihood_type == "probability" and ll_mean <= 0 else None),
         "seconds": round(seconds, 3)}
     if config.model == "gmm":
         result["exact"] = True  # log p(x) by enumeration over the components

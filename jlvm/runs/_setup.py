@@ -55,6 +55,9 @@ def build(config: Config, dataset: Any = None) -> Setup:
     from jlvm import inference, train
     from jlvm.models import vae
 
+    if dataset is not None and not all(hasattr(dataset, field) for field in (
+            "train", "test", "valid", "binary", "image_shape")):
+        raise RunError(f"dataset must be a jlvm.data.Dataset, got {type(dataset).__name__}.")
     dataset = load_data(config) if dataset is None else dataset
     X = jnp.asarray(dataset.train)
     count = X.shape[0]
@@ -147,10 +150,13 @@ def resolve_mesh(devices: int | str | None, batch_size: int, model: str, *,
     if requested == "all":
         count = available
     else:
-        try:
+        try:  # 2, "2": yes; 2.7, True, "two": no
+            if isinstance(requested, bool) or isinstance(requested, float):
+                raise ValueError
             count = int(requested)
         except (TypeError, ValueError):
-            raise RunError(f"--devices must be a number or 'all', got {requested!r}.") from None
+            raise RunError(f"--devices must be a whole number or 'all', got "
+                           f"{requested!r}.") from None
         if count < 1 or count > available:
             raise RunError(f"--devices must be between 1 and the {available} devices JAX "
                            f"sees, got {count}.")
