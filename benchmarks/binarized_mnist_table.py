@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--iwae-epochs", type=int, default=DEFAULT_EPOCHS["iwae"])
     parser.add_argument("--eval-samples", type=int, default=5000, help="K for the test NLL")
     parser.add_argument("--eval-examples", type=int, default=None,
-                        help="only the first N test images (default all 10,000)")
+                        help="a random N of the test images, passed to jlvm evaluate "
+                        "--num-examples (default all 10,000)")
     parser.add_argument("--eval-batch-size", type=int, default=100)
     parser.add_argument("--only", default=",".join(ROWS),
                         help=f"comma-separated rows among {', '.join(ROWS)}")

@@ -188,6 +188,25 @@ def model_output(log_joint: Any, z: Any, name: str, what: str) -> None:
                          f"{what} it returned {got}.")
 
 
+def _diagonal_normal_values(q: Any) -> None:
+    """The usual encoder's q (a diagonal Gaussian), concrete: finite means and positive
+    finite scales, or a ValueError naming them (a zero scale would give ELBO -inf, a NaN
+    one NaN)."""
+    import distrax
+
+    if type(q) is not distrax.MultivariateNormalDiag:
+        return
+    loc, scale = q.loc, q.scale_diag
+    if not (is_concrete(loc) and is_concrete(scale)):
+        return
+    if not np.all(np.isfinite(np.asarray(loc))):
+        raise ValueError("q's mean holds NaN or infinite values.")
+    scale = np.asarray(scale)
+    if not np.all(np.isfinite(scale) & (scale > 0)):
+        raise ValueError("q's scales must be finite and > 0 (a standard deviation), got "
+                         f"values in [{np.nanmin(scale)}, {np.nanmax(scale)}].")
+
+
 def proposal_and_model(key: Any, log_joint: Any, q: Any, *, name: str = "log_joint",
                        pathwise: str | None = None) -> None:
     """Everything an estimator can check before drawing: the key, q (one latent value), and
@@ -202,6 +221,7 @@ def proposal_and_model(key: Any, log_joint: Any, q: Any, *, name: str = "log_joi
         z = jax.eval_shape(lambda k: sample(q, k, 1)[0], key)
     except Exception as error:
         raise ValueError(f"q could not draw a latent value: {_one_line(error)}") from error
+    _diagonal_normal_values(q)
     if pathwise is not None and not jnp.issubdtype(z.dtype, jnp.floating):
         raise ValueError(f"grad_estimator={pathwise!r} differentiates through the draws of q, "
                          f"but this q is discrete (it draws {z.dtype} values): use "

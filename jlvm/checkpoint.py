@@ -195,8 +195,8 @@ def _check_fits(directory: str | os.PathLike, step: int, like: Any) -> None:
         want = expected.get(name, "no such array")
         raise CheckpointMismatch(
             f"checkpoint {step} in {directory} does not fit this run's settings: {name} "
-            f"is {stored[name]} there and {want} here (config.json edited, or the checkpoint "
-            "of another run?).")
+            f"is {stored[name]} there and {want} here (config.json edited, or another "
+            "model's checkpoint?).")
 
 
 class Restored(NamedTuple):

@@ -186,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         command = {"train": _train, "evaluate": _evaluate, "sample": _sample}[args.command]
         try:
-            command(args)
-            _interrupt.check()  # a signal during the last moments: still reported
+            command(args)  # a signal after its last safe point: the work is done anyway
             return 0
         except runs.RunError as error:
             message = _one_line(error)

@@ -541,7 +541,8 @@ def test_nan_or_infinite_results_are_errors_not_answers(problem, key):
                  lambda: jlvm.iwae_bound(key, log_joint, nan_mean, 3),
                  lambda: jlvm.log_marginal_is(key, log_joint, negative, 3),
                  lambda: jlvm.elbo(key, lambda z: jnp.sum(z) * jnp.nan, problem["posterior"])):
-        with pytest.raises(ValueError, match="NaN or infinite value"):
+        # q's parameters are named where q is the usual diagonal Gaussian
+        with pytest.raises(ValueError, match=r"q's (mean|scales)|NaN or infinite value"):
             call()
     with pytest.raises(ValueError, match=r"\+inf"):
         jlvm.log_marginal_is(key, lambda z: jnp.inf + jnp.sum(z), problem["posterior"], 3)
@@ -567,3 +568,11 @@ def test_sizes_beyond_jax_int32_are_refused_and_numpy_ints_are_ints(problem, key
     with pytest.raises(ValueError, match="num_samples must be at most 2147483647"):
         jlvm.elbo(key, problem["log_joint"], problem["posterior"], 2**32)
     assert jlvm.binary_support(np.int64(3)).shape == (8, 3)
+
+
+def test_a_degenerate_gaussian_q_is_named(problem, key):
+    for loc, scale, message in ((jnp.zeros(3), jnp.zeros(3), "scales must be finite and > 0"),
+                                (jnp.zeros(3), -jnp.ones(3), "scales must be finite and > 0"),
+                                (jnp.full(3, jnp.inf), jnp.ones(3), "mean holds NaN")):
+        with pytest.raises(ValueError, match=message):
+            jlvm.elbo(key, problem["log_joint"], distrax.MultivariateNormalDiag(loc, scale), 2)

@@ -201,3 +201,11 @@ def test_init_from_data_draws_distinct_means_or_says_why_not():
                            reg_covar=0.0)
     with pytest.raises(ValueError, match="X must have shape"):
         gmm.init_from_data(jax.random.PRNGKey(0), jnp.zeros((10, 0)), 2)
+
+
+def test_collinear_data_without_regularization_is_singular_not_a_start():
+    X = jax.random.normal(jax.random.PRNGKey(1), (50, 1)).repeat(2, 1)  # x_2 = x_1
+    with pytest.raises(ValueError, match="covariance is singular"):
+        gmm.init_from_data(jax.random.PRNGKey(0), X, 2, reg_covar=0.0)
+    start = gmm.init_from_data(jax.random.PRNGKey(0), X, 2, reg_covar=1e-3)
+    assert np.all(np.isfinite(np.asarray(start.scale_tril)))

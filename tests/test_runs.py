@@ -468,7 +468,10 @@ def test_resume_never_destroys_what_it_cannot_replace(trained, tmp_path, capsys)
     code, _, err = _run(["train", "--resume", "--epochs", "3", "--out", out], capsys)
     assert code == 2 and "is not a folder" in err
     assert (out / "metrics.jsonl").read_text() == metrics
-    (out / "checkpoints").unlink()  # no checkpoint at all: start again, and say so
+    (out / "checkpoints").unlink()  # what kill -9 before the first checkpoint leaves
+    code, _, err = _run(["train", "--epochs", "2", "--out", out, *TINY], capsys)
+    assert code == 2 and "never reached a checkpoint" in err and "--resume" in err, err
+    # --resume starts it again with its stored settings, and says so
     code, _, err = _run(["train", "--resume", "--epochs", "2", "--out", out], capsys)
     assert code == 0 and "no checkpoint to continue from" in err, err
     assert [r["epoch"] for r in _records(out)] == [1, 2]

@@ -38,6 +38,7 @@ def _step(loss_fn, optimizer):
     update, and the state kept as it was if the loss is not finite."""
 
     def step(state: TrainState, batch: jax.Array):
+        _check_state(state)
         _check_batch(batch)
         key, step_key = jax.random.split(state.key)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params,
@@ -49,6 +50,12 @@ def _step(loss_fn, optimizer):
         return new, {"loss": loss, **metrics, "finite": jnp.isfinite(loss)}
 
     return step
+
+
+def _check_state(state) -> None:
+    if not isinstance(state, TrainState):
+        raise TypeError(f"state must be a TrainState (from learner.init), got "
+                        f"{type(state).__name__}.")
 
 
 def _check_batch(batch) -> None:

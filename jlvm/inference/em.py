@@ -27,6 +27,9 @@ def em(num_components: int, *, reg_covar: float = 1e-6) -> Learner:
         return TrainState(params, (), jnp.zeros((), jnp.int32), state_key)
 
     def step(state: TrainState, batch: jax.Array):
+        if not isinstance(state, TrainState):
+            raise TypeError(f"state must be a TrainState (from learner.init), got "
+                            f"{type(state).__name__}.")
         dim = state.params.means.shape[-1]
         if not hasattr(batch, "shape") or batch.ndim != 2 or batch.shape[1] != dim \
                 or not batch.shape[0]:

@@ -83,6 +83,9 @@ def svi(init_params: Callable[[jax.Array], vae.Params], optimizer: optax.Gradien
         return TrainState(params, optimizer.init(model), jnp.zeros((), jnp.int32), state_key)
 
     def step(state: TrainState, batch):
+        if not isinstance(state, TrainState):
+            raise TypeError(f"state must be a TrainState (from learner.init), got "
+                            f"{type(state).__name__}.")
         index, x = _check_batch(batch)
         key, inner_key, theta_key = jax.random.split(state.key, 3)
         params = state.params

@@ -166,7 +166,11 @@ def init_from_data(key: jax.Array, X: jax.Array, num_components: int, *,
                                                         (num_components,), replace=False)]
     covariance = jnp.cov(X, rowvar=False).reshape(dim, dim) + reg_covar * jnp.eye(dim)
     scale_tril = jnp.linalg.cholesky(covariance)
-    if _checks.is_concrete(scale_tril) and not bool(jnp.all(jnp.isfinite(scale_tril))):
+    if _checks.is_concrete(scale_tril) and (
+            not bool(jnp.all(jnp.isfinite(scale_tril)))
+            # with nothing added, float32's Cholesky of a singular matrix may "succeed"
+            # with a pivot of rounding noise
+            or (reg_covar == 0 and _nearly_singular(np.asarray(covariance, np.float64)))):
         raise ValueError("the data's covariance is singular (constant or collinear columns "
                          f"of X) and reg_covar={reg_covar} does not lift it: use reg_covar > 0.")
     return Params(
@@ -174,6 +178,12 @@ def init_from_data(key: jax.Array, X: jax.Array, num_components: int, *,
         means=means,
         scale_tril=jnp.broadcast_to(scale_tril[None], (num_components, dim, dim)),
     )
+
+
+def _nearly_singular(covariance: np.ndarray) -> bool:
+    """Whether float32 cannot tell ``covariance`` from a singular matrix."""
+    eigenvalues = np.linalg.eigvalsh(covariance)
+    return eigenvalues.min() <= 10 * np.finfo(np.float32).eps * max(eigenvalues.max(), 1e-30)
 
 
 def e_step(params: Params, X: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -121,8 +121,13 @@ def log_marginal(params: Params, x: jax.Array) -> jax.Array:
     x = _check_x(params, x)
     factor, m, residual = _scaled(params, x)
     log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(factor)))
-    return (-0.5 * data_dim * math.log(2 * math.pi) - data_dim * jnp.log(params.noise_std)
-            - 0.5 * log_det - 0.5 * (jnp.sum(residual**2) + jnp.sum(m**2)))
+    value = (-0.5 * data_dim * math.log(2 * math.pi) - data_dim * jnp.log(params.noise_std)
+             - 0.5 * log_det - 0.5 * (jnp.sum(residual**2) + jnp.sum(m**2)))
+    if _checks.is_concrete(value) and not bool(jnp.isfinite(value)):
+        raise ValueError(f"log p(x) is not finite in float32 for noise_std="
+                         f"{float(params.noise_std)} and this W: W / noise_std leaves float32's "
+                         "range.")
+    return value
 
 
 def posterior(params: Params, x: jax.Array) -> distrax.MultivariateNormalTri:

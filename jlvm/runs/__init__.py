@@ -72,9 +72,11 @@ def start_distributed(coordinator: str | None = None, num_processes: int | None 
     return jax.process_index() == 0
 
 
-def _positive(name: str, value: Any) -> None:
+def _positive(name: str, value: Any, maximum: int = 2**31 - 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise RunError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}.")
+    if value > maximum:
+        raise RunError(f"--{name.replace('_', '-')} must be at most {maximum}, got {value}.")
 
 
 def train(config: Config, out: str | os.PathLike | None = None, *, checkpoint_every: int = 1,
@@ -109,8 +111,7 @@ def train(config: Config, out: str | os.PathLike | None = None, *, checkpoint_ev
     _positive("eval_every", eval_every)
     run = RunDirectory(out if out is not None else default_out(config))
     if run.holds_run():  # checked by every process before they meet
-        raise RunError(f"{run.path} already holds a run; pass --resume to continue it or "
-                       "choose a new --out (nothing was overwritten).")
+        raise run.occupied()
     writer = True if distributed is None else start_distributed(**distributed)
     options = dict(resume=False, checkpoint_every=checkpoint_every, eval_every=eval_every,
                    devices=devices, distributed=distributed is not None, warn=warn,
@@ -215,9 +216,9 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
 
     for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size),
                         ("batch_size", batch_size)):
-        _positive(name, value)
+        _positive(name, value, maximum=2**24 if name == "num_samples" else 2**20)
     if num_examples is not None:
-        _positive("num_examples", num_examples)
+        _positive("num_examples", num_examples, maximum=2**31 - 1)
     if split not in SPLITS:
         raise RunError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}.")
     if missing not in MISSING:

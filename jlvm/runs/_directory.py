@@ -53,6 +53,17 @@ class RunDirectory:
     def holds_run(self) -> bool:
         return any(p.exists() for p in (self.config, self.metrics, self.checkpoints))
 
+    def occupied(self) -> RunError:
+        """The refusal to start a new run here, saying what the directory holds."""
+        has_checkpoint = self.checkpoints.is_dir() and any(
+            p.name.isdigit() for p in self.checkpoints.iterdir())
+        if not has_checkpoint and self.config.is_file():
+            return RunError(f"{self.path} holds a run that never reached a checkpoint (killed "
+                            "before its first?); pass --resume to start it again with its "
+                            "stored settings, or remove it (nothing was overwritten).")
+        return RunError(f"{self.path} already holds a run; pass --resume to continue it or "
+                        "choose a new --out (nothing was overwritten).")
+
     def read_metrics(self) -> list[dict]:
         """The records in metrics.jsonl ([] if there is none)."""
         try:
@@ -130,8 +141,7 @@ def claim(path: str | os.PathLike, *, resume: bool) -> Iterator[RunDirectory]:
             raise RunError(f"{run.path} is in use by another jlvm process; nothing was "
                            "changed.") from None
         if not resume and run.holds_run():
-            raise RunError(f"{run.path} already holds a run; pass --resume to continue it or "
-                           "choose a new --out (nothing was overwritten).")
+            raise run.occupied()
         _files.remove_stale_temporaries(run.path)
         run.created = created
         yield run
