@@ -77,10 +77,21 @@ def _drop_reports_of_abandoned_io() -> None:
     sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
 
 
-def _manager(directory: str | os.PathLike, *, create: bool = False) -> ocp.CheckpointManager:
+def _manager(directory: str | os.PathLike, *, create: bool = False,
+             local: bool = False) -> ocp.CheckpointManager:
+    extra = {}
+    if local:
+        # reading the list of steps is this process's business: orbax would otherwise
+        # wait at a barrier for every process of a jax.distributed run, and hang where
+        # one process asks alone (e.g. the writer deciding what to keep after an error)
+        import jax
+
+        this = jax.process_index()
+        extra["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+            primary_host=this, active_processes={this})
     # the two newest are kept: one to fall back to if the newest is damaged
     options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False,
-                                           create=create)
+                                           create=create, **extra)
     return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
 
 
@@ -123,7 +134,7 @@ def steps(directory: str | os.PathLike) -> list[int]:
     """The steps of every complete (committed) checkpoint, oldest first."""
     if not pathlib.Path(directory).is_dir():
         return []
-    with _quiet(), _manager(directory) as manager:
+    with _quiet(), _manager(directory, local=True) as manager:
         return sorted(manager.all_steps())
 
 

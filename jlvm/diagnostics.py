@@ -56,7 +56,9 @@ def gradient_statistics(key: jax.Array, objective: Callable[[jax.Array, Any], ja
     if getattr(value, "shape", None) != () or not jnp.issubdtype(value.dtype, jnp.floating):
         raise ValueError(f"objective must return a real scalar, got "
                          f"{getattr(value, 'shape', type(value).__name__)}.")
-    grads = jax.vmap(jax.grad(objective, argnums=1), in_axes=(0, None))(keys, params)
+    # compiled as one program: dispatched op by op, a model's hundreds of operations cost
+    # far more than the arithmetic of a thousand draws
+    grads = jax.jit(jax.vmap(jax.grad(objective, argnums=1), in_axes=(0, None)))(keys, params)
     if all(_checks.is_concrete(g) for g in jax.tree_util.tree_leaves(grads)) and not all(
             bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads)):
         raise ValueError("the objective's gradient is NaN or infinite for some draws; its "

@@ -79,3 +79,15 @@ def trained(tmp_path_factory):
         return cache[model]
 
     return get
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_compiled_programs():
+    """Each module's compiled programs are dropped when it ends (a later module that needs
+    one again reads it back from the persistent cache): the session's memory stays that of
+    one module, not of all of them."""
+    yield
+    jax.clear_caches()
+    import gc
+
+    gc.collect()

@@ -82,3 +82,47 @@ def test_steps_only_grow_and_a_mismatch_is_not_damage(tmp_path):
                       optax.adam(1e-3)).init(jax.random.PRNGKey(0), None)
     with pytest.raises(checkpoint.CheckpointMismatch, match="does not fit"):
         checkpoint.restore_intact(tmp_path / "ck", other)
+
+
+_ONE_PROCESS_ASKS = """
+import sys, jax, numpy as np
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]),
+                           initialization_timeout=60)
+from jlvm import checkpoint
+folder = sys.argv[3]
+checkpoint.save(folder, 1, {"w": np.arange(3.0)})  # every process takes part in a save
+if jax.process_index() == 0:  # one process alone asks what is there
+    print(checkpoint.steps(folder))
+checkpoint.save(folder, 2, {"w": np.arange(3.0)})
+print(checkpoint.steps(folder))
+"""
+
+
+def test_one_process_of_a_distributed_run_reads_the_steps_alone(tmp_path):
+    """Listing checkpoints never waits for the other processes of a jax.distributed run:
+    it did (orbax's barrier), and a run hung for 300 s where only the writer asked, or
+    where one process saw the folder before the other."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+           "JAX_PLATFORMS": "cpu"}
+    workers = [subprocess.Popen(
+        [sys.executable, "-c", _ONE_PROCESS_ASKS, f"localhost:{port}", str(index),
+         str(tmp_path / "ck")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for index in range(2)]
+    try:
+        outputs = [worker.communicate(timeout=90) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-2000:]
+    printed = [[line for line in stdout.splitlines() if not line.startswith("[Gloo]")]
+               for stdout, _ in outputs]
+    assert printed == [["[1]", "[1, 2]"], ["[1, 2]"]]
