@@ -9,7 +9,6 @@ Times exclude compilation (one warm-up epoch each).
 """
 
 import argparse
-import functools
 import json
 import time
 
@@ -28,8 +27,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="timed scanned epochs")
     args = parser.parse_args()
     X = jnp.asarray(data.load(args.data).train)
-    learner = amortized(functools.partial(vae.init, data_dim=X.shape[1], latent_dim=50),
-                        optax.adam(1e-3))
+    learner = amortized(vae.model(X.shape[1], 50), optax.adam(1e-3))
     steps = X.shape[0] // 100
     epoch = train.make_epoch(learner, 100, chunk_steps=steps)
     state = learner.init(jax.random.PRNGKey(0), X[:100])

@@ -46,7 +46,6 @@ Runner = tuple[Callable[[], None], str, Callable[[], dict]]
 
 
 def run_jlvm(X: np.ndarray, args) -> Runner:
-    import functools
 
     import jax
     import optax
@@ -55,9 +54,7 @@ def run_jlvm(X: np.ndarray, args) -> Runner:
     from jlvm.inference import amortized
     from jlvm.models import vae
 
-    learner = amortized(functools.partial(vae.init, data_dim=X.shape[1],
-                                          latent_dim=protocol.LATENT,
-                                          hidden_dims=protocol.HIDDEN),
+    learner = amortized(vae.model(X.shape[1], protocol.LATENT, hidden_dims=protocol.HIDDEN),
                         optax.adam(protocol.LEARNING_RATE))
     mesh = train.data_mesh(args.devices) if args.devices else None
     seeds = args.num_seeds

@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _NAMES = {
     "GradientStatistics": "jlvm.diagnostics",
+    "Model": "jlvm.models.protocol",
     "gradient_statistics": "jlvm.diagnostics",
     "binary_support": "jlvm.estimators",
     "effective_sample_size": "jlvm.estimators",
@@ -34,6 +35,7 @@ _SUBMODULES = ("data", "diagnostics", "evaluate", "inference", "missing", "model
 
 __all__ = [
     "GradientStatistics",
+    "Model",
     "binary_support",
     "data",
     "diagnostics",
@@ -83,3 +85,4 @@ if TYPE_CHECKING:  # what static tools and editors see
         log_marginal_is,
         log_marginal_naive,
     )
+    from jlvm.models.protocol import Model

@@ -20,6 +20,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jlvm import _checks, estimators, train
+from jlvm.models import protocol
+from jlvm.models.protocol import Model
 
 
 def map_over_data(per_example: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array,
@@ -63,7 +65,16 @@ def _check_mesh_type(mesh: Any) -> None:
                         f"got {type(mesh).__name__}.")
 
 
-def _check_params(params: Any) -> None:
+def _vae_model():
+    from jlvm.models import vae
+
+    return _VAE.setdefault("model", vae.model(1, 1))  # its functions; init is not used
+
+
+_VAE: dict = {}
+
+
+def _check_vae_params(params: Any) -> None:
     from jlvm.models import vae
 
     if not isinstance(params, vae.Params):
@@ -71,29 +82,35 @@ def _check_params(params: Any) -> None:
                         f"{type(params).__name__}.")
 
 
-def _check_mask(params: Any, mask: Any) -> jax.Array:
+def _check_mask(X: Any, mask: Any) -> Any:
     if mask is None:
-        return jnp.ones(params.data_dim, bool)
-    return jnp.asarray(_checks.observation_mask(mask, params.data_dim))
+        return None
+    return jnp.asarray(_checks.observation_mask(mask, np.shape(X)[1]))
 
 
-def _check_data(params: Any, X: Any, mask: Any) -> jax.Array:
-    """X as a float array [N, D] with N >= 1 and the model's D, its observed entries finite
-    (and 0/1 for a Bernoulli likelihood); ValueError naming it."""
+def _check_data(model: Model, params: Any, X: Any, mask: Any) -> jax.Array:
+    """X as a float array [N, D] with N >= 1 that the model takes (traced on one row), its
+    observed entries finite (and 0/1 for the VAE's Bernoulli likelihood); ValueError."""
     X = _checks.float_array(X, "X")
-    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] != params.data_dim:
-        raise ValueError(f"X must have shape [N, D] with N >= 1 and D={params.data_dim}, "
+    if X.ndim != 2 or X.shape[0] < 1:
+        raise ValueError(f"X must have shape [N, D] with N >= 1, got {X.shape}.")
+    data_dim = getattr(params, "data_dim", None)
+    if data_dim is not None and X.shape[1] != data_dim:
+        raise ValueError(f"X must have shape [N, D] with N >= 1 and D={data_dim}, "
                          f"got {X.shape}.")
+    mask = _check_mask(X, mask)
     if _checks.is_concrete(X) and _checks.is_concrete(mask):
         values = np.asarray(X)
         seen = values if mask is None else values[:, np.asarray(mask, bool)]
         if not np.all(np.isfinite(seen)):
             raise ValueError("X holds NaN or infinite values at observed entries; pass mask "
                              "(True = observed) to leave entries out.")
-        if params.likelihood == "bernoulli" and not np.all((seen == 0) | (seen == 1)):
+        if getattr(params, "likelihood", None) == "bernoulli" and not np.all(
+                (seen == 0) | (seen == 1)):
             raise ValueError("X must hold 0/1 values at observed entries for the Bernoulli "
                              "likelihood.")
-    return X
+    protocol.check_against(model, params, X[0], mask)
+    return X, mask
 
 
 def _place(mesh: Mesh | None, *trees: Any) -> tuple:
@@ -101,82 +118,93 @@ def _place(mesh: Mesh | None, *trees: Any) -> tuple:
     return trees if mesh is None else train.replicate(trees, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("num_samples", "batch_size", "chunk_size", "mesh"))
-def _vae_log_likelihood(key, params, X, mask, num_samples, batch_size, chunk_size, mesh):
-    from jlvm.models import vae
-
+@functools.partial(jax.jit, static_argnames=("model", "estimator", "num_samples", "batch_size",
+                                             "chunk_size", "mesh"))
+def _per_row(key, model, params, X, mask, estimator, num_samples, batch_size, chunk_size,
+             mesh):
     def one(k, x):
-        return estimators.log_marginal_is(k, functools.partial(vae.log_joint, params, x,
-                                                               mask=mask),
-                                          vae.encoder(params, x, mask), num_samples,
-                                          chunk_size=chunk_size)
+        log_joint = functools.partial(protocol.log_joint, model, params, x, mask=mask)
+        q = protocol.encoder(model, params, x, mask)
+        if estimator == "is":
+            return estimators.log_marginal_is(k, log_joint, q, num_samples,
+                                              chunk_size=chunk_size)
+        fn = estimators.elbo if estimator == "elbo" else estimators.iwae_bound
+        return fn(k, log_joint, q, num_samples)
 
     return map_over_data(one, key, X, batch_size, mesh)
+
+
+def _evaluate(estimator, key, model, params, X, num_samples, batch_size, chunk_size, mask,
+              mesh):
+    protocol.check(model, "encoder")
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    if estimator == "is":
+        chunk_size = min(num_samples if chunk_size is None
+                         else _checks.positive_int(chunk_size, "chunk_size"), num_samples)
+    _check_mesh_type(mesh)
+    train.check_mesh(mesh, batch_size)
+    _checks.prng_key(key)
+    X, mask = _check_data(model, params, X, mask)
+    params, X, mask = _place(mesh, params, X, mask)
+    return _per_row(key, model, params, X, mask, estimator, num_samples, batch_size,
+                    chunk_size, mesh)
+
+
+def log_likelihood(key: jax.Array, model: Model, params: Any, X: jax.Array,
+                   num_samples: int, *, batch_size: int = 100, chunk_size: int | None = 500,
+                   mask: Any = None, mesh: Mesh | None = None) -> jax.Array:
+    """log p(x_n) by importance sampling with K draws from the model's encoder, for every
+    row of X [N, D]: [N].
+
+    ``log (1/K) sum_k p(x, z_k) / q(z_k | x)``, z_k ~ q(z | x), chunk_size draws at a time.
+    With ``mask`` [D] (True = observed; the same for every row), log p(x_obs) (the model's
+    log_joint and encoder take the mask). With ``mesh``, batches are split over its
+    devices (see ``map_over_data``); the values do not change.
+    """
+    return _evaluate("is", key, model, params, X, num_samples, batch_size, chunk_size, mask,
+                     mesh)
+
+
+def elbo(key: jax.Array, model: Model, params: Any, X: jax.Array, num_samples: int = 1, *,
+         batch_size: int = 500, mask: Any = None, mesh: Mesh | None = None) -> jax.Array:
+    """The ELBO of every row of X with the encoder's q: [N] (K draws each); ``mask`` and
+    ``mesh`` as in ``log_likelihood``."""
+    return _evaluate("elbo", key, model, params, X, num_samples, batch_size, None, mask, mesh)
+
+
+def iwae_bound(key: jax.Array, model: Model, params: Any, X: jax.Array, num_samples: int, *,
+               batch_size: int = 500, mask: Any = None, mesh: Mesh | None = None) -> jax.Array:
+    """The IWAE bound ``log (1/K) sum_k p(x, z_k) / q(z_k | x)`` of every row of X: [N];
+    ``mask`` and ``mesh`` as in ``log_likelihood``."""
+    return _evaluate("iwae", key, model, params, X, num_samples, batch_size, None, mask, mesh)
 
 
 def vae_log_likelihood(key: jax.Array, params: Any, X: jax.Array, num_samples: int, *,
                        batch_size: int = 100, chunk_size: int | None = 500,
                        mask: Any = None, mesh: Mesh | None = None) -> jax.Array:
-    """log p(x_n) by importance sampling with K draws from the encoder, for every row: [N].
-
-    ``log (1/K) sum_k p(x, z_k) / q(z_k | x)``, z_k ~ q(z | x), chunk_size draws at a time.
-    With ``mask`` [D] (True = observed; the same for every row), log p(x_obs): missing
-    pixels are summed out exactly and the encoder sees them as 0. With ``mesh``, batches
-    are split over its devices (see ``map_over_data``); the values do not change.
-    """
-    num_samples = _checks.positive_int(num_samples, "num_samples")
-    batch_size = _checks.positive_int(batch_size, "batch_size")
-    chunk_size = min(num_samples if chunk_size is None
-                     else _checks.positive_int(chunk_size, "chunk_size"), num_samples)
-    _check_params(params)
-    _check_mesh_type(mesh)
-    train.check_mesh(mesh, batch_size)
-    _checks.prng_key(key)
-    mask = _check_mask(params, mask)
-    X = _check_data(params, X, mask)
-    params, X, mask = _place(mesh, params, X, mask)
-    return _vae_log_likelihood(key, params, X, mask, num_samples, batch_size, chunk_size, mesh)
-
-
-@functools.partial(jax.jit, static_argnames=("bound", "num_samples", "batch_size", "mesh"))
-def _vae_bound(key, params, X, mask, bound, num_samples, batch_size, mesh):
-    from jlvm.models import vae
-
-    estimator = estimators.elbo if bound == "elbo" else estimators.iwae_bound
-
-    def one(k, x):
-        return estimator(k, functools.partial(vae.log_joint, params, x, mask=mask),
-                         vae.encoder(params, x, mask), num_samples)
-
-    return map_over_data(one, key, X, batch_size, mesh)
-
-
-def _bound(bound, key, params, X, num_samples, batch_size, mask, mesh):
-    num_samples = _checks.positive_int(num_samples, "num_samples")
-    batch_size = _checks.positive_int(batch_size, "batch_size")
-    _check_params(params)
-    _check_mesh_type(mesh)
-    train.check_mesh(mesh, batch_size)
-    _checks.prng_key(key)
-    mask = _check_mask(params, mask)
-    X = _check_data(params, X, mask)
-    params, X, mask = _place(mesh, params, X, mask)
-    return _vae_bound(key, params, X, mask, bound, num_samples, batch_size, mesh)
+    """``log_likelihood`` for the built-in VAE's ``vae.Params`` (missing pixels are summed
+    out exactly and the encoder sees them as 0): [N]."""
+    _check_vae_params(params)
+    return log_likelihood(key, _vae_model(), params, X, num_samples, batch_size=batch_size,
+                          chunk_size=chunk_size, mask=mask, mesh=mesh)
 
 
 def vae_elbo(key: jax.Array, params: Any, X: jax.Array, num_samples: int = 1, *,
              batch_size: int = 500, mask: Any = None, mesh: Mesh | None = None) -> jax.Array:
-    """The ELBO of every row of X with the encoder's q: [N] (K draws each); ``mask`` and
-    ``mesh`` as in ``vae_log_likelihood``."""
-    return _bound("elbo", key, params, X, num_samples, batch_size, mask, mesh)
+    """``elbo`` for the built-in VAE's ``vae.Params``: [N]."""
+    _check_vae_params(params)
+    return elbo(key, _vae_model(), params, X, num_samples, batch_size=batch_size, mask=mask,
+                mesh=mesh)
 
 
 def vae_iwae_bound(key: jax.Array, params: Any, X: jax.Array, num_samples: int, *,
                    batch_size: int = 500, mask: Any = None,
                    mesh: Mesh | None = None) -> jax.Array:
-    """The IWAE bound ``log (1/K) sum_k p(x, z_k) / q(z_k | x)`` of every row of X: [N];
-    ``mask`` and ``mesh`` as in ``vae_log_likelihood``."""
-    return _bound("iwae", key, params, X, num_samples, batch_size, mask, mesh)
+    """``iwae_bound`` for the built-in VAE's ``vae.Params``: [N]."""
+    _check_vae_params(params)
+    return iwae_bound(key, _vae_model(), params, X, num_samples, batch_size=batch_size,
+                      mask=mask, mesh=mesh)
 
 
 def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:

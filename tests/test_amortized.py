@@ -13,7 +13,7 @@ from jlvm import data, train
 from jlvm.inference import amortized, semi_amortized
 from jlvm.models import vae
 
-INIT = functools.partial(vae.init, data_dim=64, latent_dim=3, hidden_dims=(32,))
+MODEL = vae.model(64, 3, hidden_dims=(32,))
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def digits():
 def test_loss_is_minus_the_batch_mean_of_the_bound(digits):
     for objective, metric, fn in (("elbo", "elbo", jlvm.elbo),
                                   ("iwae", "iwae_bound", jlvm.iwae_bound)):
-        learner = amortized(INIT, optax.sgd(0.0), objective=objective, num_samples=3)
+        learner = amortized(MODEL, optax.sgd(0.0), objective=objective, num_samples=3)
         state = learner.init(jax.random.PRNGKey(0), digits[:8])
         _new, metrics = learner.step(state, digits[:8])
         step_key = jax.random.split(state.key)[1]
@@ -41,7 +41,7 @@ def test_analytic_elbo_forms_are_the_joint_form_in_expectation(form, digits):
     """Same draws: elbo_form="kl" is jlvm.elbo_with_kl of the VAE's likelihood and prior
     (and "entropy" jlvm.elbo_with_entropy); over many draws its mean equals the joint form's
     within standard errors, and its gradient is an unbiased estimate of the same one."""
-    learner = amortized(INIT, optax.sgd(0.0), elbo_form=form, num_samples=2)
+    learner = amortized(MODEL, optax.sgd(0.0), elbo_form=form, num_samples=2)
     state = learner.init(jax.random.PRNGKey(0), digits[:8])
     _new, metrics = learner.step(state, digits[:8])
     keys = jax.random.split(jax.random.split(state.key)[1], 8)
@@ -57,7 +57,7 @@ def test_analytic_elbo_forms_are_the_joint_form_in_expectation(form, digits):
     np.testing.assert_allclose(metrics["elbo"], np.mean(expected), rtol=1e-5)
 
     x = digits[3]
-    joint = amortized(INIT, optax.sgd(0.0))
+    joint = amortized(MODEL, optax.sgd(0.0))
 
     def values(learner, key):  # (bound, d bound / d encoder's last bias) for one draw
         loss_fn = jax.jit(lambda p, k: learner.step(state._replace(params=p, key=k),
@@ -78,7 +78,7 @@ def test_analytic_elbo_forms_are_the_joint_form_in_expectation(form, digits):
 
 
 def test_iwae_with_dreg_trains(digits):
-    learner = amortized(INIT, optax.adam(3e-3), objective="iwae", num_samples=5,
+    learner = amortized(MODEL, optax.adam(3e-3), objective="iwae", num_samples=5,
                         grad_estimator="dreg")
     epoch = train.make_epoch(learner, 100)
     state = learner.init(jax.random.PRNGKey(0), digits[:100])
@@ -90,21 +90,21 @@ def test_iwae_with_dreg_trains(digits):
 
 def test_bad_configuration_raises():
     with pytest.raises(ValueError, match="objective"):
-        amortized(INIT, optax.adam(1e-3), objective="kl")
+        amortized(MODEL, optax.adam(1e-3), objective="kl")
     with pytest.raises(ValueError, match="grad_estimator"):
-        amortized(INIT, optax.adam(1e-3), objective="elbo", grad_estimator="dreg")
+        amortized(MODEL, optax.adam(1e-3), objective="elbo", grad_estimator="dreg")
     with pytest.raises(ValueError, match="elbo_form"):
-        amortized(INIT, optax.adam(1e-3), elbo_form="analytic")
+        amortized(MODEL, optax.adam(1e-3), elbo_form="analytic")
     with pytest.raises(ValueError, match="elbo_form"):
-        amortized(INIT, optax.adam(1e-3), objective="iwae", elbo_form="kl")
+        amortized(MODEL, optax.adam(1e-3), objective="iwae", elbo_form="kl")
     with pytest.raises(ValueError, match="grad_estimator"):
-        amortized(INIT, optax.adam(1e-3), elbo_form="kl", grad_estimator="stl")
+        amortized(MODEL, optax.adam(1e-3), elbo_form="kl", grad_estimator="stl")
     with pytest.raises(ValueError, match="inner_steps"):
-        semi_amortized(INIT, optax.adam(1e-3), inner_steps=0)
+        semi_amortized(MODEL, optax.adam(1e-3), inner_steps=0)
 
 
 def test_semi_amortized_refinement_closes_part_of_the_amortization_gap(digits):
-    learner = semi_amortized(INIT, optax.adam(1e-3), inner_steps=10, inner_learning_rate=0.05)
+    learner = semi_amortized(MODEL, optax.adam(1e-3), inner_steps=10, inner_learning_rate=0.05)
     state = learner.init(jax.random.PRNGKey(0), digits[:100])
     epoch = train.make_epoch(learner, 100)
     for _ in range(3):
@@ -116,8 +116,7 @@ def test_semi_amortized_refinement_closes_part_of_the_amortization_gap(digits):
 
 
 def test_batches_and_functions_are_checked():
-    init = functools.partial(vae.init, data_dim=64, latent_dim=2, hidden_dims=(8,))
-    learner = amortized(init, optax.adam(1e-3))
+    learner = amortized(vae.model(64, 2, hidden_dims=(8,)), optax.adam(1e-3))
     state = learner.init(jax.random.PRNGKey(0), None)
     with pytest.raises(ValueError, match=r"batch must be an array x \[B, D\] with B >= 1"):
         learner.step(state, jnp.zeros((0, 64)))
@@ -126,5 +125,7 @@ def test_batches_and_functions_are_checked():
     with pytest.raises(TypeError, match="key must be one PRNG key"):
         learner.init(0, None)
     for make in (amortized, semi_amortized):
-        with pytest.raises(TypeError, match="init_params must be a function"):
+        with pytest.raises(TypeError, match=r"model must be a jlvm\.Model"):
             make("f", optax.adam(1e-3))
+        with pytest.raises(TypeError, match=r"wrap it in a model"):
+            make(vae.init, optax.adam(1e-3))

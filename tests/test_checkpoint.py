@@ -1,6 +1,5 @@
 """jlvm.checkpoint: exact round trips, and torn saves never win."""
 
-import functools
 import pathlib
 
 import jax
@@ -14,7 +13,7 @@ from jlvm.models import vae
 
 
 def _state():
-    learner = amortized(functools.partial(vae.init, data_dim=6, latent_dim=2, hidden_dims=(4,)),
+    learner = amortized(vae.model(6, 2, hidden_dims=(4,)),
                         optax.adam(1e-3))
     state = learner.init(jax.random.PRNGKey(0), None)
     new, _ = learner.step(state, jax.numpy.ones((3, 6)))
@@ -78,7 +77,7 @@ def test_steps_only_grow_and_a_mismatch_is_not_damage(tmp_path):
         checkpoint.save(tmp_path / "ck", "x", trained)
     with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint 7 .* \(it has 2\)"):
         checkpoint.restore(tmp_path / "ck", state, 7)
-    other = amortized(functools.partial(vae.init, data_dim=6, latent_dim=3, hidden_dims=(4,)),
+    other = amortized(vae.model(6, 3, hidden_dims=(4,)),
                       optax.adam(1e-3)).init(jax.random.PRNGKey(0), None)
     with pytest.raises(checkpoint.CheckpointMismatch, match="does not fit"):
         checkpoint.restore_intact(tmp_path / "ck", other)

@@ -9,23 +9,25 @@ import optax
 
 from jlvm import data, train
 from jlvm.inference import _local, svi
-from jlvm.models import vae
+from jlvm.models import posteriors, vae
 
-INIT = functools.partial(vae.init, data_dim=64, latent_dim=3, hidden_dims=(32,))
+MODEL = vae.model(64, 3, hidden_dims=(32,))
 
 
 def test_inner_loop_raises_every_data_points_elbo():
     X = jnp.asarray(data.digits().train[:40])
-    model = INIT(jax.random.PRNGKey(0))
+    params = MODEL.init(jax.random.PRNGKey(0))
     zeros = jnp.zeros(3)
 
     def per_point(x, k):
-        refined, _, _ = _local.refine(model, x, (zeros, zeros), k, inner_steps=50,
-                                      inner_learning_rate=0.1, num_samples=4)
+        log_joint = functools.partial(vae.log_joint, params, x)
+        refined, _, _ = _local.refine(log_joint, (zeros, zeros), posteriors.diagonal, k,
+                                      inner_steps=50, inner_learning_rate=0.1, num_samples=4)
         # judged with 2,000 common draws, so Monte Carlo noise cannot decide the comparison
         eval_key = jax.random.fold_in(k, 1)
-        return (_local.local_elbo(model, x, (zeros, zeros), eval_key, 2000),
-                _local.local_elbo(model, x, refined, eval_key, 2000))
+        return (_local.local_elbo(log_joint, (zeros, zeros), posteriors.diagonal, eval_key,
+                                  2000),
+                _local.local_elbo(log_joint, refined, posteriors.diagonal, eval_key, 2000))
 
     before, after = jax.jit(jax.vmap(per_point))(X, jax.random.split(jax.random.PRNGKey(1), 40))
     assert np.all(np.asarray(after) > np.asarray(before))
@@ -33,7 +35,7 @@ def test_inner_loop_raises_every_data_points_elbo():
 
 def test_svi_step_updates_only_the_batch_rows_and_raises_the_elbo():
     X = jnp.asarray(data.digits().train[:200])
-    learner = svi(INIT, optax.adam(1e-2), num_data=200, inner_steps=10, inner_learning_rate=0.1,
+    learner = svi(MODEL, optax.adam(1e-2), num_data=200, inner_steps=10, inner_learning_rate=0.1,
                   num_samples=4)
     index = jnp.arange(200, dtype=jnp.int32)
     state = learner.init(jax.random.PRNGKey(0), (index[:20], X[:20]))
@@ -53,7 +55,7 @@ def test_svi_step_updates_only_the_batch_rows_and_raises_the_elbo():
 def test_an_index_outside_the_table_stops_training_instead_of_reusing_a_row():
     """JAX would clamp index 10 of a 10-row table to row 9 and train the wrong phi."""
     X = jnp.asarray(data.digits().train[:10])
-    learner = svi(INIT, optax.adam(1e-3), 10, inner_steps=2)
+    learner = svi(MODEL, optax.adam(1e-3), 10, inner_steps=2)
     state = learner.init(jax.random.PRNGKey(0), None)
     new, metrics = jax.jit(learner.step)(state, (jnp.array([3, 10]), X[:2]))
     assert not bool(metrics["finite"])
@@ -64,7 +66,7 @@ def test_negative_indices_and_malformed_batches_are_not_taken_for_rows():
     import pytest
 
     X = jnp.asarray(data.digits().train[:10])
-    learner = svi(INIT, optax.adam(1e-3), 10, inner_steps=2)
+    learner = svi(MODEL, optax.adam(1e-3), 10, inner_steps=2)
     state = learner.init(jax.random.PRNGKey(0), None)
     new, metrics = jax.jit(learner.step)(state, (jnp.array([3, -1]), X[:2]))  # -1: not row 9
     assert not bool(metrics["finite"])

@@ -1,7 +1,5 @@
 """jlvm.train: pure steps, compiled epochs, shuffling, the NaN guard."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,8 +18,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def learner():
-    init = functools.partial(vae.init, data_dim=64, latent_dim=3, hidden_dims=(32,))
-    return amortized(init, optax.adam(1e-3))
+    return amortized(vae.model(64, 3, hidden_dims=(32,)), optax.adam(1e-3))
 
 
 def _leaves_equal(a, b):

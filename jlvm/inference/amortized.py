@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -11,20 +10,25 @@ import optax
 
 from jlvm import _checks, estimators, gradients
 from jlvm.inference import _local
-from jlvm.models import vae
+from jlvm.models import posteriors, protocol
+from jlvm.models.protocol import Model
 from jlvm.train import Learner, TrainState, keep_if_finite
 
 OBJECTIVES = ("elbo", "iwae")
 ELBO_FORMS = ("joint", "entropy", "kl")
 
 
-def _bound(objective: str, num_samples: int, grad_estimator: str, elbo_form: str):
-    def bound(params: vae.Params, key: jax.Array, x: jax.Array) -> jax.Array:
-        q = vae.encoder(params, x)
+def _bound(model: Model, objective: str, num_samples: int, grad_estimator: str,
+           elbo_form: str):
+    """bound(params, key, x [D], mask [D] or None) -> the per-example objective."""
+
+    def bound(params, key: jax.Array, x: jax.Array, mask=None) -> jax.Array:
+        q = protocol.encoder(model, params, x, mask)
         if elbo_form == "kl":
-            return estimators.elbo_with_kl(key, functools.partial(vae.log_likelihood, params, x),
-                                           q, vae.prior(params), num_samples)
-        log_joint = functools.partial(vae.log_joint, params, x)
+            return estimators.elbo_with_kl(
+                key, functools.partial(protocol.log_likelihood, model, params, x, mask=mask),
+                q, model.prior(params), num_samples)
+        log_joint = functools.partial(protocol.log_joint, model, params, x, mask=mask)
         if elbo_form == "entropy":
             return estimators.elbo_with_entropy(key, log_joint, q, num_samples)
         fn = estimators.elbo if objective == "elbo" else estimators.iwae_bound
@@ -33,13 +37,23 @@ def _bound(objective: str, num_samples: int, grad_estimator: str, elbo_form: str
     return bound
 
 
+def _per_example(fn, params, key, batch):
+    """``fn(params, key_i, x_i, mask_i)`` for every example of ``batch`` (x, or (x, mask)),
+    each with its own key: the stacked results."""
+    x, mask = protocol.split_batch(batch)
+    keys = jax.random.split(key, x.shape[0])
+    if mask is None:
+        return jax.vmap(fn, in_axes=(None, 0, 0))(params, keys, x)
+    return jax.vmap(fn, in_axes=(None, 0, 0, 0))(params, keys, x, mask)
+
+
 def _step(loss_fn, optimizer):
     """A train step from ``loss_fn(params, key, batch) -> (loss, metrics)``: one optimizer
     update, and the state kept as it was if the loss is not finite."""
 
-    def step(state: TrainState, batch: jax.Array):
+    def step(state: TrainState, batch):
         _check_state(state)
-        _check_batch(batch)
+        protocol.split_batch(batch)
         key, step_key = jax.random.split(state.key)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params,
                                                                             step_key, batch)
@@ -58,26 +72,30 @@ def _check_state(state) -> None:
                         f"{type(state).__name__}.")
 
 
-def _check_batch(batch) -> None:
-    """A batch of data points x [B, D] with B >= 1 (its shape is static: checked at once)."""
-    if not hasattr(batch, "shape") or len(batch.shape) != 2 or batch.shape[0] < 1:
-        raise ValueError(f"batch must be an array x [B, D] with B >= 1, got "
-                         f"{getattr(batch, 'shape', type(batch).__name__)}.")
+def init_params(model: Model, key: jax.Array, batch) -> object:
+    """``model.init(key)``, checked against the first example of ``batch`` (x, or (x,
+    mask); None skips the check) by tracing only: a q over several z, or a log_joint that
+    is not a scalar, is named before anything compiles."""
+    params = model.init(key)
+    _checks.numeric_leaves(params, "model.init(key)")
+    if batch is not None:
+        x, mask = protocol.split_batch(batch)
+        protocol.check_against(model, params, x[0], None if mask is None else mask[0])
+    return params
 
 
-def _init(init_params, optimizer):
-    def init(key: jax.Array, batch: jax.Array) -> TrainState:
+def _init(model: Model, optimizer):
+    def init(key: jax.Array, batch) -> TrainState:
         _checks.prng_key(key)
-        del batch  # the architecture is fixed by init_params
         params_key, state_key = jax.random.split(key)
-        params = init_params(params_key)
+        params = init_params(model, params_key, batch)
         return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), state_key)
 
     return init
 
 
-def amortized(init_params: Callable[[jax.Array], vae.Params],
-              optimizer: optax.GradientTransformation, *, objective: str = "elbo",
+def amortized(model: Model, optimizer: optax.GradientTransformation, *,
+              objective: str = "elbo",
               num_samples: int = 1, grad_estimator: str = "reparam",
               elbo_form: str = "joint") -> Learner:
     """The VAE: maximize the bound over decoder theta and encoder phi jointly.
@@ -86,8 +104,8 @@ def amortized(init_params: Callable[[jax.Array], vae.Params],
     "iwae": log (1/K) sum_k p(x, z_k) / q_phi(z_k | x). The loss is minus the batch mean.
 
     Args:
-      init_params: key -> ``vae.Params`` (e.g. ``functools.partial(vae.init, data_dim=784,
-        latent_dim=50)``).
+      model: a ``jlvm.Model`` with an encoder (e.g. ``vae.model(data_dim=784,
+        latent_dim=50)``, or one of your own); its params may be any pytree.
       optimizer: an optax optimizer over all parameters.
       objective: "elbo" or "iwae".
       num_samples: K draws per data point.
@@ -100,12 +118,11 @@ def amortized(init_params: Callable[[jax.Array], vae.Params],
         ``grad_estimator="reparam"``.
 
     Returns:
-      ``Learner``; ``step(state, x [B, D])`` reports ``loss`` and the bound in nats per
-      example under its own name (``elbo`` or ``iwae_bound``), and ``finite``.
+      ``Learner``; ``step(state, batch)`` with batch x [B, D] or (x [B, D], mask [B, D]
+      bool, True = observed) reports ``loss`` and the bound in nats per example under its
+      own name (``elbo`` or ``iwae_bound``), and ``finite``.
     """
-    if not callable(init_params):
-        raise TypeError(f"init_params must be a function key -> params, got "
-                        f"{type(init_params).__name__}.")
+    protocol.check(model, "encoder")
     _checks.optimizer(optimizer)
     _checks.one_of(objective, "objective", OBJECTIVES)
     num_samples = _checks.positive_int(num_samples, "num_samples")
@@ -118,60 +135,61 @@ def amortized(init_params: Callable[[jax.Array], vae.Params],
     if elbo_form != "joint" and grad_estimator != "reparam":
         raise ValueError(f"elbo_form={elbo_form!r} takes grad_estimator='reparam', got "
                          f"{grad_estimator!r} (the analytic term has no draws to reweight).")
-    bound = _bound(objective, num_samples, grad_estimator, elbo_form)
+    if elbo_form == "kl":
+        protocol.check(model, "encoder", "log_likelihood", "prior")
+    bound = _bound(model, objective, num_samples, grad_estimator, elbo_form)
     metric = "elbo" if objective == "elbo" else "iwae_bound"
 
     def loss_fn(params, key, batch):
-        keys = jax.random.split(key, batch.shape[0])
-        value = jnp.mean(jax.vmap(bound, in_axes=(None, 0, 0))(params, keys, batch))
+        value = jnp.mean(_per_example(bound, params, key, batch))
         return -value, {metric: value}
 
-    return Learner(_init(init_params, optimizer), _step(loss_fn, optimizer))
+    return Learner(_init(model, optimizer), _step(loss_fn, optimizer))
 
 
-def semi_amortized(init_params: Callable[[jax.Array], vae.Params],
-                   optimizer: optax.GradientTransformation, *, inner_steps: int = 10,
-                   inner_learning_rate: float = 0.05, num_samples: int = 1) -> Learner:
+def semi_amortized(model: Model, optimizer: optax.GradientTransformation, *,
+                   inner_steps: int = 10, inner_learning_rate: float = 0.05,
+                   num_samples: int = 1) -> Learner:
     """Semi-amortized inference: the encoder's q(z|x) refined per data point.
 
-    phi_0 = encoder(x); phi* = phi_0 after ``inner_steps`` Adam steps on ELBO(phi) with the
-    decoder fixed. The decoder is trained on ELBO(theta; phi*), the encoder on its own
-    ELBO(phi_0) (decoder held fixed in that term). ``amortization_gap`` = ELBO(phi*) -
-    ELBO(phi_0), same draws: how much the encoder leaves on the table.
+    phi_0 = the encoder's parameters of q(z|x) (``posteriors.parameters``: a diagonal or
+    full-covariance Gaussian, or a flow on one, whose bijector is kept); phi* = phi_0 after
+    ``inner_steps`` Adam steps on ELBO(phi) with the model fixed. The decoder is trained on
+    ELBO(theta; phi*), the encoder on its own ELBO(phi_0) (the model held fixed in that
+    term). ``amortization_gap`` = ELBO(phi*) - ELBO(phi_0), same draws: how much the
+    encoder leaves on the table.
 
     Returns:
-      ``Learner``; ``step(state, x [B, D])`` reports ``loss``, ``elbo`` (refined),
-      ``elbo_amortized``, ``amortization_gap`` (nats per example) and ``finite``.
+      ``Learner``; ``step(state, batch)`` (x [B, D] or (x, mask)) reports ``loss``,
+      ``elbo`` (refined), ``elbo_amortized``, ``amortization_gap`` (nats per example) and
+      ``finite``.
     """
-    if not callable(init_params):
-        raise TypeError(f"init_params must be a function key -> params, got "
-                        f"{type(init_params).__name__}.")
+    protocol.check(model, "encoder")
     _checks.optimizer(optimizer)
     inner_steps = _checks.positive_int(inner_steps, "inner_steps")
     num_samples = _checks.positive_int(num_samples, "num_samples")
     inner_learning_rate = _checks.positive_number(inner_learning_rate, "inner_learning_rate")
 
-    def loss_fn(params: vae.Params, key, batch):
-        keys = jax.random.split(key, batch.shape[0])
-        fixed_decoder = params.replace(decoder=jax.lax.stop_gradient(params.decoder))
+    def per_example(params, key, x, mask=None):
+        refine_key, decoder_key, encoder_key = jax.random.split(key, 3)
+        q = protocol.encoder(model, params, x, mask)
+        phi0, rebuild = posteriors.parameters(q)
+        fixed = jax.lax.stop_gradient(params)
+        fixed_log_joint = functools.partial(protocol.log_joint, model, fixed, x, mask=mask)
+        refined, before, after = _local.refine(
+            fixed_log_joint, phi0, rebuild, refine_key, inner_steps=inner_steps,
+            inner_learning_rate=inner_learning_rate, num_samples=num_samples)
+        # theta's term: the refined q held fixed; phi's term: the model held fixed
+        decoder_term = _local.local_elbo(
+            functools.partial(protocol.log_joint, model, params, x, mask=mask),
+            jax.lax.stop_gradient(refined), rebuild, decoder_key, num_samples)
+        encoder_term = estimators.elbo(encoder_key, fixed_log_joint, q, num_samples)
+        return decoder_term + encoder_term, (after, before)
 
-        def per_example(x, k):
-            refine_key, decoder_key, encoder_key = jax.random.split(k, 3)
-            q = vae.encoder(params, x)
-            phi0 = (q.mean(), jnp.log(q.stddev()))
-            refined, before, after = _local.refine(
-                params, x, phi0, refine_key, inner_steps=inner_steps,
-                inner_learning_rate=inner_learning_rate, num_samples=num_samples)
-            decoder_term = _local.local_elbo(params, x, jax.lax.stop_gradient(refined),
-                                             decoder_key, num_samples)
-            encoder_term = estimators.elbo(
-                encoder_key, functools.partial(vae.log_joint, fixed_decoder, x),
-                vae.encoder(params, x), num_samples)
-            return decoder_term + encoder_term, (after, before)
-
-        objective, (after, before) = jax.vmap(per_example)(batch, keys)
+    def loss_fn(params, key, batch):
+        objective, (after, before) = _per_example(per_example, params, key, batch)
         metrics = {"elbo": jnp.mean(after), "elbo_amortized": jnp.mean(before),
                    "amortization_gap": jnp.mean(after - before)}
         return -jnp.mean(objective), metrics
 
-    return Learner(_init(init_params, optimizer), _step(loss_fn, optimizer))
+    return Learner(_init(model, optimizer), _step(loss_fn, optimizer))

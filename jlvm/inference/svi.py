@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -11,7 +11,8 @@ import optax
 
 from jlvm import _checks
 from jlvm.inference import _local
-from jlvm.models import vae
+from jlvm.models import posteriors, protocol
+from jlvm.models.protocol import Model
 from jlvm.train import Learner, TrainState, keep_if_finite
 
 
@@ -33,54 +34,77 @@ def _check_batch(batch) -> tuple[jax.Array, jax.Array]:
 
 
 class SVIParams(NamedTuple):
-    """model: the decoder's ``vae.Params`` (theta); mean, log_scale: [N, L] the table of
-    per-datapoint q(z; phi^i) = N(mean[i], diag exp(log_scale[i])^2)."""
+    """model: the model's params (theta); mean, log_scale: the table of per-datapoint
+    q(z; phi^i) = N(mean[i], S_i S_i^T): mean [N, L]; log_scale [N, L] for the diagonal
+    family (S_i = diag exp(log_scale[i])), or [N, L, L] for the full one (S_i =
+    ``posteriors.scale_tril(log_scale[i])``: its diagonal holds the log-scales)."""
 
     model: Any
     mean: jax.Array
     log_scale: jax.Array
 
 
-def svi(init_params: Callable[[jax.Array], vae.Params], optimizer: optax.GradientTransformation,
-        num_data: int, *, inner_steps: int = 20, inner_learning_rate: float = 0.05,
-        num_samples: int = 1) -> Learner:
+def _latent_dim(model: Model, params: Any, batch: Any) -> int:
+    x = None
+    if batch is not None:
+        _, x = _check_batch(batch)
+    if model.prior is None and x is None:
+        raise TypeError("svi needs model.prior, or a first batch and model.encoder, to know "
+                        "the shape of z.")
+    z = protocol.latent_example(model, params, None if x is None else x[0])
+    if len(z.shape) != 1:
+        raise ValueError(f"svi's per-datapoint Gaussians are over vectors z [L], got z of "
+                         f"shape {tuple(z.shape)}.")
+    return z.shape[0]
+
+
+def svi(model: Model, optimizer: optax.GradientTransformation, num_data: int, *,
+        inner_steps: int = 20, inner_learning_rate: float = 0.05, num_samples: int = 1,
+        family: str = "diagonal") -> Learner:
     """Non-amortized SVI, as in the lecture's algorithm.
 
     For a batch of data points i: starting from the stored phi^i, take ``inner_steps``
     Adam steps of gradient ascent on ELBO(x_i; theta, phi^i) (vmapped over the batch), store
     phi^{i,*}, then take one optimizer step on theta with the gradient of the batch ELBO at
-    phi^{i,*}. The encoder in ``vae.Params`` is not used.
+    phi^{i,*}. An encoder, if the model has one, is not used.
 
     Args:
-      init_params: key -> ``vae.Params`` (its decoder is theta).
+      model: a ``jlvm.Model``; its ``prior`` (or, with a first batch, its encoder) tells
+        the shape of z.
       optimizer: optax optimizer for theta.
       num_data: N, the size of the phi table (data points are addressed by index).
       inner_steps, inner_learning_rate: the per-datapoint inner optimization.
       num_samples: draws per ELBO estimate.
+      family: "diagonal" or "full" (``jlvm.models.posteriors``): each phi^i starts at
+        N(0, I).
 
     Returns:
       ``Learner`` whose batches are ``(index [B] int32, x [B, D])``; ``step`` reports
       ``loss``, ``elbo`` (at phi*, nats per example), ``elbo_before_inner`` and
       ``inner_gain`` (= elbo - elbo_before_inner), and ``finite``.
     """
-    if not callable(init_params):
-        raise TypeError(f"init_params must be a function key -> params, got "
-                        f"{type(init_params).__name__}.")
+    protocol.check(model)
     _checks.optimizer(optimizer)
     num_data = _checks.positive_int(num_data, "num_data")
     inner_learning_rate = _checks.positive_number(inner_learning_rate, "inner_learning_rate")
     inner_steps = _checks.positive_int(inner_steps, "inner_steps")
     num_samples = _checks.positive_int(num_samples, "num_samples")
+    _checks.one_of(family, "family", posteriors.FAMILIES)
+    rebuild = posteriors.build(family)
 
     def init(key: jax.Array, batch) -> TrainState:
         _checks.prng_key(key)
-        del batch
         params_key, state_key = jax.random.split(key)
-        model = init_params(params_key)
-        # phi^i starts at the prior N(0, I)
-        params = SVIParams(model, jnp.zeros((num_data, model.latent_dim)),
-                           jnp.zeros((num_data, model.latent_dim)))
-        return TrainState(params, optimizer.init(model), jnp.zeros((), jnp.int32), state_key)
+        theta = model.init(params_key)
+        _checks.numeric_leaves(theta, "model.init(key)")
+        if batch is not None:
+            _, x = _check_batch(batch)
+            protocol.check_against(model, theta, x[0])
+        mean, log_scale = posteriors.standard(_latent_dim(model, theta, batch), family)
+        # every phi^i starts at N(0, I)
+        params = SVIParams(theta, jnp.broadcast_to(mean, (num_data, *mean.shape)),
+                           jnp.broadcast_to(log_scale, (num_data, *log_scale.shape)))
+        return TrainState(params, optimizer.init(theta), jnp.zeros((), jnp.int32), state_key)
 
     def step(state: TrainState, batch):
         if not isinstance(state, TrainState):
@@ -95,18 +119,20 @@ def svi(init_params: Callable[[jax.Array], vae.Params], optimizer: optax.Gradien
         index = jnp.where((index >= 0) & (index < num_data), index, num_data)
         phi = (params.mean.at[index].get(mode="fill", fill_value=jnp.nan),
                params.log_scale.at[index].get(mode="fill", fill_value=jnp.nan))
+        fixed = jax.lax.stop_gradient(params.model)
         refined, before, after = jax.vmap(
             lambda xi, mean, log_scale, k: _local.refine(
-                params.model, xi, (mean, log_scale), k, inner_steps=inner_steps,
-                inner_learning_rate=inner_learning_rate, num_samples=num_samples)
+                functools.partial(protocol.log_joint, model, fixed, xi), (mean, log_scale),
+                rebuild, k, inner_steps=inner_steps, inner_learning_rate=inner_learning_rate,
+                num_samples=num_samples)
         )(x, *phi, jax.random.split(inner_key, x.shape[0]))
         refined = jax.lax.stop_gradient(refined)
 
-        def loss_fn(model):
+        def loss_fn(theta):
             keys = jax.random.split(theta_key, x.shape[0])
-            values = jax.vmap(lambda xi, m, s, k: _local.local_elbo(model, xi, (m, s), k,
-                                                                    num_samples))(
-                x, *refined, keys)
+            values = jax.vmap(lambda xi, m, s, k: _local.local_elbo(
+                functools.partial(protocol.log_joint, model, theta, xi), (m, s), rebuild, k,
+                num_samples))(x, *refined, keys)
             return -jnp.mean(values)
 
         loss, grads = jax.value_and_grad(loss_fn)(params.model)

@@ -12,6 +12,7 @@ functions here stay pure: ``log_joint(params, x, z)`` for ONE x: [D] and z: [L].
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from flax import nnx, struct
 from jlvm import _checks
 from jlvm.models import networks
 from jlvm.models._gaussian import normal_log_prob_elementwise, standard_normal_log_prob
+from jlvm.models.protocol import Model
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -100,6 +102,37 @@ def lecture_example(key: jax.Array, *, latent_dim: int = 2, data_dim: int = 2,
     encoder_module = networks.GaussianEncoder(data_dim, encoder_hidden_dims, latent_dim,
                                               "tanh", rngs=nnx.Rngs(key_encoder))
     return _from_modules(decoder_module, encoder_module, "gaussian", data_dim, latent_dim)
+
+
+def model(data_dim: int, latent_dim: int, *, hidden_dims: Sequence[int] = (200, 200),
+          likelihood: str = "bernoulli", activation: str = "tanh") -> Model:
+    """The VAE as a ``jlvm.Model``: ``init`` is ``vae.init`` with these settings, and
+    ``log_joint``, ``encoder``, ``log_likelihood``, ``prior`` and ``decoder`` are this
+    module's functions. Arguments as for ``init`` (checked here, at once)."""
+    data_dim = _checks.positive_int(data_dim, "data_dim")
+    latent_dim = _checks.positive_int(latent_dim, "latent_dim")
+    hidden_dims = _checks.dims(hidden_dims, "hidden_dims")
+    _checks.one_of(likelihood, "likelihood", LIKELIHOODS)
+    _checks.one_of(activation, "activation", tuple(networks.ACTIVATIONS))
+    return _as_model(functools.partial(init, data_dim=data_dim, latent_dim=latent_dim,
+                                       hidden_dims=hidden_dims, likelihood=likelihood,
+                                       activation=activation))
+
+
+def lecture_model(*, latent_dim: int = 2, data_dim: int = 2,
+                  encoder_hidden_dims: Sequence[int] = (64,)) -> Model:
+    """``lecture_example`` as a ``jlvm.Model`` (arguments as there)."""
+    latent_dim = _checks.positive_int(latent_dim, "latent_dim")
+    data_dim = _checks.positive_int(data_dim, "data_dim")
+    encoder_hidden_dims = _checks.dims(encoder_hidden_dims, "encoder_hidden_dims")
+    return _as_model(functools.partial(lecture_example, latent_dim=latent_dim,
+                                       data_dim=data_dim,
+                                       encoder_hidden_dims=encoder_hidden_dims))
+
+
+def _as_model(init_fn) -> Model:
+    return Model(init=init_fn, log_joint=log_joint, encoder=encoder,
+                 log_likelihood=log_likelihood, prior=prior, decoder=decoder)
 
 
 def _check_params(params: Any) -> None:
@@ -184,6 +217,10 @@ def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None)
     x = _checks.float_array(x, "x")
     observed = _observed(params, x, mask)
     outputs = _decode(params, z)
+    if observed is not None:
+        # a missing pixel may hold anything, NaN included: replaced before any arithmetic,
+        # since jnp.where after it would still pass 0 * NaN = NaN to the gradient
+        x = jnp.where(observed, x, 0.0)
     if params.likelihood == "bernoulli":
         logits = outputs[0]
         per_pixel = x * logits - jax.nn.softplus(logits)
@@ -191,7 +228,6 @@ def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None)
         mean, log_scale = outputs
         per_pixel = normal_log_prob_elementwise(x, mean, log_scale)
     if observed is not None:
-        # where, not multiply: a missing pixel may hold anything, NaN included
         per_pixel = jnp.where(observed, per_pixel, 0.0)
     return jnp.sum(per_pixel)
 

@@ -24,12 +24,15 @@ def _fresh_q(setup: Setup, state, X, key, steps: int):
     import jax.numpy as jnp
 
     from jlvm.inference import _local
+    from jlvm.models import posteriors, vae
 
-    model = state.params.model
+    model = jax.lax.stop_gradient(state.params.model)
 
     def one(x, k):
         zeros = jnp.zeros(model.latent_dim)
-        refined, _, _ = _local.refine(model, x, (zeros, zeros), k, inner_steps=steps,
+        refined, _, _ = _local.refine(functools.partial(vae.log_joint, model, x),
+                                      (zeros, zeros), posteriors.diagonal, k,
+                                      inner_steps=steps,
                                       inner_learning_rate=setup.config.inner_learning_rate,
                                       num_samples=1)
         return refined
@@ -51,9 +54,8 @@ def train_bounds(setup: Setup, state, rows: np.ndarray, split: str, key) -> dict
     import jax
     import jax.numpy as jnp
 
-    from jlvm import evaluate
-    from jlvm.inference import _local
-    from jlvm.models import gmm
+    from jlvm import estimators, evaluate
+    from jlvm.models import gmm, posteriors, vae
 
     X = jnp.asarray(getattr(setup.dataset, split)[rows])
     config = setup.config
@@ -72,7 +74,8 @@ def train_bounds(setup: Setup, state, rows: np.ndarray, split: str, key) -> dict
     else:
         mean, log_scale = _fresh_q(setup, state, X, key,
                                    SVI_TEST_STEPS_FACTOR * config.inner_steps)
-    local = jax.vmap(lambda x, m, s, k: _local.local_elbo(params, x, (m, s), k, 1))
+    local = jax.vmap(lambda x, m, s, k: estimators.elbo(
+        k, functools.partial(vae.log_joint, params, x), posteriors.diagonal(m, s), 1))
     return {"elbo": jax.jit(local)(X, mean, log_scale, jax.random.split(key, X.shape[0]))}
 
 
@@ -89,18 +92,17 @@ def _svi_bounds(params, data_dim, num_samples, chunk_size, key, row):
     import jax.numpy as jnp
 
     from jlvm import estimators
-    from jlvm.inference import _local
-    from jlvm.models import vae
+    from jlvm.models import posteriors, vae
 
     latent = (row.shape[0] - data_dim) // 2
     x = row[:data_dim]
-    phi = (row[data_dim:data_dim + latent], row[data_dim + latent:])
+    q = posteriors.diagonal(row[data_dim:data_dim + latent], row[data_dim + latent:])
     log_joint = functools.partial(vae.log_joint, params, x)
     is_key, elbo_key = jax.random.split(key)
     return jnp.stack([
-        estimators.log_marginal_is(is_key, log_joint, _local.gaussian_q(*phi), num_samples,
+        estimators.log_marginal_is(is_key, log_joint, q, num_samples,
                                    chunk_size=min(chunk_size, num_samples)),
-        _local.local_elbo(params, x, phi, elbo_key, 1)])
+        estimators.elbo(elbo_key, log_joint, q, 1)])
 
 
 def evaluate_split(setup: Setup, state, X, key, *, num_samples: int, chunk_size: int,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,24 +70,24 @@ def build(config: Config, dataset: Any = None) -> Setup:
         raise RunError(f"--batch-size ({config.batch_size}) must be at most the {count} "
                        f"training examples of {config.data}.")
     likelihood = "bernoulli" if dataset.binary else "gaussian"
-    init_params = functools.partial(vae.init, data_dim=X.shape[1], latent_dim=config.latent_dim,
-                                    hidden_dims=config.hidden, likelihood=likelihood)
+    model = vae.model(X.shape[1], config.latent_dim, hidden_dims=config.hidden,
+                      likelihood=likelihood)
     optimizer = optax.adam(config.learning_rate)
     steps = train.num_batches(count, config.batch_size)
     if config.model in ("vae", "iwae"):
-        learner = inference.amortized(init_params, optimizer,
+        learner = inference.amortized(model, optimizer,
                                       objective="elbo" if config.model == "vae" else "iwae",
                                       num_samples=config.num_samples,
                                       grad_estimator=config.grad_estimator,
                                       elbo_form=config.elbo_form)
         return Setup(config, dataset, learner, X, config.batch_size, steps)
     if config.model == "semi":
-        learner = inference.semi_amortized(init_params, optimizer,
+        learner = inference.semi_amortized(model, optimizer,
                                            inner_steps=config.inner_steps,
                                            inner_learning_rate=config.inner_learning_rate,
                                            num_samples=config.num_samples)
         return Setup(config, dataset, learner, X, config.batch_size, steps)
-    learner = inference.svi(init_params, optimizer, count, inner_steps=config.inner_steps,
+    learner = inference.svi(model, optimizer, count, inner_steps=config.inner_steps,
                             inner_learning_rate=config.inner_learning_rate,
                             num_samples=config.num_samples)
     return Setup(config, dataset, learner, (jnp.arange(count, dtype=jnp.int32), X),

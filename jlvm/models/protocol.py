@@ -1,0 +1,136 @@
+"""The model protocol: a latent variable model as a NamedTuple of pure functions.
+
+Learners, evaluation and sampling see a model only through these functions, the way
+blackjax's kernels see only a ``logdensity_fn``: parameters may be any pytree (dicts,
+NamedTuples, Flax NNX state), and nothing in jlvm knows a model's class.
+
+    model = jlvm.Model(init, log_joint, encoder)
+    init(key) -> params                               any pytree of arrays
+    log_joint(params, x [D], z, mask=None) -> []      log p(x_obs, z) for ONE example
+    encoder(params, x [D], mask=None) -> q            a distrax q(z | x_obs) over ONE z
+
+Optional fields:
+    log_likelihood(params, x, z, mask=None) -> []     log p(x_obs | z): with ``prior``, the
+                                                      KL form of the ELBO
+    prior(params) -> distrax p(z)                     the KL form; SVI's latent shape
+    decoder(params, z) -> distrax p(x | z)            sampling and pictures
+
+``mask`` is None for complete data, else a boolean [D] (True = observed); a model that
+ignores masks simply refuses them (the learners pass ``mask`` only for ``(x, mask)``
+batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+from jlvm import _checks
+
+
+class Model(NamedTuple):
+    """A latent variable model as pure functions (see the module docstring for shapes)."""
+
+    init: Callable[[jax.Array], Any]
+    log_joint: Callable[..., jax.Array]
+    encoder: Callable[..., Any] | None = None
+    log_likelihood: Callable[..., jax.Array] | None = None
+    prior: Callable[[Any], Any] | None = None
+    decoder: Callable[[Any, jax.Array], Any] | None = None
+
+
+_FIELDS_FOR = {"log_likelihood": "the KL form of the ELBO",
+               "prior": "the KL form of the ELBO", "encoder": "amortized inference",
+               "decoder": "sampling x"}
+
+
+def check(model: Any, *needs: str, name: str = "model") -> Model:
+    """Returns ``model`` if it is a ``jlvm.Model`` whose fields ``needs`` are functions,
+    else a ``TypeError`` naming what is missing."""
+    if not isinstance(model, Model):
+        hint = (" (a function key -> params was the old form; wrap it in a model, e.g. "
+                "jlvm.models.vae.model(...))") if callable(model) else ""
+        raise TypeError(f"{name} must be a jlvm.Model(init, log_joint, encoder, ...), got "
+                        f"{type(model).__name__}{hint}.")
+    for field in ("init", "log_joint", *needs):
+        if not callable(getattr(model, field)):
+            why = _FIELDS_FOR.get(field, "this")
+            raise TypeError(f"{name}.{field} must be a function ({why} needs it), got "
+                            f"{type(getattr(model, field)).__name__}.")
+    return model
+
+
+def split_batch(batch: Any, name: str = "batch") -> tuple[jax.Array, Any]:
+    """A learner's batch: x [B, D], or (x [B, D], mask [B, D] bool). Returns (x, mask or
+    None); shapes are static, so this is checked at once, before anything compiles."""
+    if isinstance(batch, (tuple, list)):
+        if len(batch) != 2:
+            raise TypeError(f"{name} must be x [B, D] or a pair (x [B, D], mask [B, D]), got "
+                            f"a {type(batch).__name__} of {len(batch)} items.")
+        x, mask = batch
+    else:
+        x, mask = batch, None
+    if not hasattr(x, "shape") or len(x.shape) != 2 or x.shape[0] < 1:
+        raise ValueError(f"{name} must be an array x [B, D] with B >= 1, got "
+                         f"{getattr(x, 'shape', type(x).__name__)}.")
+    if mask is not None:
+        if not hasattr(mask, "dtype") or mask.dtype != bool:
+            raise TypeError(f"the mask of {name} must be a boolean array [B, D] (True = "
+                            f"observed), got {getattr(mask, 'dtype', type(mask).__name__)}.")
+        if tuple(mask.shape) != tuple(x.shape):
+            raise ValueError(f"the mask of {name} must have x's shape {tuple(x.shape)}, got "
+                             f"{tuple(mask.shape)}.")
+    return x, mask
+
+
+def log_joint(model: Model, params: Any, x: jax.Array, z: Any, mask: Any = None) -> jax.Array:
+    """``model.log_joint(params, x, z)``, with ``mask`` passed only where there is one (a
+    model written for complete data need not take it)."""
+    if mask is None:
+        return model.log_joint(params, x, z)
+    return model.log_joint(params, x, z, mask)
+
+
+def encoder(model: Model, params: Any, x: jax.Array, mask: Any = None) -> Any:
+    """``model.encoder(params, x)``, with ``mask`` passed only where there is one."""
+    if mask is None:
+        return model.encoder(params, x)
+    return model.encoder(params, x, mask)
+
+
+def log_likelihood(model: Model, params: Any, x: jax.Array, z: Any,
+                   mask: Any = None) -> jax.Array:
+    """``model.log_likelihood(params, x, z)``, with ``mask`` only where there is one."""
+    if mask is None:
+        return model.log_likelihood(params, x, z)
+    return model.log_likelihood(params, x, z, mask)
+
+
+def latent_example(model: Model, params: Any, x: jax.Array | None,
+                   mask: Any = None) -> Any:
+    """The shape and dtype of one z (a ``jax.ShapeDtypeStruct``), from a draw of the
+    encoder's q(z | x) or, without an encoder or an x, of the prior; traced only."""
+    key = jax.random.PRNGKey(0)
+    if model.encoder is not None and x is not None:
+        return jax.eval_shape(
+            lambda p, x: _checks.sample(encoder(model, p, x, mask), key, 1)[0], params, x)
+    if model.prior is not None:
+        return jax.eval_shape(lambda p: _checks.sample(model.prior(p), key, 1)[0], params)
+    raise TypeError("the model needs an encoder or a prior for jlvm to know the shape of z.")
+
+
+def check_against(model: Model, params: Any, x: jax.Array, mask: Any = None) -> None:
+    """Traces (``jax.eval_shape``, nothing is computed or compiled) the model's encoder and
+    log_joint on one example: a q over several z, or a log_joint that does not return a
+    scalar, is named here rather than deep inside a compiled step."""
+    z = latent_example(model, params, x, mask)
+    if model.encoder is not None:
+        q = jax.eval_shape(lambda p, x: encoder(model, p, x, mask), params, x)
+        _checks.scalar_distribution(q, "model.encoder(params, x)")
+    value = jax.eval_shape(lambda p, x, z: log_joint(model, p, x, z, mask), params, x, z)
+    if getattr(value, "shape", None) != ():
+        raise ValueError(f"model.log_joint(params, x, z) must return a scalar for one x "
+                         f"{tuple(x.shape)} and one z {tuple(z.shape)}, got shape "
+                         f"{getattr(value, 'shape', type(value).__name__)}.")
