@@ -1,12 +1,37 @@
-"""Every notebook in notebooks/ runs top to bottom (a fresh kernel, outputs not saved)."""
+"""Every notebook in notebooks/ runs top to bottom (a fresh kernel, outputs not saved).
 
+The notebooks run in their own kernels, one at a time, from the moment the session's tests
+are collected (``conftest.pytest_collection_finish``), beside the other tests: the rest of
+the suite leaves one of the two cores idle most of the time (compiling is single-threaded),
+and a notebook's kernel fills it. Each test below waits for its notebook's outcome."""
+
+import concurrent.futures
 import pathlib
+import tempfile
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+_RUNNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="notebooks")
+_STARTED: dict[pathlib.Path, concurrent.futures.Future] = {}
+
+
+def _execute(path: pathlib.Path) -> None:
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    with tempfile.TemporaryDirectory(prefix=f"jlvm-{path.stem}-") as folder:
+        client = NotebookClient(notebook, timeout=900, kernel_name="python3",
+                                resources={"metadata": {"path": folder}})
+        client.execute()  # raises CellExecutionError, with the cell and traceback
+
+
+def start(paths) -> None:
+    """Queues the notebooks ``paths`` (each once) on the background runner."""
+    for path in paths:
+        if path not in _STARTED:
+            _STARTED[path] = _RUNNER.submit(_execute, path)
 
 
 def test_there_are_notebooks():
@@ -14,8 +39,6 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, tmp_path):
-    notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=900, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError, with the cell and traceback, on failure
+def test_notebook_runs(path):
+    start([path])  # already queued when the session started, unless run on its own
+    _STARTED[path].result()  # its CellExecutionError, if a cell failed
