@@ -98,6 +98,22 @@ def _free_compiled_programs():
         pass
 
 
+# modules whose tests start processes of their own (jlvm commands, two-process runs): they
+# run last, after the notebooks' kernel is done, so that at most two JAX processes share
+# the machine's memory at a time
+_STARTS_PROCESSES = ("test_benchmarks.py", "test_checkpoint.py", "test_cli.py", "test_runs.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """In-process modules first (the notebooks run beside them), then the notebook tests,
+    then the modules that start processes; the order within a module is kept."""
+    def group(item):
+        name = item.path.name
+        return 2 if name in _STARTS_PROCESSES else 1 if name == "test_notebooks.py" else 0
+
+    items.sort(key=group)  # stable
+
+
 def pytest_collection_finish(session):
     """Starts the collected notebook tests' notebooks in the background (see
     test_notebooks.py): they run in their own kernels while the other tests run here."""
