@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="vae: the training ELBO's form: joint, log p(x,z) - log q(z|x); "
                        "entropy, H(q) analytic; kl, log p(x|z) - KL(q || p(z)) analytic "
                        "(default joint)")
+    train.add_argument("--posterior", choices=runs.POSTERIORS,
+                       help="vae, iwae, semi: the encoder's q(z|x), a Gaussian with a "
+                       "diagonal or a full covariance (default diagonal)")
     train.add_argument("--components", type=int,
                        help=f"mixture components (gmm; default {_DEFAULTS.components})")
     train.add_argument("--reg-covar", type=float, help="added to each covariance's diagonal "

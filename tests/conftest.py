@@ -98,20 +98,15 @@ def _free_compiled_programs():
         pass
 
 
-# modules whose tests start processes of their own (jlvm commands, two-process runs): they
-# run last, after the notebooks' kernel is done, so that at most two JAX processes share
-# the machine's memory at a time
-_STARTS_PROCESSES = ("test_benchmarks.py", "test_checkpoint.py", "test_cli.py", "test_runs.py")
+# tests that start two JAX processes at once: they run last, after the notebooks' kernel
+# is done, so that at most three JAX processes share the machine's memory at a time
+_TWO_PROCESSES = ("test_distributed_training_over_two_processes_equals_one_device",
+                  "test_one_process_of_a_distributed_run_reads_the_steps_alone")
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """In-process modules first (the notebooks run beside them), then the notebook tests,
-    then the modules that start processes; the order within a module is kept."""
-    def group(item):
-        name = item.path.name
-        return 2 if name in _STARTS_PROCESSES else 1 if name == "test_notebooks.py" else 0
-
-    items.sort(key=group)  # stable
+    """The two-process tests last; every other test in its usual place."""
+    items.sort(key=lambda item: getattr(item, "originalname", "") in _TWO_PROCESSES)
 
 
 def pytest_collection_finish(session):

@@ -1,10 +1,11 @@
 """Every notebook in notebooks/ runs top to bottom (a fresh kernel, outputs not saved).
 
 The notebooks run in their own kernels, one at a time, from the moment the session's tests
-are collected (``conftest.pytest_collection_finish``), beside the in-process tests (conftest
-orders the modules that start processes after them, to bound memory): the rest of the suite
-leaves one of the two cores idle most of the time (compiling is single-threaded), and a
-notebook's kernel fills it. Each test below waits for its notebook's outcome."""
+are collected (``conftest.pytest_collection_finish``), beside the other tests (conftest moves
+the tests that start two processes to the end, to bound memory): the rest of the suite
+leaves one of the two cores idle most of the time (compiling is single-threaded, and tests
+wait for the processes they start), and a notebook's kernel fills it. Each test below waits
+for its notebook's outcome."""
 
 import concurrent.futures
 import pathlib

@@ -128,6 +128,34 @@ def test_the_python_api_trains_resumes_and_evaluates(tmp_path):
         runs.make_config(latent_dims=3)
 
 
+def test_the_encoders_posterior_family_is_a_setting_that_evaluate_and_resume_honour(
+        tmp_path, trained):
+    config = runs.make_config(model="vae", epochs=1, latent_dim=2, hidden=(16,),
+                              posterior="full")
+    out = tmp_path / "full"
+    runs.train(config, out)
+    stored = json.loads((out / "config.json").read_text())["config"]
+    assert stored["posterior"] == "full"
+    loaded = runs.load(out)
+    assert loaded.config.posterior == "full"
+    assert runs.resume(out, epochs=2)["epochs"] == 2
+    (line,) = runs.evaluate(out, num_samples=20, num_examples=30)
+    assert np.isfinite(line["log_likelihood"])
+    with pytest.raises(runs.RunError, match="--posterior must be one of diagonal, full"):
+        runs.make_config(posterior="flow")
+    with pytest.raises(runs.RunError, match="--posterior does not apply to --model svi"):
+        runs.make_config(model="svi", posterior="full")
+    # a run written before the setting existed is a diagonal one, and still evaluates
+    old = trained("vae").copy(tmp_path / "old")
+    config_file = old / "config.json"
+    stored = json.loads(config_file.read_text())
+    del stored["config"]["posterior"]
+    config_file.write_text(json.dumps(stored))
+    assert runs.load(old).config.posterior == "diagonal"
+    (line,) = runs.evaluate(old, num_samples=20, num_examples=30)
+    assert np.isfinite(line["log_likelihood"])
+
+
 # ----------------------------------------------------- failures never block a retry
 
 

@@ -205,3 +205,35 @@ def test_latents_and_parameters_are_checked(bernoulli):
         vae.log_joint(None, x, jnp.zeros(3))
     with pytest.raises(ValueError, match=r"params\.likelihood"):
         vae.log_joint(bernoulli.replace(likelihood="poisson"), x, jnp.zeros(3))
+
+
+def test_a_full_covariance_encoder_is_taken_by_every_learner_and_estimator():
+    import distrax
+
+    from jlvm import data, evaluate
+    from jlvm.inference import amortized, semi_amortized
+
+    X = jnp.asarray(data.digits().train[:20])
+    model = vae.model(64, 3, hidden_dims=(16,), posterior="full")
+    params = model.init(jax.random.PRNGKey(0))
+    q = vae.encoder(params, X[0])
+    assert isinstance(q, distrax.MultivariateNormalTri) and params.posterior == "full"
+    covariance = np.asarray(q.covariance())
+    assert np.all(np.linalg.eigvalsh(covariance) > 0)
+    assert np.any(np.abs(covariance[np.tril_indices(3, -1)]) > 1e-4)  # correlated
+    np.testing.assert_allclose(covariance, covariance.T, rtol=1e-6)
+    # (the joint form, IWAE and DReG with this family: tests/test_posteriors.py)
+    learners = [amortized(model, optax.adam(1e-3), elbo_form="kl"),
+                semi_amortized(model, optax.adam(1e-3), inner_steps=2)]
+    for learner in learners:
+        state = learner.init(jax.random.PRNGKey(1), X)
+        new, metrics = jax.jit(learner.step)(state, X)
+        assert bool(metrics["finite"]) and int(new.step) == 1
+    # the KL form's analytic KL(q || N(0, I)) for this q
+    mean, S = np.asarray(q.mean(), np.float64), np.linalg.cholesky(covariance)
+    kl = 0.5 * (np.trace(covariance) + mean @ mean - 3 - 2 * np.sum(np.log(np.diag(S))))
+    np.testing.assert_allclose(float(q.kl_divergence(vae.prior(params))), kl, rtol=1e-4)
+    values = evaluate.vae_log_likelihood(jax.random.PRNGKey(2), params, X[:4], 50)
+    assert values.shape == (4,) and np.all(np.isfinite(np.asarray(values)))
+    with pytest.raises(ValueError, match="posterior must be one of"):
+        vae.model(64, 3, posterior="flow")

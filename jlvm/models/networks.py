@@ -84,3 +84,21 @@ class GaussianEncoder(nnx.Module):
     def __call__(self, x):
         mean, log_scale = jnp.split(self.net(x), 2, axis=-1)
         return mean, log_scale
+
+
+class FullGaussianEncoder(nnx.Module):
+    """x: [D] -> (mean [L], raw [L, L]) of q_phi(z|x) = N(mean, S S^T) with S =
+    ``posteriors.scale_tril(raw)``: the network gives the L(L+1)/2 entries of the lower
+    triangle (the upper one is zero)."""
+
+    def __init__(self, data_dim, hidden_dims, latent_dim, activation, *, rngs):
+        self.latent_dim = latent_dim
+        self.net = MLP(data_dim, hidden_dims, latent_dim + latent_dim * (latent_dim + 1) // 2,
+                       activation, rngs=rngs)
+
+    def __call__(self, x):
+        out = self.net(x)
+        size = self.latent_dim
+        rows, cols = jnp.tril_indices(size)
+        raw = jnp.zeros((size, size), out.dtype).at[rows, cols].set(out[size:])
+        return out[:size], raw

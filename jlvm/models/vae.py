@@ -23,11 +23,12 @@ import numpy as np
 from flax import nnx, struct
 
 from jlvm import _checks
-from jlvm.models import networks
+from jlvm.models import networks, posteriors
 from jlvm.models._gaussian import normal_log_prob_elementwise, standard_normal_log_prob
 from jlvm.models.protocol import Model
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+POSTERIORS = posteriors.FAMILIES  # the encoder's family: "diagonal" or "full"
 
 
 class Params(struct.PyTreeNode):
@@ -37,6 +38,8 @@ class Params(struct.PyTreeNode):
     encoder: nnx.State of the encoder network (phi).
     likelihood: "bernoulli" or "gaussian" (static).
     data_dim, latent_dim: D and L (static).
+    posterior: the encoder's family, "diagonal" or "full" (static; runs written before it
+      existed are diagonal).
     """
 
     decoder: nnx.State
@@ -46,20 +49,23 @@ class Params(struct.PyTreeNode):
     likelihood: str = struct.field(pytree_node=False)
     data_dim: int = struct.field(pytree_node=False)
     latent_dim: int = struct.field(pytree_node=False)
+    posterior: str = struct.field(pytree_node=False, default="diagonal")
 
 
-def _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim) -> Params:
+def _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim,
+                  posterior="diagonal") -> Params:
     decoder_graph, decoder_state = nnx.split(decoder_module)
     encoder_graph, encoder_state = nnx.split(encoder_module)
     return Params(decoder=decoder_state, encoder=encoder_state, decoder_graph=decoder_graph,
                   encoder_graph=encoder_graph, likelihood=likelihood, data_dim=data_dim,
-                  latent_dim=latent_dim)
+                  latent_dim=latent_dim, posterior=posterior)
 
 
 def init(key: jax.Array, data_dim: int, latent_dim: int, *,
          hidden_dims: Sequence[int] = (200, 200), likelihood: str = "bernoulli",
-         activation: str = "tanh") -> Params:
-    """MLP decoder L -> hidden_dims -> D and MLP encoder D -> reversed(hidden_dims) -> 2L.
+         activation: str = "tanh", posterior: str = "diagonal") -> Params:
+    """MLP decoder L -> hidden_dims -> D and MLP encoder D -> reversed(hidden_dims) -> q's
+    parameters (2L for the diagonal family, L + L(L+1)/2 for the full one).
 
     Args:
       key: PRNG key for the initial weights.
@@ -68,6 +74,8 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *,
       hidden_dims: widths of the decoder's hidden layers (the encoder mirrors them).
       likelihood: "bernoulli" (binary data) or "gaussian" (real-valued data).
       activation: one of ``networks.ACTIVATIONS``.
+      posterior: the encoder's q, "diagonal" (N(m, diag s^2)) or "full" (N(m, S S^T), S
+        a Cholesky factor from the network: ``jlvm.models.posteriors``).
     """
     _checks.prng_key(key)
     data_dim = _checks.positive_int(data_dim, "data_dim")
@@ -75,14 +83,18 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *,
     hidden_dims = _checks.dims(hidden_dims, "hidden_dims")
     _checks.one_of(likelihood, "likelihood", LIKELIHOODS)
     _checks.one_of(activation, "activation", tuple(networks.ACTIVATIONS))
+    _checks.one_of(posterior, "posterior", POSTERIORS)
     key_decoder, key_encoder = jax.random.split(key)
     decoder_class = (networks.BernoulliDecoder if likelihood == "bernoulli"
                      else networks.GaussianDecoder)
     decoder_module = decoder_class(latent_dim, hidden_dims, data_dim, activation,
                                    rngs=nnx.Rngs(key_decoder))
-    encoder_module = networks.GaussianEncoder(data_dim, hidden_dims[::-1], latent_dim,
-                                              activation, rngs=nnx.Rngs(key_encoder))
-    return _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim)
+    encoder_class = (networks.GaussianEncoder if posterior == "diagonal"
+                     else networks.FullGaussianEncoder)
+    encoder_module = encoder_class(data_dim, hidden_dims[::-1], latent_dim, activation,
+                                   rngs=nnx.Rngs(key_encoder))
+    return _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim,
+                         posterior)
 
 
 def lecture_example(key: jax.Array, *, latent_dim: int = 2, data_dim: int = 2,
@@ -105,7 +117,8 @@ def lecture_example(key: jax.Array, *, latent_dim: int = 2, data_dim: int = 2,
 
 
 def model(data_dim: int, latent_dim: int, *, hidden_dims: Sequence[int] = (200, 200),
-          likelihood: str = "bernoulli", activation: str = "tanh") -> Model:
+          likelihood: str = "bernoulli", activation: str = "tanh",
+          posterior: str = "diagonal") -> Model:
     """The VAE as a ``jlvm.Model``: ``init`` is ``vae.init`` with these settings, and
     ``log_joint``, ``encoder``, ``log_likelihood``, ``prior`` and ``decoder`` are this
     module's functions. Arguments as for ``init`` (checked here, at once)."""
@@ -114,9 +127,10 @@ def model(data_dim: int, latent_dim: int, *, hidden_dims: Sequence[int] = (200, 
     hidden_dims = _checks.dims(hidden_dims, "hidden_dims")
     _checks.one_of(likelihood, "likelihood", LIKELIHOODS)
     _checks.one_of(activation, "activation", tuple(networks.ACTIVATIONS))
+    _checks.one_of(posterior, "posterior", POSTERIORS)
     return _as_model(functools.partial(init, data_dim=data_dim, latent_dim=latent_dim,
                                        hidden_dims=hidden_dims, likelihood=likelihood,
-                                       activation=activation))
+                                       activation=activation, posterior=posterior))
 
 
 def lecture_model(*, latent_dim: int = 2, data_dim: int = 2,
@@ -140,6 +154,7 @@ def _check_params(params: Any) -> None:
         raise TypeError(f"params must be a vae.Params (from vae.init), got "
                         f"{type(params).__name__}.")
     _checks.one_of(params.likelihood, "params.likelihood", LIKELIHOODS)
+    _checks.one_of(params.posterior, "params.posterior", POSTERIORS)
 
 
 def _decode(params: Params, z: jax.Array) -> tuple[jax.Array, ...]:
@@ -192,8 +207,9 @@ def _observed(params: Params, x: Any, mask: Any) -> Any:
     return observed
 
 
-def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.MultivariateNormalDiag:
-    """q_phi(z | x) = N(m_phi(x), diag s_phi(x)^2) for one x: [D].
+def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.Distribution:
+    """q_phi(z | x) for one x: [D]: N(m_phi(x), diag s_phi(x)^2) (``params.posterior``
+    "diagonal") or N(m_phi(x), S_phi(x) S_phi(x)^T) with S lower triangular ("full").
 
     With a ``mask`` [D] (True = observed) the encoder sees x with missing pixels set to 0
     (whatever they held, NaN included): a practical choice for an encoder trained on
@@ -203,8 +219,8 @@ def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.Multivari
     observed = _observed(params, x, mask)
     if observed is not None:
         x = jnp.where(observed, x, 0.0)
-    mean, log_scale = nnx.merge(params.encoder_graph, params.encoder)(x)
-    return distrax.MultivariateNormalDiag(mean, jnp.exp(log_scale))
+    mean, scale = nnx.merge(params.encoder_graph, params.encoder)(x)
+    return posteriors.build(params.posterior)(mean, scale)
 
 
 def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:

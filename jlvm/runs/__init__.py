@@ -28,6 +28,7 @@ from jlvm.runs._config import (
     ELBO_FORMS,
     ENCODER_MODELS,
     MODELS,
+    POSTERIORS,
     SEED_LIMIT,
     Config,
     RunError,
@@ -35,7 +36,7 @@ from jlvm.runs._config import (
 )
 from jlvm.runs._directory import RunDirectory
 
-__all__ = ["ELBO_FORMS", "ENCODER_MODELS", "MODELS", "Config", "Run", "RunError",
+__all__ = ["ELBO_FORMS", "ENCODER_MODELS", "MODELS", "POSTERIORS", "Config", "Run", "RunError",
            "default_out", "evaluate", "load", "make_config", "resume", "sample",
            "start_distributed", "train"]
 

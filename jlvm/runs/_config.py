@@ -20,6 +20,8 @@ ENCODER_MODELS = ("vae", "iwae", "semi")  # those with an amortized q(z|x)
 # jlvm.inference.amortized.ELBO_FORMS, written out so that parsing imports no JAX
 ELBO_FORMS = ("joint", "entropy", "kl")
 GRAD_ESTIMATORS = {"vae": ("reparam", "stl"), "iwae": ("reparam", "dreg")}
+# jlvm.models.posteriors.FAMILIES: the encoder's q
+POSTERIORS = ("diagonal", "full")
 SEED_LIMIT = 2**32  # JAX's PRNGKey keeps 32 bits: seed 2**32 would repeat seed 0
 FORMAT = 1  # of config.json; files without it were written by jlvm 0.1.0 (same fields)
 
@@ -54,6 +56,7 @@ class Config:
     seed: int = 0
     data_path: str | None = None
     num_seeds: int = 1
+    posterior: str = "diagonal"
 
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Config))
@@ -105,9 +108,9 @@ _NETWORK = ("latent_dim", "hidden", "batch_size", "learning_rate", "num_samples"
             "grad_estimator")
 # the settings each model uses; any other one given is a mistake worth saying
 _APPLIES = {
-    "vae": (*_COMMON, *_NETWORK, "elbo_form"),
-    "iwae": (*_COMMON, *_NETWORK),
-    "semi": (*_COMMON, *_NETWORK, "inner_steps", "inner_learning_rate"),
+    "vae": (*_COMMON, *_NETWORK, "elbo_form", "posterior"),
+    "iwae": (*_COMMON, *_NETWORK, "posterior"),
+    "semi": (*_COMMON, *_NETWORK, "inner_steps", "inner_learning_rate", "posterior"),
     "svi": (*_COMMON, *_NETWORK, "inner_steps", "inner_learning_rate"),
     "gmm": (*_COMMON, "components", "reg_covar"),
 }
@@ -171,6 +174,9 @@ def validate(config: Config) -> None:
     if config.grad_estimator not in allowed:
         raise RunError(f"--grad-estimator for --model {config.model} must be one of "
                        f"{', '.join(allowed)}, got {config.grad_estimator!r}.")
+    if config.posterior not in POSTERIORS:
+        raise RunError(f"--posterior must be one of {', '.join(POSTERIORS)}, got "
+                       f"{config.posterior!r}.")
     if config.elbo_form not in ELBO_FORMS:
         raise RunError(f"--elbo-form must be one of {', '.join(ELBO_FORMS)}, got "
                        f"{config.elbo_form!r}.")
@@ -210,7 +216,8 @@ def read(path: pathlib.Path) -> Config:
         raise RunError(f"{path} has unknown key(s) {', '.join(unknown)} (written by another "
                        "version of jlvm, or edited); nothing was changed.")
     try:
-        # fields missing from older files take their defaults (elbo_form: joint)
+        # fields missing from older files take their defaults (elbo_form: joint,
+        # posterior: diagonal)
         config = Config(**{**values, **({"hidden": tuple(values["hidden"])}
                                         if isinstance(values.get("hidden"), list) else {})})
         validate(config)

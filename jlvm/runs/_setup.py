@@ -71,7 +71,7 @@ def build(config: Config, dataset: Any = None) -> Setup:
                        f"training examples of {config.data}.")
     likelihood = "bernoulli" if dataset.binary else "gaussian"
     model = vae.model(X.shape[1], config.latent_dim, hidden_dims=config.hidden,
-                      likelihood=likelihood)
+                      likelihood=likelihood, posterior=config.posterior)
     optimizer = optax.adam(config.learning_rate)
     steps = train.num_batches(count, config.batch_size)
     if config.model in ("vae", "iwae"):
