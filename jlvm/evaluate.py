@@ -88,9 +88,10 @@ def _check_mask(X: Any, mask: Any) -> Any:
     return jnp.asarray(_checks.observation_mask(mask, np.shape(X)[1]))
 
 
-def _check_data(model: Model, params: Any, X: Any, mask: Any) -> jax.Array:
-    """X as a float array [N, D] with N >= 1 that the model takes (traced on one row), its
-    observed entries finite (and 0/1 for the VAE's Bernoulli likelihood); ValueError."""
+def _check_data(model: Model, params: Any, X: Any, mask: Any) -> tuple[jax.Array, Any]:
+    """(X as a float array [N, D] with N >= 1 that the model takes (traced on one row), its
+    observed entries finite (and 0/1 for the VAE's Bernoulli likelihood), the mask as a
+    boolean array [D] or None); ValueError naming what is wrong."""
     X = _checks.float_array(X, "X")
     if X.ndim != 2 or X.shape[0] < 1:
         raise ValueError(f"X must have shape [N, D] with N >= 1, got {X.shape}.")

@@ -1,5 +1,8 @@
 """Learning algorithms, each a function returning ``jlvm.train.Learner(init, step)``.
 
+``amortized``, ``semi_amortized`` and ``svi`` take a ``jlvm.Model`` (pure functions over
+any params pytree); nothing here knows a model's class.
+
 - ``amortized``: the VAE (ELBO) or IWAE objective over encoder and decoder jointly.
 - ``semi_amortized``: the encoder's q refined per data point by a few gradient steps.
 - ``svi``: one variational parameter set per data point, optimized in an inner loop.

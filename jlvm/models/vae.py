@@ -61,6 +61,16 @@ def _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_d
                   latent_dim=latent_dim, posterior=posterior)
 
 
+def _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posterior):
+    """The VAE's settings checked: (data_dim, latent_dim, hidden_dims) as Python ints."""
+    _checks.one_of(likelihood, "likelihood", LIKELIHOODS)
+    _checks.one_of(activation, "activation", tuple(networks.ACTIVATIONS))
+    _checks.one_of(posterior, "posterior", POSTERIORS)
+    return (_checks.positive_int(data_dim, "data_dim"),
+            _checks.positive_int(latent_dim, "latent_dim"),
+            _checks.dims(hidden_dims, "hidden_dims"))
+
+
 def init(key: jax.Array, data_dim: int, latent_dim: int, *,
          hidden_dims: Sequence[int] = (200, 200), likelihood: str = "bernoulli",
          activation: str = "tanh", posterior: str = "diagonal") -> Params:
@@ -78,12 +88,8 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *,
         a Cholesky factor from the network: ``jlvm.models.posteriors``).
     """
     _checks.prng_key(key)
-    data_dim = _checks.positive_int(data_dim, "data_dim")
-    latent_dim = _checks.positive_int(latent_dim, "latent_dim")
-    hidden_dims = _checks.dims(hidden_dims, "hidden_dims")
-    _checks.one_of(likelihood, "likelihood", LIKELIHOODS)
-    _checks.one_of(activation, "activation", tuple(networks.ACTIVATIONS))
-    _checks.one_of(posterior, "posterior", POSTERIORS)
+    data_dim, latent_dim, hidden_dims = _settings(data_dim, latent_dim, hidden_dims,
+                                                  likelihood, activation, posterior)
     key_decoder, key_encoder = jax.random.split(key)
     decoder_class = (networks.BernoulliDecoder if likelihood == "bernoulli"
                      else networks.GaussianDecoder)
@@ -122,12 +128,8 @@ def model(data_dim: int, latent_dim: int, *, hidden_dims: Sequence[int] = (200, 
     """The VAE as a ``jlvm.Model``: ``init`` is ``vae.init`` with these settings, and
     ``log_joint``, ``encoder``, ``log_likelihood``, ``prior`` and ``decoder`` are this
     module's functions. Arguments as for ``init`` (checked here, at once)."""
-    data_dim = _checks.positive_int(data_dim, "data_dim")
-    latent_dim = _checks.positive_int(latent_dim, "latent_dim")
-    hidden_dims = _checks.dims(hidden_dims, "hidden_dims")
-    _checks.one_of(likelihood, "likelihood", LIKELIHOODS)
-    _checks.one_of(activation, "activation", tuple(networks.ACTIVATIONS))
-    _checks.one_of(posterior, "posterior", POSTERIORS)
+    data_dim, latent_dim, hidden_dims = _settings(data_dim, latent_dim, hidden_dims,
+                                                  likelihood, activation, posterior)
     return _as_model(functools.partial(init, data_dim=data_dim, latent_dim=latent_dim,
                                        hidden_dims=hidden_dims, likelihood=likelihood,
                                        activation=activation, posterior=posterior))
