@@ -69,12 +69,8 @@ def image_grid(images: np.ndarray, image_shape: Sequence[int], *, columns: int =
     if columns < 1:
         raise ValueError(f"columns must be >= 1, got {columns}.")
     rows = -(-images.shape[0] // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9 + 0.4),
-                             squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, image in zip(axes.ravel(), images, strict=False):
-        ax.imshow(image.reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(columns * 0.9, rows * 0.9 + 0.4))
+    _show_mosaic(ax, _mosaic(images, image_shape, columns))
     if title:
         fig.suptitle(title)
     return fig
@@ -92,17 +88,37 @@ def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
         raise ValueError(f"originals and reconstructions must be as many, got "
                          f"{originals.shape[0]} and {reconstructions.shape[0]}.")
     n = originals.shape[0]
-    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.2), squeeze=False)
-    for j in range(n):
-        for i, image in enumerate((originals[j], reconstructions[j])):
-            axes[i, j].imshow(np.asarray(image).reshape(image_shape), cmap="gray_r", vmin=0,
-                              vmax=1)
-            axes[i, j].axis("off")
-    axes[0, 0].set_title("data", fontsize=8, loc="left")
-    axes[1, 0].set_title(bottom_label, fontsize=8, loc="left")
+    fig, axes = plt.subplots(2, 1, figsize=(n * 0.9, 2.2))
+    for ax, images, label in ((axes[0], originals, "data"),
+                              (axes[1], reconstructions, bottom_label)):
+        _show_mosaic(ax, _mosaic(images, image_shape, n))
+        ax.set_title(label, fontsize=8, loc="left")
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _mosaic(images: np.ndarray, image_shape: Sequence[int], columns: int) -> np.ma.MaskedArray:
+    """[n, H*W] images tiled row by row into one [rows*(H+g)-g, columns*(W+g)-g] picture
+    with a gap of g pixels between tiles; gaps and empty tiles are masked (drawn as the
+    background). One image drawn once is far cheaper than one Axes per image."""
+    height, width = int(image_shape[0]), int(image_shape[1])
+    n = images.shape[0]
+    rows = -(-n // columns)
+    gap = max(1, round(min(height, width) / 8))
+    tiles = np.full((rows * columns, height, width, *image_shape[2:]), np.nan)
+    tiles[:n] = np.asarray(images, np.float64).reshape(n, *image_shape)
+    padded = np.full((rows, columns, height + gap, width + gap, *image_shape[2:]), np.nan)
+    padded[:, :, :height, :width] = tiles.reshape(rows, columns, height, width,
+                                                  *image_shape[2:])
+    mosaic = np.moveaxis(padded, 2, 1).reshape(rows * (height + gap), columns * (width + gap),
+                                               *image_shape[2:])[:-gap, :-gap]
+    return np.ma.masked_invalid(mosaic)
+
+
+def _show_mosaic(ax, mosaic: np.ma.MaskedArray) -> None:
+    ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
 
 
 def _images(images, image_shape, name: str) -> np.ndarray:

@@ -60,3 +60,28 @@ def test_figures_name_wrong_arguments(tmp_path):
         plots.save(plots.scatter_pairs([rng.normal(size=(5, 2))], ["a"]),
                    tmp_path / "nowhere" / "a.png")
     assert error.value.filename == str(tmp_path / "nowhere" / "a.png")
+
+
+def test_a_grid_is_one_picture_with_every_image_in_its_tile():
+    """image_grid draws one mosaic (not one Axes per image): image i sits in row i //
+    columns, column i % columns, tiles separated by masked gaps; empty tiles are masked."""
+    rng = np.random.default_rng(2)
+    images = rng.random((5, 12))  # 3 x 4 images
+    figure = plots.image_grid(images, (3, 4), columns=2, title="t")
+    (ax,) = figure.axes
+    (picture,) = ax.get_images()
+    mosaic = picture.get_array()
+    gap = 1
+    assert mosaic.shape == (3 * 3 + 2 * gap, 2 * 4 + gap)
+    for i, image in enumerate(images):
+        top, left = (i // 2) * (3 + gap), (i % 2) * (4 + gap)
+        tile = mosaic[top:top + 3, left:left + 4]
+        assert not np.ma.getmaskarray(tile).any()
+        np.testing.assert_array_equal(tile, image.reshape(3, 4))
+    assert np.ma.getmaskarray(mosaic[3]).all() and np.ma.getmaskarray(mosaic[:, 4]).all()
+    assert np.ma.getmaskarray(mosaic[8:, 5:]).all()  # the sixth tile is empty
+    recon = plots.reconstruction_grid(images[:3], images[2:], (3, 4), bottom_label="below")
+    top, bottom = (ax.get_images()[0].get_array() for ax in recon.axes)
+    np.testing.assert_array_equal(top[:, 5:9], images[1].reshape(3, 4))
+    np.testing.assert_array_equal(bottom[:, 5:9], images[3].reshape(3, 4))
+    assert [ax.get_title(loc="left") for ax in recon.axes] == ["data", "below"]
