@@ -1,5 +1,6 @@
-"""jlvm.models.networks: shapes and the (graphdef, state) round trip."""
+"""jlvm.models.networks: MLPs, convolutional nets, the VAE's decoder and encoder heads."""
 
+import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,20 +20,68 @@ def test_mlp_layers_and_activation():
 
 
 def test_split_merge_round_trip_is_pure():
-    encoder = networks.GaussianEncoder(6, (8,), 2, "relu", rngs=nnx.Rngs(1))
+    net = networks.MLP(6, (8,), 4, "relu", rngs=nnx.Rngs(1))
+    encoder = networks.Encoder(net, "diagonal", 2)
     graph, state = nnx.split(encoder)
     x = jnp.linspace(0, 1, 6)
-    mean, log_scale = jax.jit(lambda s: nnx.merge(graph, s)(x))(state)
-    ref_mean, ref_log_scale = encoder(x)
-    np.testing.assert_allclose(mean, ref_mean, rtol=1e-6)
-    np.testing.assert_allclose(log_scale, ref_log_scale, rtol=1e-6)
-    assert mean.shape == (2,)
+    q = jax.jit(lambda s: nnx.merge(graph, s)(x).mean())(state)
+    np.testing.assert_allclose(q, net(x)[:2], rtol=1e-6)
+    assert isinstance(encoder(x), distrax.MultivariateNormalDiag)
 
 
-def test_decoders_output_shapes():
+def test_conv_nets_take_images_of_any_size_and_give_parameter_major_outputs():
+    # odd sizes (7 -> 4 -> 2 and back up to 8, cropped to 7) and two layers
+    encoder = networks.ConvEncoderNet((7, 5), (3, 2), 5, "relu", rngs=nnx.Rngs(0))
+    assert encoder(jnp.ones(35)).shape == (5,)
+    decoder = networks.ConvDecoderNet(2, (3, 2), (7, 5), 3, "relu", rngs=nnx.Rngs(0))
+    assert decoder(jnp.array([0.3, -0.2])).shape == (3 * 35,)
+    # row p of the parameter-major output is channel p of the last convolution, row-major
+    # over the image: the network written out by hand
+    decoder = networks.ConvDecoderNet(2, (4,), (8, 8), 2, "tanh", rngs=nnx.Rngs(3))
+    z = jnp.array([0.5, -1.0])
+    h = jnp.tanh(decoder.inp(z)).reshape(4, 4, 4)
+    h = jnp.tanh(decoder.deconvs[0](h))
+    image = decoder.out(h)  # [8, 8, 2]
+    np.testing.assert_allclose(decoder(z).reshape(2, 64),
+                               np.stack([np.ravel(image[..., 0]), np.ravel(image[..., 1])]),
+                               rtol=1e-5, atol=1e-6)
+    # the encoder reads the vector as an 8x8 image with one channel: 3x3 windows over it
+    encoder = networks.ConvEncoderNet((8, 8), (4,), 1, "tanh", rngs=nnx.Rngs(0))
+    assert encoder.convs[0].kernel[...].shape == (3, 3, 1, 4)
+
+
+def test_decoder_rows_for_every_likelihood():
     z = jnp.zeros(3)
-    assert networks.BernoulliDecoder(3, (4,), 7, "tanh", rngs=nnx.Rngs(0))(z)[0].shape == (7,)
-    mean, log_scale = networks.GaussianDecoder(3, (4,), 7, "gelu", rngs=nnx.Rngs(0))(z)
-    assert mean.shape == log_scale.shape == (7,)
-    mean, log_scale = networks.SigmoidGaussianDecoder(3, 2, rngs=nnx.Rngs(0))(z)
-    assert np.all((mean > 0) & (mean < 1)) and np.all((log_scale > 0) & (log_scale < 0.5))
+
+    def decoder(likelihood, rows):
+        return networks.Decoder(networks.MLP(3, (4,), rows * 7, "tanh", rngs=nnx.Rngs(0)),
+                                likelihood, 7)
+
+    assert decoder("bernoulli", 1)(z).shape == (1, 7)
+    assert decoder("gaussian", 2)(z).shape == (2, 7)
+    assert decoder("categorical:5", 5)(z).shape == (5, 7)
+    pixel = decoder("gaussian-pixel", 1)
+    out = pixel(z)
+    assert out.shape == (2, 7)
+    np.testing.assert_array_equal(out[1], pixel.log_scale[...])  # a parameter, not of z
+    fixed = decoder("gaussian-fixed:0.25", 1)(z)
+    np.testing.assert_allclose(fixed[1], np.full(7, np.log(0.25)), rtol=1e-6)
+    lecture = networks.SigmoidGaussianDecoder(3, 2, rngs=nnx.Rngs(0))(z)
+    assert lecture.shape == (2, 2)
+    assert np.all((lecture[0] > 0) & (lecture[0] < 1))
+    assert np.all((lecture[1] > 0) & (lecture[1] < 0.5))
+
+
+def test_encoder_families():
+    x = jnp.linspace(-1, 1, 6)
+    for family, outputs, kind in (("diagonal", 4, distrax.MultivariateNormalDiag),
+                                  ("full", 5, distrax.MultivariateNormalTri),
+                                  ("flow", 4 + networks.FLOW_CONTEXT, distrax.Transformed)):
+        net = networks.MLP(6, (8,), outputs, "tanh", rngs=nnx.Rngs(2))
+        q = networks.Encoder(net, family, 2, flow_hidden=8, rngs=nnx.Rngs(3))(x)
+        assert isinstance(q, kind) and q.event_shape == (2,)
+    # a flow starts as the identity: its q is its base Gaussian
+    net = networks.MLP(6, (8,), 4 + networks.FLOW_CONTEXT, "tanh", rngs=nnx.Rngs(2))
+    q = networks.Encoder(net, "flow", 2, flow_hidden=8, rngs=nnx.Rngs(3))(x)
+    z = jnp.array([0.3, -0.7])
+    np.testing.assert_allclose(q.log_prob(z), q.distribution.log_prob(z), rtol=1e-6)

@@ -236,4 +236,4 @@ def test_a_full_covariance_encoder_is_taken_by_every_learner_and_estimator():
     values = evaluate.vae_log_likelihood(jax.random.PRNGKey(2), params, X[:4], 50)
     assert values.shape == (4,) and np.all(np.isfinite(np.asarray(values)))
     with pytest.raises(ValueError, match="posterior must be one of"):
-        vae.model(64, 3, posterior="flow")
+        vae.model(64, 3, posterior="planar")

@@ -84,11 +84,19 @@ def init_params(model: Model, key: jax.Array, batch) -> object:
     return params
 
 
-def _init(model: Model, optimizer):
+def _init(model: Model, optimizer, bound=None):
+    """``init(key, batch)``; with ``bound``, also traced on the first example (shapes only),
+    so that an ELBO form the model cannot take (an analytic KL or entropy that distrax does
+    not have) is named here rather than in the first step."""
+
     def init(key: jax.Array, batch) -> TrainState:
         _checks.prng_key(key)
         params_key, state_key = jax.random.split(key)
         params = init_params(model, params_key, batch)
+        if bound is not None and batch is not None:
+            x, mask = protocol.split_batch(batch)
+            jax.eval_shape(lambda p: bound(p, state_key, x[0],
+                                           None if mask is None else mask[0]), params)
         return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), state_key)
 
     return init
@@ -115,7 +123,8 @@ def amortized(model: Model, optimizer: optax.GradientTransformation, *,
         log p(x|z) - KL(q || p(z)), the KL analytic). The same bound in expectation; the
         analytic forms differentiate the Gaussian terms exactly, so their gradients are
         reparameterized ones with less noise in the encoder's scale. They take
-        ``grad_estimator="reparam"``.
+        ``grad_estimator="reparam"`` and a closed form distrax has (a flow q has no
+        analytic entropy, a mixture prior no analytic KL): ``init`` names what is missing.
 
     Returns:
       ``Learner``; ``step(state, batch)`` with batch x [B, D] or (x [B, D], mask [B, D]
@@ -144,7 +153,8 @@ def amortized(model: Model, optimizer: optax.GradientTransformation, *,
         value = jnp.mean(_per_example(bound, params, key, batch))
         return -value, {metric: value}
 
-    return Learner(_init(model, optimizer), _step(loss_fn, optimizer))
+    return Learner(_init(model, optimizer, bound if elbo_form != "joint" else None),
+                   _step(loss_fn, optimizer))
 
 
 def semi_amortized(model: Model, optimizer: optax.GradientTransformation, *,
@@ -173,8 +183,10 @@ def semi_amortized(model: Model, optimizer: optax.GradientTransformation, *,
     def per_example(params, key, x, mask=None):
         refine_key, decoder_key, encoder_key = jax.random.split(key, 3)
         q = protocol.encoder(model, params, x, mask)
-        phi0, rebuild = posteriors.parameters(q)
         fixed = jax.lax.stop_gradient(params)
+        # phi_0 and the family's rebuild from the encoder held fixed: a flow's bijector
+        # (part of the encoder) then gets no gradient from the refined term
+        phi0, rebuild = posteriors.parameters(protocol.encoder(model, fixed, x, mask))
         fixed_log_joint = functools.partial(protocol.log_joint, model, fixed, x, mask=mask)
         refined, before, after = _local.refine(
             fixed_log_joint, phi0, rebuild, refine_key, inner_steps=inner_steps,

@@ -1,22 +1,33 @@
 """Flax NNX networks for the deep latent variable models.
 
-Each network maps ONE input vector to the parameters of a distribution (Flax layers also
-accept leading batch axes, but jlvm's pure functions call them on one example and vmap).
-They are held as (graphdef, state) by ``jlvm.models.vae.Params`` and rebuilt with
-``nnx.merge`` inside pure functions, so no jitted function ever sees a Module.
+Each network maps ONE input to a vector (Flax layers also accept leading batch axes, but
+jlvm's pure functions call them on one example and vmap). Two architectures:
+
+- ``MLP``: in_dim -> hidden widths -> out_dim.
+- ``ConvEncoderNet`` / ``ConvDecoderNet``: for images [H, W] (flattened row-major to
+  [H*W]): stride-2 3x3 convolutions with the given channel counts, and their mirror of
+  stride-2 transposed convolutions (Flax NNX ``Conv`` / ``ConvTranspose``).
+
+The VAE holds its modules as (graphdef, state) in ``jlvm.models.vae.Params`` and rebuilds
+them with ``nnx.merge`` inside pure functions, so no jitted function ever sees a Module.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jlvm.models import flows, likelihoods, posteriors
+
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu,
                "softplus": jax.nn.softplus}
+ARCHITECTURES = ("mlp", "conv")
 
 
 class MLP(nnx.Module):
@@ -36,33 +47,91 @@ class MLP(nnx.Module):
         return self.layers[-1](x)
 
 
-class BernoulliDecoder(nnx.Module):
-    """z: [L] -> logits: [D] of independent Bernoulli pixels."""
-
-    def __init__(self, latent_dim, hidden_dims, data_dim, activation, *, rngs):
-        self.net = MLP(latent_dim, hidden_dims, data_dim, activation, rngs=rngs)
-
-    def __call__(self, z):
-        return (self.net(z),)
+def _conv(in_channels: int, out_channels: int, strides: int, rngs: nnx.Rngs) -> nnx.Conv:
+    return nnx.Conv(in_channels, out_channels, kernel_size=(3, 3), strides=(strides, strides),
+                    padding="SAME", rngs=rngs)
 
 
-class GaussianDecoder(nnx.Module):
-    """z: [L] -> (mu_theta(z) [D], log sigma_theta(z) [D]): N(mu(z), diag sigma(z)^2)."""
+class ConvEncoderNet(nnx.Module):
+    """x [H*W] -> [out_dim]: 3x3 convolutions of stride 2 with ``channels`` output channels
+    each (H and W halve, rounding up, at each), flattened, then a linear layer."""
 
-    def __init__(self, latent_dim, hidden_dims, data_dim, activation, *, rngs):
-        self.net = MLP(latent_dim, hidden_dims, 2 * data_dim, activation, rngs=rngs)
+    def __init__(self, image_shape: Sequence[int], channels: Sequence[int], out_dim: int,
+                 activation: str, *, rngs: nnx.Rngs):
+        self.image_shape = tuple(image_shape)
+        sizes = [1, *channels]
+        self.convs = nnx.List([_conv(a, b, 2, rngs) for a, b in itertools.pairwise(sizes)])
+        height, width = (math.ceil(n / 2 ** len(channels)) for n in self.image_shape)
+        self.out = nnx.Linear(height * width * channels[-1], out_dim, rngs=rngs)
+        self.activation = activation
 
-    def __call__(self, z):
-        mean, log_scale = jnp.split(self.net(z), 2, axis=-1)
-        return mean, log_scale
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        h = x.reshape(*self.image_shape, 1)
+        for conv in self.convs:
+            h = act(conv(h))
+        return self.out(h.reshape(-1))
+
+
+class ConvDecoderNet(nnx.Module):
+    """z [L] -> [rows * H*W]: a linear layer to a small map of ``channels[-1]`` channels,
+    ``len(channels)`` transposed convolutions of stride 2 (channels in reverse), a 3x3
+    convolution to ``rows`` channels, cropped to [H, W]. The output is ordered row by row of
+    the likelihood's parameters: ``out.reshape(rows, H*W)[p]`` is parameter p of every
+    pixel."""
+
+    def __init__(self, latent_dim: int, channels: Sequence[int], image_shape: Sequence[int],
+                 rows: int, activation: str, *, rngs: nnx.Rngs):
+        self.image_shape = tuple(image_shape)
+        self.start = tuple(math.ceil(n / 2 ** len(channels)) for n in self.image_shape)
+        self.channels = tuple(channels)
+        self.inp = nnx.Linear(latent_dim, self.start[0] * self.start[1] * channels[-1],
+                              rngs=rngs)
+        sizes = [*reversed(channels), channels[0]]
+        self.deconvs = nnx.List([
+            nnx.ConvTranspose(a, b, kernel_size=(3, 3), strides=(2, 2), padding="SAME",
+                              rngs=rngs) for a, b in itertools.pairwise(sizes)])
+        self.out = _conv(channels[0], rows, 1, rngs)
+        self.rows = rows
+        self.activation = activation
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        h = act(self.inp(z)).reshape(*self.start, self.channels[-1])
+        for deconv in self.deconvs:
+            h = act(deconv(h))
+        height, width = self.image_shape
+        out = self.out(h)[:height, :width]  # [H, W, rows]
+        return jnp.moveaxis(out, -1, 0).reshape(-1)
+
+
+def encoder_net(architecture: str, data_dim: int, hidden_dims: Sequence[int], out_dim: int,
+                activation: str, image_shape: Sequence[int] | None, *,
+                rngs: nnx.Rngs) -> nnx.Module:
+    """x [D] -> [out_dim]: an MLP through ``hidden_dims``, or convolutions with
+    ``hidden_dims`` channels over images of ``image_shape``."""
+    if architecture == "conv":
+        return ConvEncoderNet(image_shape, hidden_dims, out_dim, activation, rngs=rngs)
+    return MLP(data_dim, hidden_dims, out_dim, activation, rngs=rngs)
+
+
+def decoder_net(architecture: str, latent_dim: int, hidden_dims: Sequence[int],
+                data_dim: int, rows: int, activation: str,
+                image_shape: Sequence[int] | None, *, rngs: nnx.Rngs) -> nnx.Module:
+    """z [L] -> [rows * D] (parameter-major): an MLP through ``hidden_dims``, or the
+    mirror of the convolutional encoder (``hidden_dims`` are its channels)."""
+    if architecture == "conv":
+        return ConvDecoderNet(latent_dim, hidden_dims, image_shape, rows, activation,
+                              rngs=rngs)
+    return MLP(latent_dim, hidden_dims, rows * data_dim, activation, rngs=rngs)
 
 
 class SigmoidGaussianDecoder(nnx.Module):
     """The lecture's example: mu(z) = sigmoid(A z + c), Sigma(z) = diag(exp(sigmoid(B z + d))).
 
     theta = (A, B, c, d): ``self.mean_layer`` holds (A, c), ``self.variance_layer`` (B, d).
-    Returns (mean [D], log_scale [D]) with log_scale = sigmoid(B z + d) / 2, since Sigma is
-    the variance.
+    Returns [2, D]: the mean and log_scale = sigmoid(B z + d) / 2 (Sigma is the variance),
+    the rows of the "gaussian" likelihood (``jlvm.models.likelihoods``).
     """
 
     def __init__(self, latent_dim, data_dim, *, rngs):
@@ -72,33 +141,76 @@ class SigmoidGaussianDecoder(nnx.Module):
     def __call__(self, z):
         mean = jax.nn.sigmoid(self.mean_layer(z))
         log_scale = 0.5 * jax.nn.sigmoid(self.variance_layer(z))
-        return mean, log_scale
+        return jnp.stack([mean, log_scale])
 
 
-class GaussianEncoder(nnx.Module):
-    """x: [D] -> (mean [L], log_scale [L]) of the amortized q_phi(z|x) = N(mean, diag scale^2)."""
+class Decoder(nnx.Module):
+    """The generative model's parameters theta: z [L] -> the likelihood's rows [P, D]
+    (``jlvm.models.likelihoods``), and, with a mixture prior, the prior's parameters.
 
-    def __init__(self, data_dim, hidden_dims, latent_dim, activation, *, rngs):
-        self.net = MLP(data_dim, hidden_dims, 2 * latent_dim, activation, rngs=rngs)
+    ``net`` gives the rows that depend on z; "gaussian-pixel" appends one learned log-scale
+    per pixel and "gaussian-fixed:S" the constant log S, so every Gaussian's rows are
+    (mean, log-scale).
+    """
 
-    def __call__(self, x):
-        mean, log_scale = jnp.split(self.net(x), 2, axis=-1)
-        return mean, log_scale
+    def __init__(self, net: nnx.Module, likelihood: str, data_dim: int,
+                 prior: nnx.Module | None = None):
+        spec = likelihoods.parse(likelihood)
+        self.net = net
+        self.likelihood = str(spec)
+        self.data_dim = data_dim
+        if spec.name == "gaussian-pixel":
+            self.log_scale = nnx.Param(jnp.zeros(data_dim))
+        if prior is not None:
+            self.prior = prior
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        spec = likelihoods.parse(self.likelihood)
+        out = self.net(z).reshape(likelihoods.network_rows(spec), self.data_dim)
+        if spec.name == "gaussian-pixel":
+            out = jnp.concatenate([out, self.log_scale[...][None].astype(out.dtype)])
+        elif spec.name == "gaussian-fixed":
+            out = jnp.concatenate([out, jnp.full_like(out, math.log(spec.argument))])
+        return out
 
 
-class FullGaussianEncoder(nnx.Module):
-    """x: [D] -> (mean [L], raw [L, L]) of q_phi(z|x) = N(mean, S S^T) with S =
-    ``posteriors.scale_tril(raw)``: the network gives the L(L+1)/2 entries of the lower
-    triangle (the upper one is zero)."""
+FLOW_LAYERS = 4  # affine coupling layers of the "flow" family
+FLOW_CONTEXT = 16  # numbers of x's summary that condition every coupling layer
 
-    def __init__(self, data_dim, hidden_dims, latent_dim, activation, *, rngs):
+
+class Encoder(nnx.Module):
+    """x [D] -> q(z | x), a distrax distribution over z [L] of ``posterior``'s family
+    (``jlvm.models.posteriors``): ``net`` gives the family's parameters; a flow's coupling
+    layers are MLPs of (masked z, C numbers of context from ``net``) -> (shift, log-scale),
+    their last layer zero at the start so that the flow starts as the identity."""
+
+    def __init__(self, net: nnx.Module, posterior: str, latent_dim: int, *,
+                 flow_hidden: int = 64, activation: str = "tanh",
+                 rngs: nnx.Rngs | None = None):
+        self.net = net
+        self.posterior = posterior
         self.latent_dim = latent_dim
-        self.net = MLP(data_dim, hidden_dims, latent_dim + latent_dim * (latent_dim + 1) // 2,
-                       activation, rngs=rngs)
+        if posterior == "flow":
+            self.activation = activation
+            self.couplings = nnx.List([
+                MLP(latent_dim + FLOW_CONTEXT, (flow_hidden,), 2 * latent_dim, activation,
+                    rngs=rngs) for _ in range(FLOW_LAYERS)])
+            for coupling in self.couplings:
+                last = coupling.layers[-1]
+                last.kernel[...] = jnp.zeros_like(last.kernel[...])
+                last.bias[...] = jnp.zeros_like(last.bias[...])
 
-    def __call__(self, x):
-        out = self.net(x)
-        size = self.latent_dim
-        rows, cols = jnp.tril_indices(size)
-        raw = jnp.zeros((size, size), out.dtype).at[rows, cols].set(out[size:])
-        return out[:size], raw
+    def __call__(self, x: jax.Array):
+        phi = posteriors.from_outputs(self.posterior, self.net(x), self.latent_dim)
+        if self.posterior == "diagonal":
+            return posteriors.diagonal(*phi)
+        if self.posterior == "full":
+            return posteriors.full(*phi)
+        mean, log_scale, context = phi
+
+        def conditioner(coupling, masked):
+            shift, raw = jnp.split(coupling(jnp.concatenate([masked, context])), 2)
+            return shift, jnp.tanh(raw)  # each layer scales by a factor in (1/e, e)
+
+        return flows.flow(mean, log_scale, [functools.partial(conditioner, coupling)
+                                                 for coupling in self.couplings])

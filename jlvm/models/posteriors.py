@@ -3,11 +3,12 @@
     diagonal: phi = (mean [L], log_scale [L]);   q = N(mean, diag exp(log_scale)^2)
     full:     phi = (mean [L], raw [L, L]);      q = N(mean, S S^T), S = lower(raw) with its
                                                  diagonal exp(diag(raw)) (a Cholesky factor)
+    flow:     a diagonal Gaussian pushed through affine coupling layers (``jlvm.models.flows``)
 
 Every phi is unconstrained, so a gradient step on it is always a valid q: SVI keeps a
 table of phi per data point and semi-amortized inference refines the encoder's phi.
-``parameters(q)`` reads phi back from a q of these families (and from a normalizing flow
-on top of one, whose bijector is then held fixed).
+``parameters(q)`` reads phi back from a q of these families (for a flow, its base
+Gaussian's phi, the bijector held fixed).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import distrax
 import jax
 import jax.numpy as jnp
 
-FAMILIES = ("diagonal", "full")
+from jlvm import _checks
+
+FAMILIES = ("diagonal", "full")  # the families a table of phi per data point can hold
+ENCODER_FAMILIES = ("diagonal", "full", "flow")  # an encoder's: a flow's layers are amortized
 
 
 def diagonal(mean: jax.Array, log_scale: jax.Array) -> distrax.MultivariateNormalDiag:
@@ -36,6 +40,39 @@ def scale_tril(raw: jax.Array) -> jax.Array:
 def full(mean: jax.Array, raw: jax.Array) -> distrax.MultivariateNormalTri:
     """q = N(mean, S S^T) with S = ``scale_tril(raw)``; mean: [L], raw: [L, L]."""
     return distrax.MultivariateNormalTri(mean, scale_tril(raw))
+
+
+def num_outputs(family: str, latent_dim: int, context_dim: int = 0) -> int:
+    """How many numbers an encoder network gives for q of ``family`` over z [L]: 2L
+    (diagonal), L + L(L+1)/2 (mean and the Cholesky factor's lower triangle), or 2L + C
+    (a flow: its base Gaussian and C numbers of context for its coupling layers)."""
+    if family == "full":
+        return latent_dim + latent_dim * (latent_dim + 1) // 2
+    return 2 * latent_dim + (context_dim if family == "flow" else 0)
+
+
+def from_outputs(family: str, outputs: jax.Array, latent_dim: int):
+    """The phi of ``family`` from an encoder network's ``num_outputs`` numbers: (mean,
+    log_scale) or (mean, raw); for a flow (mean, log_scale, context [C])."""
+    if family == "full":
+        rows, cols = jnp.tril_indices(latent_dim)
+        raw = jnp.zeros((latent_dim, latent_dim), outputs.dtype).at[rows, cols].set(
+            outputs[latent_dim:])
+        return outputs[:latent_dim], raw
+    mean, log_scale = outputs[:latent_dim], outputs[latent_dim:2 * latent_dim]
+    return (mean, log_scale) if family == "diagonal" else (mean, log_scale,
+                                                           outputs[2 * latent_dim:])
+
+
+def moments(q: Any, key: jax.Array, num_samples: int = 1000) -> tuple[jax.Array, jax.Array]:
+    """(E_q[z], the standard deviation of each coordinate), [L] each: exact for the
+    Gaussian families, else a Monte Carlo estimate from ``num_samples`` draws with ``key``
+    (a flow's moments have no closed form)."""
+    if isinstance(q, (distrax.MultivariateNormalDiag, distrax.MultivariateNormalTri,
+                      distrax.MultivariateNormalFullCovariance)):
+        return q.mean(), q.stddev()
+    draws = jax.vmap(lambda k: _checks.sample(q, k, 1)[0])(jax.random.split(key, num_samples))
+    return jnp.mean(draws, axis=0), jnp.std(draws, axis=0)
 
 
 def standard(latent_dim: int, family: str = "diagonal") -> tuple[jax.Array, jax.Array]:

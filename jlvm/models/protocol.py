@@ -127,8 +127,10 @@ def check_against(model: Model, params: Any, x: jax.Array, mask: Any = None) -> 
     scalar, is named here rather than deep inside a compiled step."""
     z = latent_example(model, params, x, mask)
     if model.encoder is not None:
-        q = jax.eval_shape(lambda p, x: encoder(model, p, x, mask), params, x)
-        _checks.scalar_distribution(q, "model.encoder(params, x)")
+        def check_q(p, x):  # inside the trace: a flow's q infers its shapes by tracing
+            _checks.scalar_distribution(encoder(model, p, x, mask), "model.encoder(params, x)")
+
+        jax.eval_shape(check_q, params, x)
     value = jax.eval_shape(lambda p, x, z: log_joint(model, p, x, z, mask), params, x, z)
     if getattr(value, "shape", None) != ():
         raise ValueError(f"model.log_joint(params, x, z) must return a scalar for one x "

@@ -1,13 +1,21 @@
 """Deep latent variable model (the VAE's generative model and its amortized encoder).
 
-    z ~ N(0, I_L),   x | z ~ p_theta(x | z)   (a Flax network gives its parameters)
-    likelihood "bernoulli": p(x|z) = prod_d Bernoulli(x_d; sigmoid(f_theta(z)_d))  (binary images)
-    likelihood "gaussian":  p(x|z) = N(x; mu_theta(z), diag sigma_theta(z)^2)
-    encoder:                q_phi(z|x) = N(z; m_phi(x), diag s_phi(x)^2)
+    z ~ p(z)                  "normal": N(0, I_L); "mixture:K": a learned mixture of K
+                              Gaussians (``jlvm.models.priors``)
+    x | z ~ p_theta(x | z)    pixels independent given z, their parameters from a network
+                              (``jlvm.models.likelihoods``): "bernoulli" (binary images),
+                              "gaussian" (mean and scale from z), "gaussian-pixel" (a learned
+                              scale per pixel), "gaussian-fixed:S", "categorical:M" (gray
+                              levels)
+    q_phi(z | x)              "diagonal", "full" (Cholesky factor from the network) or
+                              "flow" (coupling layers on a diagonal Gaussian)
+                              (``jlvm.models.posteriors``)
 
-``Params`` is a pytree of arrays (decoder and encoder states) with the network structure
-as static metadata, so ``jax.grad``, optax and ``jax.jit`` see plain arrays and the
-functions here stay pure: ``log_joint(params, x, z)`` for ONE x: [D] and z: [L].
+Networks are MLPs or, for images, convolutional (``architecture="conv"``; then
+``hidden_dims`` are channel counts). ``Params`` is a pytree of arrays (decoder and encoder
+states) with the network structure as static metadata, so ``jax.grad``, optax and
+``jax.jit`` see plain arrays and the functions here stay pure: ``log_joint(params, x, z)``
+for ONE x: [D] and z: [L]. ``model(...)`` gives the whole thing as a ``jlvm.Model``.
 """
 
 from __future__ import annotations
@@ -23,23 +31,28 @@ import numpy as np
 from flax import nnx, struct
 
 from jlvm import _checks
-from jlvm.models import networks, posteriors
-from jlvm.models._gaussian import normal_log_prob_elementwise, standard_normal_log_prob
+from jlvm.models import likelihoods, networks, posteriors, priors
+from jlvm.models._gaussian import standard_normal_log_prob
 from jlvm.models.protocol import Model
 
-LIKELIHOODS = ("bernoulli", "gaussian")
-POSTERIORS = posteriors.FAMILIES  # the encoder's family: "diagonal" or "full"
+LIKELIHOODS = likelihoods.NAMES  # specs: see jlvm.models.likelihoods.parse
+POSTERIORS = posteriors.ENCODER_FAMILIES  # the encoder's family
+PRIORS = priors.NAMES
+ARCHITECTURES = networks.ARCHITECTURES
 
 
 class Params(struct.PyTreeNode):
     """VAE parameters: array leaves in ``decoder``/``encoder``, structure as static fields.
 
-    decoder: nnx.State of the decoder network (theta).
-    encoder: nnx.State of the encoder network (phi).
-    likelihood: "bernoulli" or "gaussian" (static).
+    decoder: nnx.State of the generative model (theta): the decoder network, a per-pixel
+      log-scale ("gaussian-pixel"), a mixture prior's parameters ("mixture:K").
+    encoder: nnx.State of the encoder network (phi), with a flow's coupling layers.
+    likelihood: its spec, e.g. "bernoulli" or "categorical:17" (static).
     data_dim, latent_dim: D and L (static).
-    posterior: the encoder's family, "diagonal" or "full" (static; runs written before it
-      existed are diagonal).
+    posterior: the encoder's family, "diagonal", "full" or "flow" (static; runs written
+      before the field existed are diagonal).
+    latent_prior: "normal" or "mixture:K" (static).
+    architecture: "mlp" or "conv" (static).
     """
 
     decoder: nnx.State
@@ -50,57 +63,88 @@ class Params(struct.PyTreeNode):
     data_dim: int = struct.field(pytree_node=False)
     latent_dim: int = struct.field(pytree_node=False)
     posterior: str = struct.field(pytree_node=False, default="diagonal")
+    latent_prior: str = struct.field(pytree_node=False, default="normal")
+    architecture: str = struct.field(pytree_node=False, default="mlp")
 
 
-def _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim,
-                  posterior="diagonal") -> Params:
-    decoder_graph, decoder_state = nnx.split(decoder_module)
-    encoder_graph, encoder_state = nnx.split(encoder_module)
-    return Params(decoder=decoder_state, encoder=encoder_state, decoder_graph=decoder_graph,
-                  encoder_graph=encoder_graph, likelihood=likelihood, data_dim=data_dim,
-                  latent_dim=latent_dim, posterior=posterior)
-
-
-def _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posterior):
-    """The VAE's settings checked: (data_dim, latent_dim, hidden_dims) as Python ints."""
-    _checks.one_of(likelihood, "likelihood", LIKELIHOODS)
+def _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
+              architecture, image_shape):
+    """The VAE's settings checked, as plain values: (data_dim, latent_dim, hidden_dims,
+    likelihood spec string, prior spec string, image_shape or None)."""
+    likelihood = str(likelihoods.parse(likelihood))
+    prior = str(priors.parse(prior))
     _checks.one_of(activation, "activation", tuple(networks.ACTIVATIONS))
     _checks.one_of(posterior, "posterior", POSTERIORS)
-    return (_checks.positive_int(data_dim, "data_dim"),
-            _checks.positive_int(latent_dim, "latent_dim"),
-            _checks.dims(hidden_dims, "hidden_dims"))
+    _checks.one_of(architecture, "architecture", ARCHITECTURES)
+    data_dim = _checks.positive_int(data_dim, "data_dim")
+    latent_dim = _checks.positive_int(latent_dim, "latent_dim")
+    hidden_dims = _checks.dims(hidden_dims, "hidden_dims")
+    if image_shape is not None:
+        image_shape = _checks.dims(image_shape, "image_shape")
+        if len(image_shape) != 2 or image_shape[0] * image_shape[1] != data_dim:
+            raise ValueError(f"image_shape must be (height, width) with height * width = "
+                             f"data_dim = {data_dim}, got {image_shape}.")
+    if architecture == "conv" and image_shape is None:
+        raise ValueError("architecture='conv' needs image_shape=(height, width): "
+                         "convolutions are for images.")
+    return data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape
 
 
 def init(key: jax.Array, data_dim: int, latent_dim: int, *,
          hidden_dims: Sequence[int] = (200, 200), likelihood: str = "bernoulli",
-         activation: str = "tanh", posterior: str = "diagonal") -> Params:
-    """MLP decoder L -> hidden_dims -> D and MLP encoder D -> reversed(hidden_dims) -> q's
-    parameters (2L for the diagonal family, L + L(L+1)/2 for the full one).
+         activation: str = "tanh", posterior: str = "diagonal", prior: str = "normal",
+         architecture: str = "mlp", image_shape: Sequence[int] | None = None) -> Params:
+    """A decoder z -> p(x | z) and an encoder x -> q(z | x), with their initial weights.
 
     Args:
       key: PRNG key for the initial weights.
       data_dim: D, pixels per image.
       latent_dim: L.
-      hidden_dims: widths of the decoder's hidden layers (the encoder mirrors them).
-      likelihood: "bernoulli" (binary data) or "gaussian" (real-valued data).
+      hidden_dims: "mlp": the decoder's hidden widths (the encoder mirrors them); "conv":
+        the encoder's channel counts, one stride-2 convolution each (the decoder mirrors
+        them with transposed convolutions).
+      likelihood: a spec of ``jlvm.models.likelihoods``: "bernoulli" (binary data),
+        "gaussian", "gaussian-pixel", "gaussian-fixed:S" or "categorical:M".
       activation: one of ``networks.ACTIVATIONS``.
-      posterior: the encoder's q, "diagonal" (N(m, diag s^2)) or "full" (N(m, S S^T), S
-        a Cholesky factor from the network: ``jlvm.models.posteriors``).
+      posterior: the encoder's q: "diagonal" (N(m, diag s^2)), "full" (N(m, S S^T), S a
+        Cholesky factor from the network) or "flow" (affine coupling layers on a diagonal
+        Gaussian, conditioned on x): ``jlvm.models.posteriors``.
+      prior: "normal" (N(0, I)) or "mixture:K" (learned; ``jlvm.models.priors``).
+      architecture: "mlp" or "conv" (needs ``image_shape``).
+      image_shape: (height, width) with height * width = D, for "conv".
     """
     _checks.prng_key(key)
-    data_dim, latent_dim, hidden_dims = _settings(data_dim, latent_dim, hidden_dims,
-                                                  likelihood, activation, posterior)
-    key_decoder, key_encoder = jax.random.split(key)
-    decoder_class = (networks.BernoulliDecoder if likelihood == "bernoulli"
-                     else networks.GaussianDecoder)
-    decoder_module = decoder_class(latent_dim, hidden_dims, data_dim, activation,
-                                   rngs=nnx.Rngs(key_decoder))
-    encoder_class = (networks.GaussianEncoder if posterior == "diagonal"
-                     else networks.FullGaussianEncoder)
-    encoder_module = encoder_class(data_dim, hidden_dims[::-1], latent_dim, activation,
-                                   rngs=nnx.Rngs(key_encoder))
+    data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape = _settings(
+        data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
+        architecture, image_shape)
+    key_decoder, key_encoder, key_prior = jax.random.split(key, 3)
+    spec = likelihoods.parse(likelihood)
+    net = networks.decoder_net(architecture, latent_dim, hidden_dims, data_dim,
+                               likelihoods.network_rows(spec), activation, image_shape,
+                               rngs=nnx.Rngs(key_decoder))
+    prior_spec = priors.parse(prior)
+    prior_module = (None if prior_spec.name == "normal" else priors.MixturePrior(
+        prior_spec.components, latent_dim, rngs=nnx.Rngs(key_prior)))
+    decoder_module = networks.Decoder(net, likelihood, data_dim, prior_module)
+    encoder_dims = hidden_dims if architecture == "conv" else hidden_dims[::-1]
+    encoder_net = networks.encoder_net(
+        architecture, data_dim, encoder_dims,
+        posteriors.num_outputs(posterior, latent_dim, networks.FLOW_CONTEXT), activation,
+        image_shape, rngs=nnx.Rngs(key_encoder))
+    encoder_module = networks.Encoder(encoder_net, posterior, latent_dim,
+                                      flow_hidden=hidden_dims[-1], activation=activation,
+                                      rngs=nnx.Rngs(jax.random.fold_in(key_encoder, 1)))
     return _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim,
-                         posterior)
+                         posterior=posterior, latent_prior=prior, architecture=architecture)
+
+
+def _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim,
+                  **static) -> Params:
+    decoder_graph, decoder_state = nnx.split(decoder_module)
+    encoder_graph, encoder_state = nnx.split(encoder_module)
+    return Params(decoder=decoder_state, encoder=encoder_state, decoder_graph=decoder_graph,
+                  encoder_graph=encoder_graph, likelihood=likelihood, data_dim=data_dim,
+                  latent_dim=latent_dim, **static)
 
 
 def lecture_example(key: jax.Array, *, latent_dim: int = 2, data_dim: int = 2,
@@ -117,22 +161,26 @@ def lecture_example(key: jax.Array, *, latent_dim: int = 2, data_dim: int = 2,
     key_decoder, key_encoder = jax.random.split(key)
     decoder_module = networks.SigmoidGaussianDecoder(latent_dim, data_dim,
                                                      rngs=nnx.Rngs(key_decoder))
-    encoder_module = networks.GaussianEncoder(data_dim, encoder_hidden_dims, latent_dim,
-                                              "tanh", rngs=nnx.Rngs(key_encoder))
+    encoder_net = networks.MLP(data_dim, encoder_hidden_dims, 2 * latent_dim, "tanh",
+                               rngs=nnx.Rngs(key_encoder))
+    encoder_module = networks.Encoder(encoder_net, "diagonal", latent_dim)
     return _from_modules(decoder_module, encoder_module, "gaussian", data_dim, latent_dim)
 
 
 def model(data_dim: int, latent_dim: int, *, hidden_dims: Sequence[int] = (200, 200),
           likelihood: str = "bernoulli", activation: str = "tanh",
-          posterior: str = "diagonal") -> Model:
+          posterior: str = "diagonal", prior: str = "normal", architecture: str = "mlp",
+          image_shape: Sequence[int] | None = None) -> Model:
     """The VAE as a ``jlvm.Model``: ``init`` is ``vae.init`` with these settings, and
     ``log_joint``, ``encoder``, ``log_likelihood``, ``prior`` and ``decoder`` are this
     module's functions. Arguments as for ``init`` (checked here, at once)."""
-    data_dim, latent_dim, hidden_dims = _settings(data_dim, latent_dim, hidden_dims,
-                                                  likelihood, activation, posterior)
-    return _as_model(functools.partial(init, data_dim=data_dim, latent_dim=latent_dim,
-                                       hidden_dims=hidden_dims, likelihood=likelihood,
-                                       activation=activation, posterior=posterior))
+    data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape = _settings(
+        data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
+        architecture, image_shape)
+    return _as_model(functools.partial(
+        init, data_dim=data_dim, latent_dim=latent_dim, hidden_dims=hidden_dims,
+        likelihood=likelihood, activation=activation, posterior=posterior, prior=prior,
+        architecture=architecture, image_shape=image_shape))
 
 
 def lecture_model(*, latent_dim: int = 2, data_dim: int = 2,
@@ -155,41 +203,46 @@ def _check_params(params: Any) -> None:
     if not isinstance(params, Params):
         raise TypeError(f"params must be a vae.Params (from vae.init), got "
                         f"{type(params).__name__}.")
-    _checks.one_of(params.likelihood, "params.likelihood", LIKELIHOODS)
+    likelihoods.parse(params.likelihood, "params.likelihood")
+    priors.parse(params.latent_prior, "params.latent_prior")
     _checks.one_of(params.posterior, "params.posterior", POSTERIORS)
 
 
-def _decode(params: Params, z: jax.Array) -> tuple[jax.Array, ...]:
+def _decode(params: Params, z: jax.Array) -> jax.Array:
+    """The likelihood's parameters [P, D] at z [L]."""
     _check_params(params)
     z = _checks.float_array(z, "z")
     _checks.shape_is(z, "z", (params.latent_dim,), "[L]")
     _checks.finite_if_concrete(z, "z")
-    return nnx.merge(params.decoder_graph, params.decoder)(z)
+    return jnp.asarray(nnx.merge(params.decoder_graph, params.decoder)(z))
 
 
-def prior(params: Params) -> distrax.MultivariateNormalDiag:
-    """p(z) = N(0, I_L)."""
+def prior(params: Params) -> distrax.Distribution:
+    """p(z): N(0, I_L), or the learned mixture of Gaussians of a "mixture:K" prior."""
     _check_params(params)
-    return distrax.MultivariateNormalDiag(jnp.zeros(params.latent_dim),
-                                          jnp.ones(params.latent_dim))
+    if priors.parse(params.latent_prior).name == "normal":
+        return priors.standard_normal(params.latent_dim)
+    return nnx.merge(params.decoder_graph, params.decoder).prior()
+
+
+def _log_prior(params: Params, z: jax.Array) -> jax.Array:
+    if priors.parse(params.latent_prior).name == "normal":
+        return standard_normal_log_prob(z)  # a few operations, no distrax bijector
+    return prior(params).log_prob(z)
 
 
 def decoder(params: Params, z: jax.Array) -> distrax.Distribution:
     """p_theta(x | z) for one z: [L], a distrax distribution over x: [D]."""
-    outputs = _decode(params, z)
-    if params.likelihood == "bernoulli":
-        return distrax.Independent(distrax.Bernoulli(logits=outputs[0]), 1)
-    mean, log_scale = outputs
-    return distrax.MultivariateNormalDiag(mean, jnp.exp(log_scale))
+    return likelihoods.distribution(likelihoods.parse(params.likelihood), _decode(params, z))
 
 
 def _observed(params: Params, x: Any, mask: Any) -> Any:
     """Checks one observation x [D] and its mask; returns the mask as booleans (None for
     complete data), with the rules of every mask in jlvm (``_checks.observation_mask``).
 
-    Where x and the mask are concrete, the observed entries must be finite, and 0/1 for
-    the Bernoulli likelihood (any other value has no probability under it); entries at
-    missing positions may hold anything, NaN included.
+    Where x and the mask are concrete, the observed entries must be finite and have a
+    probability under the likelihood (0/1 for the Bernoulli, gray levels for the
+    categorical); entries at missing positions may hold anything, NaN included.
     """
     _check_params(params)
     _checks.shape_is(x, "x", (params.data_dim,), "[D]")
@@ -203,15 +256,14 @@ def _observed(params: Params, x: Any, mask: Any) -> Any:
     if not np.all(np.isfinite(seen)):
         raise ValueError("x holds NaN or infinite values at observed entries; mark missing "
                          "entries with a mask (True = observed).")
-    if params.likelihood == "bernoulli" and not np.all((seen == 0) | (seen == 1)):
-        raise ValueError("x must hold 0/1 values at observed entries for the Bernoulli "
-                         "likelihood (binary images).")
+    likelihoods.check_values(likelihoods.parse(params.likelihood), seen)
     return observed
 
 
 def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.Distribution:
-    """q_phi(z | x) for one x: [D]: N(m_phi(x), diag s_phi(x)^2) (``params.posterior``
-    "diagonal") or N(m_phi(x), S_phi(x) S_phi(x)^T) with S lower triangular ("full").
+    """q_phi(z | x) for one x: [D], of the family ``params.posterior``: N(m(x), diag
+    s(x)^2) ("diagonal"), N(m(x), S(x) S(x)^T) with S lower triangular ("full"), or that
+    diagonal Gaussian through coupling layers conditioned on x ("flow").
 
     With a ``mask`` [D] (True = observed) the encoder sees x with missing pixels set to 0
     (whatever they held, NaN included): a practical choice for an encoder trained on
@@ -221,14 +273,12 @@ def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.Distribut
     observed = _observed(params, x, mask)
     if observed is not None:
         x = jnp.where(observed, x, 0.0)
-    mean, scale = nnx.merge(params.encoder_graph, params.encoder)(x)
-    return posteriors.build(params.posterior)(mean, scale)
+    return nnx.merge(params.encoder_graph, params.encoder)(x)
 
 
 def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
     """log p_theta(x | z) for x: [D], z: [L]; with ``mask`` [D], of the observed pixels only.
 
-    Bernoulli: sum_d x_d l_d - softplus(l_d), the stable form of x log s + (1-x) log(1-s).
     Given z the pixels are independent, so leaving a missing pixel out of the sum is
     summing it out exactly: log p(x_obs | z) = sum_{d observed} log p(x_d | z).
     """
@@ -239,26 +289,32 @@ def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None)
         # a missing pixel may hold anything, NaN included: replaced before any arithmetic,
         # since jnp.where after it would still pass 0 * NaN = NaN to the gradient
         x = jnp.where(observed, x, 0.0)
-    if params.likelihood == "bernoulli":
-        logits = outputs[0]
-        per_pixel = x * logits - jax.nn.softplus(logits)
-    else:
-        mean, log_scale = outputs
-        per_pixel = normal_log_prob_elementwise(x, mean, log_scale)
+    per_pixel = likelihoods.pixel_log_probs(likelihoods.parse(params.likelihood), outputs, x)
     if observed is not None:
         per_pixel = jnp.where(observed, per_pixel, 0.0)
     return jnp.sum(per_pixel)
 
 
 def log_joint(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
-    """log p(x_obs, z) = log N(z; 0, I) + log p_theta(x_obs | z). x: [D], z: [L].
+    """log p(x_obs, z) = log p(z) + log p_theta(x_obs | z). x: [D], z: [L].
 
     ``mask`` [D] (True = observed), default all observed. Bind it with
     ``functools.partial(vae.log_joint, params, x, mask=mask)`` and every estimator in
     ``jlvm`` estimates log p(x_obs).
     """
+    _check_params(params)
     z = _checks.float_array(z, "z")
-    return standard_normal_log_prob(z) + log_likelihood(params, x, z, mask)
+    return _log_prior(params, z) + log_likelihood(params, x, z, mask)
+
+
+def sample_latents(key: jax.Array, params: Params, n: int) -> jax.Array:
+    """n draws z ~ p(z): [n, L]."""
+    _checks.prng_key(key)
+    _check_params(params)
+    n = _checks.positive_int(n, "n")
+    if priors.parse(params.latent_prior).name == "normal":
+        return jax.random.normal(key, (n, params.latent_dim))
+    return prior(params).sample(seed=key, sample_shape=(n,))
 
 
 def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
@@ -267,17 +323,13 @@ def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array
     _check_params(params)
     n = _checks.positive_int(n, "n")
     key_z, key_x = jax.random.split(key)
-    z = jax.random.normal(key_z, (n, params.latent_dim))
+    z = sample_latents(key_z, params, n)
     keys = jax.random.split(key_x, n)
     x = jax.vmap(lambda k, z_i: _checks.sample(decoder(params, z_i), k, 1)[0])(keys, z)
     return x.astype(z.dtype), z
 
 
 def mean_image(params: Params, z: jax.Array) -> jax.Array:
-    """E[x | z]: the Bernoulli probabilities or the Gaussian mean, [D]. For pictures."""
-    outputs = _decode(params, z)
-    if params.likelihood == "bernoulli":
-        return jax.nn.sigmoid(outputs[0])
-    return outputs[0]
-
-
+    """E[x | z]: the Bernoulli probabilities, the Gaussian mean or the expected gray level,
+    [D]. For pictures."""
+    return likelihoods.mean(likelihoods.parse(params.likelihood), _decode(params, z))

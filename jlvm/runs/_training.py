@@ -200,6 +200,11 @@ def _epochs(config, run, setup, epoch_fn, state, records, start_epoch, checkpoin
                     record.update(_bounds(setup, run_state, valid_rows, "valid", key))
             record["seconds"] = round(time.perf_counter() - started, 3)
             records.append(record)
+        if writer:
+            # before the checkpoint: a process killed between the two leaves a record of an
+            # epoch that no checkpoint holds, which --resume drops and trains again; the
+            # other order would leave a checkpoint whose epoch has no record, for good
+            run.write_metrics(records)
         if epoch % checkpoint_every == 0 or epoch == config.epochs:
             try:
                 checkpoint.save(run.checkpoints, epoch, local_state)
@@ -207,8 +212,7 @@ def _epochs(config, run, setup, epoch_fn, state, records, start_epoch, checkpoin
                 raise RunError(str(error)) from None
             last_saved = epoch
             saved(epoch)
-        if writer:  # after the checkpoint: the records never run ahead of it
-            run.write_metrics(records)
+        if writer:
             if evaluated and (epoch == config.epochs
                               or epoch % max(1, config.epochs // 10) == 0):
                 bar.write(f"epoch {epoch:4d}: " + progress_line(

@@ -1,0 +1,75 @@
+"""Priors p(z) over one latent z [L], named by a spec string (as likelihoods are):
+
+    "normal"      N(0, I_L)
+    "mixture:K"   sum_k pi_k N(z; mu_k, diag sigma_k^2), pi = softmax(logits), all learned:
+                  the lecture's mixture of Gaussians as the VAE's prior
+
+A mixture prior has no analytic KL(q || p), so the VAE trains on the joint or entropy form
+of the ELBO with it (the KL form is refused).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import distrax
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+NAMES = ("normal", "mixture")
+MAX_COMPONENTS = 2**16
+
+
+class Spec(NamedTuple):
+    """A parsed prior spec: ``name`` and ``components`` (K for a mixture, else None)."""
+
+    name: str
+    components: int | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.components is None else f"{self.name}:{self.components}"
+
+
+def parse(spec: Any, name: str = "prior") -> Spec:
+    """``Spec`` of "normal" or "mixture:K" (K >= 1 an integer); ``ValueError`` naming
+    ``name`` otherwise."""
+    if isinstance(spec, Spec):
+        spec = str(spec)
+    if not isinstance(spec, str):
+        raise TypeError(f"{name} must be a string, 'normal' or 'mixture:K', got "
+                        f"{type(spec).__name__}.")
+    if spec == "normal":
+        return Spec("normal")
+    base, _, count = spec.partition(":")
+    if base == "mixture" and count.isdigit() and 1 <= int(count) <= MAX_COMPONENTS:
+        return Spec("mixture", int(count))
+    raise ValueError(f"{name} must be 'normal' or 'mixture:K' with K an integer in [1, "
+                     f"{MAX_COMPONENTS}] (e.g. 'mixture:10'), got {spec!r}.")
+
+
+def standard_normal(latent_dim: int) -> distrax.MultivariateNormalDiag:
+    """N(0, I_L)."""
+    return distrax.MultivariateNormalDiag(jnp.zeros(latent_dim), jnp.ones(latent_dim))
+
+
+def mixture(logits: jax.Array, means: jax.Array,
+            log_scales: jax.Array) -> distrax.MixtureSameFamily:
+    """sum_k softmax(logits)_k N(z; means[k], diag exp(log_scales[k])^2); logits [K],
+    means and log_scales [K, L]. ``log_prob`` is a logsumexp over the components."""
+    return distrax.MixtureSameFamily(
+        mixture_distribution=distrax.Categorical(logits=logits),
+        components_distribution=distrax.MultivariateNormalDiag(means, jnp.exp(log_scales)))
+
+
+class MixturePrior(nnx.Module):
+    """The learnable parameters of a "mixture:K" prior. Components start with equal
+    weights, unit scales and means drawn from N(0, I), so that they differ."""
+
+    def __init__(self, components: int, latent_dim: int, *, rngs: nnx.Rngs):
+        self.logits = nnx.Param(jnp.zeros(components))
+        self.means = nnx.Param(jax.random.normal(rngs.params(), (components, latent_dim)))
+        self.log_scales = nnx.Param(jnp.zeros((components, latent_dim)))
+
+    def __call__(self) -> distrax.MixtureSameFamily:
+        return mixture(self.logits[...], self.means[...], self.log_scales[...])
