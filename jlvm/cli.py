@@ -3,6 +3,7 @@
     jlvm train [--model {vae,iwae,semi,svi,gmm}] [--data NAME] [--epochs N] [--latent-dim L]
                [--out RUN_DIR] [--seed S] [--num-seeds S] [--devices N] [--resume] ...
     jlvm evaluate RUN_DIR [--num-samples K] [--split test] [--num-examples N] [--devices N]
+    jlvm encode RUN_DIR [--split test | --input X.npz] --out Z.npz
     jlvm sample RUN_DIR [--n 64] --out FILE.png
 
 Each prints one JSON object per line on stdout (``evaluate``: one per seed). Every failure
@@ -57,8 +58,21 @@ def _parser() -> argparse.ArgumentParser:
                        "entropy, H(q) analytic; kl, log p(x|z) - KL(q || p(z)) analytic "
                        "(default joint)")
     train.add_argument("--posterior", choices=runs.POSTERIORS,
-                       help="vae, iwae, semi: the encoder's q(z|x), a Gaussian with a "
-                       "diagonal or a full covariance (default diagonal)")
+                       help="vae, iwae, semi: the encoder's q(z|x): a Gaussian with a "
+                       "diagonal or a full covariance, or a flow (affine coupling layers on "
+                       "a diagonal Gaussian) (default diagonal)")
+    train.add_argument("--prior", metavar="{normal,mixture:K}",
+                       help="p(z): N(0, I), or a learned mixture of K Gaussians (default "
+                       "normal)")
+    train.add_argument("--likelihood", metavar="SPEC",
+                       help="p(x|z) per pixel: bernoulli (binary data), categorical:M (M "
+                       "gray levels), gaussian (mean and scale from z), gaussian-pixel (a "
+                       "learned scale per pixel), gaussian-fixed:S (default: bernoulli for "
+                       "binary data, categorical:17 for digits-gray, gaussian otherwise)")
+    train.add_argument("--architecture", choices=runs.ARCHITECTURES,
+                       help="networks: mlp, or conv for images (stride-2 convolutions; "
+                       "--hidden then gives their channels, default "
+                       f"{' '.join(map(str, _config.CONV_HIDDEN))}) (default mlp)")
     train.add_argument("--components", type=int,
                        help=f"mixture components (gmm; default {_DEFAULTS.components})")
     train.add_argument("--reg-covar", type=float, help="added to each covariance's diagonal "
@@ -95,6 +109,22 @@ def _parser() -> argparse.ArgumentParser:
                           help="treat these pixels as missing: log p(x_obs), summed out "
                           "exactly (vae, iwae, semi on image data)")
     _add_device_arguments(evaluate)
+
+    encode = commands.add_parser("encode", help="features of data through p(z|x): "
+                                 "E_q[z|x] and its scale per example (responsibilities for "
+                                 "a GMM), into a .npz")
+    encode.add_argument("run_dir")
+    source = encode.add_mutually_exclusive_group()
+    source.add_argument("--split", choices=runs.SPLITS, help="default test")
+    source.add_argument("--input", metavar="X.npz",
+                        help="encode the rows of the array x [N, D] in this file instead "
+                        "(NaN = missing entry; encoder models)")
+    encode.add_argument("--out", required=True,
+                        help="the .npz file to create (never overwritten)")
+    encode.add_argument("--num-samples", type=int, default=1000,
+                        help="draws for a flow's moments, which have no closed form "
+                        "(default 1000)")
+    encode.add_argument("--seed", type=int, default=0, help="default 0")
 
     sample = commands.add_parser("sample", help="draw from a trained model into an image")
     sample.add_argument("run_dir")
@@ -170,6 +200,11 @@ def _evaluate(args) -> None:
         _print(line)
 
 
+def _encode(args) -> None:
+    _print(runs.encode(args.run_dir, args.out, split=args.split, input_path=args.input,
+                       num_samples=args.num_samples, seed=args.seed))
+
+
 def _sample(args) -> None:
     _print(runs.sample(args.run_dir, args.out, n=args.n, seed=args.seed))
 
@@ -187,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     # chunks of steps), with one line, rather than wherever the signal lands
     with _interrupt.deferred():
         args = _parser().parse_args(argv)
-        command = {"train": _train, "evaluate": _evaluate, "sample": _sample}[args.command]
+        command = {"train": _train, "evaluate": _evaluate, "encode": _encode,
+                   "sample": _sample}[args.command]
         try:
             command(args)  # a signal after its last safe point: the work is done anyway
             return 0

@@ -29,6 +29,20 @@ DATA_DIR_VARIABLE = "JLVM_DATA_DIR"
 NAMES = ("digits", "digits-gray", "binarized-mnist", "blobs", "lecture-2d")
 
 
+class Kind(NamedTuple):
+    """What the values of a named data set are, known without reading it: ``levels`` M
+    when every value is one of k/(M-1), k = 0..M-1 (2 for binary, 17 for the gray
+    digits), None for real numbers; ``image_shape`` (height, width) or None."""
+
+    levels: int | None
+    image_shape: tuple[int, int] | None
+
+
+KINDS = {"digits": Kind(2, (8, 8)), "digits-gray": Kind(17, (8, 8)),
+         "binarized-mnist": Kind(2, (28, 28)), "blobs": Kind(None, None),
+         "lecture-2d": Kind(None, None)}
+
+
 class Dataset(NamedTuple):
     """Splits as float32 [N, D] arrays; ``valid`` and labels are None where there are none.
 

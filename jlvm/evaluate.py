@@ -106,10 +106,11 @@ def _check_data(model: Model, params: Any, X: Any, mask: Any) -> tuple[jax.Array
         if not np.all(np.isfinite(seen)):
             raise ValueError("X holds NaN or infinite values at observed entries; pass mask "
                              "(True = observed) to leave entries out.")
-        if getattr(params, "likelihood", None) == "bernoulli" and not np.all(
-                (seen == 0) | (seen == 1)):
-            raise ValueError("X must hold 0/1 values at observed entries for the Bernoulli "
-                             "likelihood.")
+        likelihood = getattr(params, "likelihood", None)
+        if isinstance(likelihood, str):  # the built-in VAE's: values it gives no probability
+            from jlvm.models import likelihoods
+
+            likelihoods.check_values(likelihoods.parse(likelihood), seen, "X")
     protocol.check_against(model, params, X[0], mask)
     return X, mask
 

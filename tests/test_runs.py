@@ -141,8 +141,8 @@ def test_the_encoders_posterior_family_is_a_setting_that_evaluate_and_resume_hon
     assert runs.resume(out, epochs=2)["epochs"] == 2
     (line,) = runs.evaluate(out, num_samples=20, num_examples=30)
     assert np.isfinite(line["log_likelihood"])
-    with pytest.raises(runs.RunError, match="--posterior must be one of diagonal, full"):
-        runs.make_config(posterior="flow")
+    with pytest.raises(runs.RunError, match="--posterior must be one of diagonal, full, flow"):
+        runs.make_config(posterior="planar")
     with pytest.raises(runs.RunError, match="--posterior does not apply to --model svi"):
         runs.make_config(model="svi", posterior="full")
     # a run written before the setting existed is a diagonal one, and still evaluates

@@ -5,6 +5,7 @@
     result = runs.resume("runs/iwae-digits", epochs=40)       # continue to epoch 40
     lines = runs.evaluate("runs/iwae-digits", num_samples=1000)   # one dict per seed
     runs.sample("runs/iwae-digits", "samples.png", n=64)
+    runs.encode("runs/iwae-digits", "codes.npz")             # E_q[z|x] of the test split
     run = runs.load("runs/iwae-digits")                       # config, setup, state
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per epoch and
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from jlvm.runs._config import (
+    ARCHITECTURES,
     ELBO_FORMS,
     ENCODER_MODELS,
     MODELS,
@@ -36,9 +38,9 @@ from jlvm.runs._config import (
 )
 from jlvm.runs._directory import RunDirectory
 
-__all__ = ["ELBO_FORMS", "ENCODER_MODELS", "MODELS", "POSTERIORS", "Config", "Run", "RunError",
-           "default_out", "evaluate", "load", "make_config", "resume", "sample",
-           "start_distributed", "train"]
+__all__ = ["ARCHITECTURES", "ELBO_FORMS", "ENCODER_MODELS", "MODELS", "POSTERIORS", "Config",
+           "Run", "RunError", "default_out", "encode", "evaluate", "load", "make_config",
+           "resume", "sample", "start_distributed", "train"]
 
 Warn = Callable[[str], None]
 SPLITS = ("test", "valid", "train")
@@ -281,3 +283,31 @@ def sample(run_dir: str | os.PathLike, out: str | os.PathLike, *, n: int = 64, s
     except FileExistsError:
         raise RunError(f"{out} exists; choose another --out (nothing was overwritten).") from None
     return {"out": str(out), "n": n, "seed": seed, "run_dir": str(run.path)}
+
+
+def encode(run_dir: str | os.PathLike, out: str | os.PathLike, *, split: str | None = None,
+           input_path: str | os.PathLike | None = None, num_samples: int = 1000,
+           seed: int = 0, warn: Warn = _stderr_warning) -> dict:
+    """Writes the features of the run's posterior for a split (default "test") or for the
+    rows ``x`` [N, D] of an ``input_path`` .npz (NaN = missing, for encoder models) into a
+    new ``out`` .npz, and returns what ``jlvm encode`` prints (the arrays' shapes, in words
+    what they are).
+
+    Arrays: encoder models and SVI: ``mean`` [N, L] (E_q[z | x]) and ``scale`` [N, L] (the
+    standard deviation of each coordinate of q; a flow's are Monte Carlo estimates from
+    ``num_samples`` draws); the GMM: ``responsibilities`` [N, K] and ``component`` [N];
+    ``labels`` [N] where the split has them; ``run_seed`` and ``epoch`` of the model used
+    (the first seed of a run of several).
+    """
+    from jlvm.runs import _encode
+
+    if input_path is not None and split is not None:
+        raise RunError("give --split or --input, not both.")
+    split = "test" if split is None and input_path is None else split
+    if split is not None and split not in SPLITS:
+        raise RunError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}.")
+    _positive("num_samples", num_samples, maximum=2**20)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise RunError(f"--seed must be an integer in [0, {SEED_LIMIT - 1}], got {seed!r}.")
+    return _encode.encode(run_dir, out, split=split, input_path=input_path,
+                          num_samples=num_samples, seed=seed, warn=warn)

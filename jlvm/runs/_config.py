@@ -20,8 +20,10 @@ ENCODER_MODELS = ("vae", "iwae", "semi")  # those with an amortized q(z|x)
 # jlvm.inference.amortized.ELBO_FORMS, written out so that parsing imports no JAX
 ELBO_FORMS = ("joint", "entropy", "kl")
 GRAD_ESTIMATORS = {"vae": ("reparam", "stl"), "iwae": ("reparam", "dreg")}
-# jlvm.models.posteriors.FAMILIES: the encoder's q
-POSTERIORS = ("diagonal", "full")
+# jlvm.models.posteriors.ENCODER_FAMILIES: the encoder's q
+POSTERIORS = ("diagonal", "full", "flow")
+ARCHITECTURES = ("mlp", "conv")  # jlvm.models.networks.ARCHITECTURES
+CONV_HIDDEN = (32, 64)  # --architecture conv: channels of its two stride-2 convolutions
 SEED_LIMIT = 2**32  # JAX's PRNGKey keeps 32 bits: seed 2**32 would repeat seed 0
 FORMAT = 1  # of config.json; files without it were written by jlvm 0.1.0 (same fields)
 
@@ -57,6 +59,9 @@ class Config:
     data_path: str | None = None
     num_seeds: int = 1
     posterior: str = "diagonal"
+    prior: str = "normal"
+    likelihood: str | None = None  # None: the data's (make_config fills it in)
+    architecture: str = "mlp"
 
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Config))
@@ -96,6 +101,11 @@ def make_config(**given: Any) -> Config:
         given["num_samples"] = 5
     if given.get("model") == "gmm" and "epochs" not in given:
         given["epochs"] = 100
+    data = given.get("data", Config.data)
+    if model != "gmm" and given.get("likelihood") is None:
+        given["likelihood"] = default_likelihood(data)
+    if given.get("architecture") == "conv" and "hidden" not in given:
+        given["hidden"] = CONV_HIDDEN
     if isinstance(given.get("hidden"), list):
         given["hidden"] = tuple(given["hidden"])
     config = Config(**given)
@@ -105,7 +115,7 @@ def make_config(**given: Any) -> Config:
 
 _COMMON = ("model", "data", "epochs", "seed", "num_seeds", "data_path")
 _NETWORK = ("latent_dim", "hidden", "batch_size", "learning_rate", "num_samples",
-            "grad_estimator")
+            "grad_estimator", "prior", "likelihood", "architecture")
 # the settings each model uses; any other one given is a mistake worth saying
 _APPLIES = {
     "vae": (*_COMMON, *_NETWORK, "elbo_form", "posterior"),
@@ -177,6 +187,7 @@ def validate(config: Config) -> None:
     if config.posterior not in POSTERIORS:
         raise RunError(f"--posterior must be one of {', '.join(POSTERIORS)}, got "
                        f"{config.posterior!r}.")
+    _validate_model(config)
     if config.elbo_form not in ELBO_FORMS:
         raise RunError(f"--elbo-form must be one of {', '.join(ELBO_FORMS)}, got "
                        f"{config.elbo_form!r}.")
@@ -185,6 +196,75 @@ def validate(config: Config) -> None:
         raise RunError(f"--elbo-form {config.elbo_form} takes --model vae with "
                        f"--grad-estimator reparam, got --model {config.model} with "
                        f"--grad-estimator {config.grad_estimator}.")
+
+
+def default_likelihood(data: str, *, legacy: bool = False) -> str | None:
+    """The likelihood a VAE takes on ``data`` when none is given: Bernoulli pixels for
+    binary data, a categorical over the gray levels for data on a grid of levels, a
+    Gaussian (mean and scale from z) for real numbers. ``legacy``: what runs written before
+    the setting existed used (Bernoulli or Gaussian)."""
+    from jlvm import data as data_module
+
+    kind = data_module.KINDS.get(data)
+    if kind is None:
+        return None
+    if kind.levels == 2:
+        return "bernoulli"
+    return "gaussian" if kind.levels is None or legacy else f"categorical:{kind.levels}"
+
+
+def _validate_model(config: Config) -> None:
+    """The VAE's settings, and that they fit the data (a Bernoulli likelihood on gray data,
+    a convolutional net on vectors and the like are refused)."""
+    from jlvm import data as data_module
+    from jlvm.models import likelihoods, priors
+
+    if config.architecture not in ARCHITECTURES:
+        raise RunError(f"--architecture must be one of {', '.join(ARCHITECTURES)}, got "
+                       f"{config.architecture!r}.")
+    try:
+        priors.parse(config.prior, "--prior")
+    except (TypeError, ValueError) as error:
+        raise RunError(str(error)) from None
+    if config.model == "gmm":
+        if config.likelihood is not None:
+            raise RunError("--likelihood does not apply to --model gmm (its components are "
+                           "Gaussians).")
+        return
+    try:
+        spec = likelihoods.parse(config.likelihood, "--likelihood")
+    except (TypeError, ValueError) as error:
+        raise RunError(str(error)) from None
+    kind = data_module.KINDS[config.data]
+    check_fits(spec, config.architecture, kind.levels, kind.image_shape, config.data)
+    if config.elbo_form == "kl" and priors.parse(config.prior).name != "normal":
+        raise RunError(f"--elbo-form kl needs an analytic KL(q || p(z)), which --prior "
+                       f"{config.prior} has not; use --elbo-form joint or entropy.")
+    if config.elbo_form != "joint" and config.posterior == "flow":
+        raise RunError(f"--elbo-form {config.elbo_form} needs q's entropy in closed form, "
+                       "which --posterior flow has not; use --elbo-form joint.")
+
+
+def check_fits(spec: Any, architecture: str, levels: int | None,
+               image_shape: tuple | None, data: str) -> None:
+    """``RunError`` unless the likelihood ``spec`` gives the data's values a probability
+    and ``architecture`` fits its shape: levels M (2 = binary) or None (real numbers)."""
+    if spec.name == "bernoulli" and levels != 2:
+        what, instead = (("real-valued", "gaussian") if levels is None
+                         else (f"on {levels} gray levels", f"categorical:{levels}"))
+        raise RunError(f"--likelihood bernoulli needs binary (0/1) data; {data} is {what} "
+                       f"(try --likelihood {instead}).")
+    if spec.name == "categorical":
+        if levels is None:
+            raise RunError(f"--likelihood {spec} needs data on gray levels; {data} is "
+                           "real-valued (try --likelihood gaussian).")
+        if (spec.argument - 1) % (levels - 1):
+            raise RunError(f"--likelihood {spec} puts pixels on {spec.argument} levels, "
+                           f"which do not include {data}'s {levels} levels (try "
+                           f"--likelihood categorical:{levels}).")
+    if architecture == "conv" and image_shape is None:
+        raise RunError(f"--architecture conv needs image data; {data} holds vectors (try "
+                       "--architecture mlp).")
 
 
 def write(path: pathlib.Path, config: Config, **facts: Any) -> None:
@@ -217,7 +297,11 @@ def read(path: pathlib.Path) -> Config:
                        "version of jlvm, or edited); nothing was changed.")
     try:
         # fields missing from older files take their defaults (elbo_form: joint,
-        # posterior: diagonal)
+        # posterior: diagonal, prior: normal, architecture: mlp)
+        if "likelihood" not in values and values.get("model") != "gmm":
+            # written before the setting existed: Bernoulli or Gaussian, by the data
+            values = {**values, "likelihood": default_likelihood(
+                values.get("data", Config.data), legacy=True)}
         config = Config(**{**values, **({"hidden": tuple(values["hidden"])}
                                         if isinstance(values.get("hidden"), list) else {})})
         validate(config)

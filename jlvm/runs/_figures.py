@@ -23,7 +23,7 @@ def samples(setup: Setup, state, key, n: int) -> tuple[np.ndarray, str]:
     """n samples of the model and what they are (for a title)."""
     import jax
 
-    from jlvm.models import gmm, vae
+    from jlvm.models import gmm, likelihoods, vae
 
     if setup.config.model == "gmm":
         x, _ = gmm.sample(key, state.params, n)
@@ -32,9 +32,10 @@ def samples(setup: Setup, state, key, n: int) -> tuple[np.ndarray, str]:
         return np.asarray(x), "draws x ~ p(x)"
     params = model_params(setup, state)
     if setup.dataset.image_shape:  # the mean image E[x | z] shows the digit best
-        z = jax.random.normal(key, (n, params.latent_dim))
+        z = vae.sample_latents(key, params, n)
         means = np.asarray(jax.vmap(functools.partial(vae.mean_image, params))(z))
-        what = "Bernoulli means" if params.likelihood == "bernoulli" else "Gaussian means"
+        what = {"bernoulli": "Bernoulli means", "categorical": "expected gray levels"}.get(
+            likelihoods.parse(params.likelihood).name, "Gaussian means")
         return means, f"E[x | z] ({what}), z ~ p(z)"
     return np.asarray(vae.sample(key, params, n)[0]), "draws x ~ p(x)"
 
@@ -61,7 +62,7 @@ def _codes(setup: Setup, state, X, key):
     import jax
     import jax.numpy as jnp
 
-    from jlvm.models import gmm, vae
+    from jlvm.models import gmm, posteriors, vae
     from jlvm.runs import _evaluation
 
     if setup.config.model == "gmm":
@@ -70,7 +71,10 @@ def _codes(setup: Setup, state, X, key):
     if setup.config.model == "svi":
         return np.asarray(_evaluation.svi_codes(setup, state, X, key))
     params = model_params(setup, state)
-    return np.asarray(jax.vmap(lambda x: vae.encoder(params, x).mean())(X))
+    # E_q[z | x]: exact for the Gaussian families, a Monte Carlo mean for a flow
+    keys = jax.random.split(key, X.shape[0])
+    return np.asarray(jax.jit(jax.vmap(lambda x, k: posteriors.moments(
+        vae.encoder(params, x), k)[0]))(X, keys))
 
 
 def write_all(setup: Setup, state, run_dir, records: list[dict]) -> None:
@@ -117,8 +121,10 @@ def build_all(setup: Setup, state, records: list[dict]) -> dict:
             jnp.asarray(codes[:RECONSTRUCTED])))
         q = "a q fitted per example" if config.model == "svi" else "the encoder's q"
         below = f"E[x | z], z = E_q[z | x] ({q})"
+        estimate = (", a mean of 1000 draws" if config.model != "svi"
+                    and config.posterior == "flow" else "")
         latent = plots.latent_scatter(codes, labels, colour_label="class label",
-                                      title=f"{title}: E_q[z | x] of test data")
+                                      title=f"{title}: E_q[z | x] of test data{estimate}")
     if dataset.image_shape:
         recon = plots.reconstruction_grid(shown, rebuilt, dataset.image_shape, title=title,
                                           bottom_label=below)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from jlvm.runs._config import Config, RunError
+from jlvm.runs._config import Config, RunError, check_fits
 
 EVAL_SUBSET = 2000  # training examples whose bounds are reported each epoch
 
@@ -30,8 +30,12 @@ class Setup:
         """"probability" where log p(x) is a log-probability (Bernoulli pixels), "density"
         where it is a log-density of continuous x (Gaussian likelihoods, the GMM): densities
         can exceed 1 and are not comparable with probabilities."""
-        return "probability" if self.config.model != "gmm" and self.dataset.binary \
-            else "density"
+        from jlvm.models import likelihoods
+
+        if self.config.model == "gmm":
+            return "density"
+        spec = likelihoods.parse(self.config.likelihood)
+        return "probability" if likelihoods.is_discrete(spec) else "density"
 
 
 def load_data(config: Config):
@@ -69,9 +73,11 @@ def build(config: Config, dataset: Any = None) -> Setup:
     if config.batch_size > count:
         raise RunError(f"--batch-size ({config.batch_size}) must be at most the {count} "
                        f"training examples of {config.data}.")
-    likelihood = "bernoulli" if dataset.binary else "gaussian"
+    _check_data_fits(config, dataset)
     model = vae.model(X.shape[1], config.latent_dim, hidden_dims=config.hidden,
-                      likelihood=likelihood, posterior=config.posterior)
+                      likelihood=config.likelihood, posterior=config.posterior,
+                      prior=config.prior, architecture=config.architecture,
+                      image_shape=dataset.image_shape)
     optimizer = optax.adam(config.learning_rate)
     steps = train.num_batches(count, config.batch_size)
     if config.model in ("vae", "iwae"):
@@ -92,6 +98,26 @@ def build(config: Config, dataset: Any = None) -> Setup:
                             num_samples=config.num_samples)
     return Setup(config, dataset, learner, (jnp.arange(count, dtype=jnp.int32), X),
                  config.batch_size, steps)
+
+
+def _check_data_fits(config: Config, dataset) -> None:
+    """The likelihood gives every training value a probability and the architecture fits
+    the data's shape: checked on the data itself (``runs.train(dataset=...)`` may bring
+    data other than the named set), a ``RunError`` naming the mismatch."""
+    from jlvm.models import likelihoods
+
+    spec = likelihoods.parse(config.likelihood)
+    train = np.asarray(dataset.train)
+    levels = 2 if dataset.binary else None
+    if spec.name == "categorical" and levels is None:
+        scaled = train * (spec.argument - 1)
+        if not np.all((np.abs(scaled - np.rint(scaled)) < 1e-3) & (train >= 0)
+                      & (train <= 1)):
+            raise RunError(f"--likelihood {spec} needs every value of {dataset.name} on its "
+                           f"levels k/{spec.argument - 1}, k = 0..{spec.argument - 1}; some "
+                           "are not.")
+        levels = spec.argument
+    check_fits(spec, config.architecture, levels, dataset.image_shape, dataset.name)
 
 
 def initial_state(setup: Setup):

@@ -209,6 +209,11 @@ def _epochs(config, run, setup, epoch_fn, state, records, start_epoch, checkpoin
             try:
                 checkpoint.save(run.checkpoints, epoch, local_state)
             except checkpoint.CheckpointError as error:
+                if writer:  # the records again end where the checkpoints do, if the disk
+                    # lets us (otherwise --resume drops the unsaved epochs' records itself)
+                    with contextlib.suppress(OSError):
+                        run.write_metrics([r for r in records if last_saved is not None
+                                           and r["epoch"] <= last_saved])
                 raise RunError(str(error)) from None
             last_saved = epoch
             saved(epoch)
