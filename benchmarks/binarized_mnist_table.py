@@ -8,11 +8,15 @@ evaluated with the ``jlvm`` command.
 Protocol (benchmarks/_protocol.py): latent 50, encoder 784-200-200-(50, 50), decoder
 50-200-200-784, tanh, Bernoulli, Adam 1e-3, batch 100, statically binarized MNIST. The VAE is
 trained on the one-draw ELBO in its joint form (row vae) and in its KL form (row vaekl, the
-KL to the prior analytic). Each row is one ``jlvm train`` run (checkpoints every 100 epochs;
-train and validation ELBOs every ``--eval-every`` epochs) followed by ``jlvm evaluate
---num-samples 5000`` on the 10,000 test images; test NLL = -log p(x) by importance sampling,
-nats per image. The reference column holds the hand-written JAX figures of issue 5 (one H100,
-same protocol and epochs): VAE 89.5, IWAE K=50 87.2.
+KL to the prior analytic). The family rows change one thing each (all on the joint form):
+full, a full-covariance posterior; flow, affine coupling layers on the diagonal Gaussian;
+mixture, a learned mixture of 10 Gaussians as the prior; conv, convolutional networks
+(channels 32, 64); conv-flow-mixture, all three. Each row is one ``jlvm train`` run
+(checkpoints every 100 epochs; train and validation ELBOs every ``--eval-every`` epochs)
+followed by ``jlvm evaluate --num-samples 5000`` on the 10,000 test images; test NLL =
+-log p(x) by importance sampling, nats per image. The reference column holds the
+hand-written JAX figures of issue 5 (one H100, same protocol and epochs): VAE 89.5, IWAE
+K=50 87.2.
 
 Every run directory is new (``--runs``, default ``runs/table-TIMESTAMP``); the table is
 printed and written to ``table.md`` and ``table.jsonl`` inside it.
@@ -36,7 +40,19 @@ ROWS = {  # name: (model, K, gradient estimator, ELBO form, reference NLL at def
     "dreg5": ("iwae", 5, "dreg", "joint", None),
     "iwae50": ("iwae", 50, "reparam", "joint", 87.2),
     "dreg50": ("iwae", 50, "dreg", "joint", None),
+    # the VAE's families (all trained on the joint-form ELBO, K=1): posterior, prior, nets
+    "full": ("vae", 1, "reparam", "joint", None),
+    "flow": ("vae", 1, "reparam", "joint", None),
+    "mixture": ("vae", 1, "reparam", "joint", None),
+    "conv": ("vae", 1, "reparam", "joint", None),
+    "conv-flow-mixture": ("vae", 1, "reparam", "joint", None),
 }
+# the rows' settings beyond the protocol's MLP, diagonal posterior and N(0, I) prior
+FAMILY = {"full": ["--posterior", "full"], "flow": ["--posterior", "flow"],
+          "mixture": ["--prior", "mixture:10"],
+          "conv": ["--architecture", "conv", "--hidden", "32", "64"],
+          "conv-flow-mixture": ["--architecture", "conv", "--hidden", "32", "64",
+                                "--posterior", "flow", "--prior", "mixture:10"]}
 DEFAULT_EPOCHS = {"vae": 1000, "iwae": 600}
 
 
@@ -90,13 +106,16 @@ def main() -> None:
         out = runs / name
         started = time.perf_counter()
         trained = _jlvm("train", "--model", model, "--data", "binarized-mnist",
-                        "--latent-dim", "50", "--hidden", "200", "200", "--batch-size", "100",
+                        "--latent-dim", "50",
+                        *([] if "--hidden" in FAMILY.get(name, []) else ["--hidden", "200",
+                                                                          "200"]),
+                        "--batch-size", "100",
                         "--learning-rate", "1e-3", "--num-samples", str(K),
                         "--grad-estimator", estimator, "--epochs", str(epochs),
                         *(["--elbo-form", form] if form != "joint" else []),
                         "--checkpoint-every", "100", "--eval-every", str(args.eval_every),
                         "--devices", args.devices, "--seed", str(args.seed),
-                        "--out", str(out))
+                        *FAMILY.get(name, []), "--out", str(out))
         wall = time.perf_counter() - started
         metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         evaluation = ["evaluate", str(out), "--num-samples", str(args.eval_samples),
@@ -108,6 +127,7 @@ def main() -> None:
         default_epochs = DEFAULT_EPOCHS[model]
         result = {
             "row": name, "model": model, "K": K, "grad_estimator": estimator, "elbo_form": form,
+            "family": " ".join(FAMILY.get(name, [])) or "mlp, diagonal, normal",
             "seed": args.seed,
             "epochs": epochs, "train_seconds": metrics[-1]["seconds"],
             "train_wall_seconds": round(wall, 1),
@@ -122,14 +142,15 @@ def main() -> None:
         results.append(result)
         print(json.dumps(result), flush=True)
 
-    header = ("| row | objective | K | gradient | epochs | training s | test NLL (K="
-              f"{args.eval_samples}) | test -ELBO | reference NLL | NLL - reference |")
-    lines = [header, "|" + "---|" * 10]
+    header = ("| row | objective | K | gradient | settings | epochs | training s | test NLL "
+              f"(K={args.eval_samples}) | test -ELBO | reference NLL | NLL - reference |")
+    lines = [header, "|" + "---|" * 11]
     for r in results:
         objective = {"joint": "ELBO", "kl": "ELBO (KL form)"}[r["elbo_form"]] \
             if r["model"] == "vae" else "IWAE"
         lines.append(
-            f"| {r['row']} | {objective} | {r['K']} | {r['grad_estimator']} | {r['epochs']} | "
+            f"| {r['row']} | {objective} | {r['K']} | {r['grad_estimator']} | {r['family']} | "
+            f"{r['epochs']} | "
             f"{r['train_seconds']:.0f} | {r['test_nll']:.2f} ± {r['test_nll_se']:.2f} | "
             f"{-r['test_elbo']:.2f} | "
             f"{r['reference_nll'] if r['reference_nll'] is not None else '—'} | "
