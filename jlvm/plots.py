@@ -16,9 +16,14 @@ from jlvm import _files
 
 
 def _pyplot():
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg", force=False)  # files only; no display needed
+    if "matplotlib.pyplot" not in sys.modules:
+        # jlvm's own figures are files (the command needs no display); a notebook or script
+        # that already uses pyplot keeps its backend, so its figures still show inline
+        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt
