@@ -5,11 +5,25 @@
 - ``autoregressive``: NADE over binary vectors, exact log p(x) (the missing-data example).
 - ``vae``: deep latent variable model, p(x|z) from a Flax network, amortized encoder.
 - ``protocol``: ``Model``, the NamedTuple of pure functions every learner takes.
-- ``posteriors``: variational families (diagonal, full covariance) as phi <-> distrax q.
+- The VAE's families, each by a spec string: ``likelihoods`` (p(x|z): "bernoulli",
+  "categorical:M", "gaussian", "gaussian-pixel", "gaussian-fixed:S"), ``priors`` (p(z):
+  "normal", "mixture:K"), ``posteriors`` (q as phi <-> distrax: "diagonal", "full") and
+  ``flows`` (the "flow" family: coupling layers), ``networks`` (MLP and convolutional).
 """
 
-from jlvm.models import autoregressive, gmm, linear_gaussian, posteriors, protocol, vae
+from jlvm.models import (
+    autoregressive,
+    flows,
+    gmm,
+    likelihoods,
+    linear_gaussian,
+    networks,
+    posteriors,
+    priors,
+    protocol,
+    vae,
+)
 from jlvm.models.protocol import Model
 
-__all__ = ["Model", "autoregressive", "gmm", "linear_gaussian", "posteriors", "protocol",
-           "vae"]
+__all__ = ["Model", "autoregressive", "flows", "gmm", "likelihoods", "linear_gaussian",
+           "networks", "posteriors", "priors", "protocol", "vae"]
