@@ -144,7 +144,8 @@ def resume(out: str | os.PathLike, *, epochs: int | None = None,
     run = RunDirectory(out)
     stored = _config.read(run.config)
     changed = sorted(name for name, value in (expect or {}).items()
-                     if name != "epochs" and _as_stored(value) != getattr(stored, name, value))
+                     if name != "epochs"
+                     and _as_stored(name, value) != getattr(stored, name, value))
     unknown = sorted(set(expect or {}) - set(_config.FIELDS))
     if unknown:
         raise RunError(f"unknown setting(s) {', '.join(unknown)}.")
@@ -172,8 +173,12 @@ def resume(out: str | os.PathLike, *, epochs: int | None = None,
         return _training.run_training(config, claimed, writer=True, **options)
 
 
-def _as_stored(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+def _as_stored(name: str, value: Any) -> Any:
+    """A setting as config.json holds it: lists as tuples, specs in their one spelling."""
+    from jlvm.runs import _config
+
+    return tuple(value) if isinstance(value, list) else _config.canonical_specs(
+        {name: value}).get(name, value)
 
 
 class Run(NamedTuple):

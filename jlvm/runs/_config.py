@@ -106,6 +106,7 @@ def make_config(**given: Any) -> Config:
         given["likelihood"] = default_likelihood(data)
     if given.get("architecture") == "conv" and "hidden" not in given:
         given["hidden"] = CONV_HIDDEN
+    given.update(canonical_specs(given))
     if isinstance(given.get("hidden"), list):
         given["hidden"] = tuple(given["hidden"])
     config = Config(**given)
@@ -196,6 +197,21 @@ def validate(config: Config) -> None:
         raise RunError(f"--elbo-form {config.elbo_form} takes --model vae with "
                        f"--grad-estimator reparam, got --model {config.model} with "
                        f"--grad-estimator {config.grad_estimator}.")
+
+
+def canonical_specs(given: dict[str, Any]) -> dict[str, str]:
+    """Spec strings in one spelling ("mixture:010" is "mixture:10"), so that a resumed
+    run compares like with like; a spec that does not parse is left for ``validate``."""
+    from jlvm.models import likelihoods, priors
+
+    canonical = {}
+    for name, parse in (("likelihood", likelihoods.parse), ("prior", priors.parse)):
+        if isinstance(given.get(name), str):
+            try:
+                canonical[name] = str(parse(given[name]))
+            except ValueError:
+                pass
+    return canonical
 
 
 def default_likelihood(data: str, *, legacy: bool = False) -> str | None:
