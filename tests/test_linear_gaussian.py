@@ -127,3 +127,30 @@ def test_latents_and_parameters_are_checked(params):
         linear_gaussian.log_marginal(params._replace(W=params.W.at[0, 0].set(jnp.nan)), x)
     with pytest.raises(TypeError, match=r"linear_gaussian\.Params"):
         linear_gaussian.log_marginal((params.W, params.b, params.noise_std), x)
+
+
+def test_masked_marginal_and_posterior_are_the_observed_rows_model(params, key):
+    """log p(x_obs) = log N(x_obs; b_o, W_o W_o^T + s^2 I) (SciPy, float64), under jit
+    too; p(z | x_obs) is Bayes' rule with the observed rows; NaN at a missing entry changes
+    nothing."""
+    xs, _ = linear_gaussian.sample(key, params, 4)
+    W, b = np.asarray(params.W, np.float64), np.asarray(params.b, np.float64)
+    noise = float(params.noise_std)
+    masks = np.array([[True, False, True, True, False], [False, False, False, False, True],
+                      [True, True, True, True, True], [False, True, False, True, True]])
+    for x, o in zip(np.asarray(xs, np.float64), masks, strict=True):
+        covariance = W[o] @ W[o].T + noise**2 * np.eye(o.sum())
+        expected = stats.multivariate_normal.logpdf(x[o], b[o], covariance)
+        holes = jnp.asarray(np.where(o, x, np.nan), jnp.float32)
+        np.testing.assert_allclose(linear_gaussian.log_marginal(params, holes, o), expected,
+                                   rtol=1e-5)
+        np.testing.assert_allclose(jax.jit(linear_gaussian.log_marginal)(
+            params, holes, jnp.asarray(o)), expected, rtol=1e-5)
+        precision = np.eye(2) + W[o].T @ W[o] / noise**2
+        mean = np.linalg.solve(precision, W[o].T @ (x[o] - b[o]) / noise**2)
+        posterior = linear_gaussian.posterior(params, holes, o)
+        np.testing.assert_allclose(posterior.mean(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(posterior.covariance(), np.linalg.inv(precision),
+                                   rtol=1e-4)
+    with pytest.raises(ValueError, match="mask leaves nothing observed"):
+        linear_gaussian.log_marginal(params, xs[0], np.zeros(5, bool))

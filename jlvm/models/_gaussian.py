@@ -7,6 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+_HIGHEST = jax.lax.Precision.HIGHEST  # exact float32 on every device: oracles
+
 
 def mvn_log_prob_tril(x: jax.Array, mean: jax.Array, scale_tril: jax.Array) -> jax.Array:
     """log N(x; mean, L L^T) for x, mean: [D], scale_tril L: [D, D] lower triangular.
@@ -30,3 +32,39 @@ def normal_log_prob_elementwise(x: jax.Array, mean: jax.Array,
     """log N(x_d; mean_d, exp(log_scale_d)^2) for each d: [D] -> [D]."""
     z = (x - mean) * jnp.exp(-log_scale)
     return -0.5 * math.log(2 * math.pi) - log_scale - 0.5 * z**2
+
+
+def observed_gaussian(x: jax.Array, mean: jax.Array, scale_tril: jax.Array,
+                      mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A Gaussian N(mean, Sigma = L L^T) over [D] seen through ``mask`` [D] (True = observed):
+    (log N(x_obs; mean_obs, Sigma_oo), the Cholesky factor of Sigma' = M Sigma M + (I - M),
+    Sigma). With shapes fixed whatever the mask: Sigma' is Sigma_oo on the observed
+    coordinates and I on the missing ones, so N(r; 0, Sigma') at r = M (x - mean) is
+    N(x_obs; mean_obs, Sigma_oo) times N(0; 0, 1) per missing coordinate."""
+    observed = mask.astype(mean.dtype)
+    sigma = jnp.matmul(scale_tril, scale_tril.T, precision=_HIGHEST)
+    restricted = observed[:, None] * sigma * observed[None, :] + jnp.diag(1.0 - observed)
+    factor = jnp.linalg.cholesky(restricted)
+    residual = jnp.where(mask, x - mean, 0.0)
+    log_density = (mvn_log_prob_tril(residual, jnp.zeros_like(mean), factor)
+                   + 0.5 * math.log(2 * math.pi) * jnp.sum(1.0 - observed))
+    return log_density, factor, sigma
+
+
+def conditional_gaussian(x: jax.Array, mean: jax.Array, scale_tril: jax.Array,
+                         mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The same Gaussian: (log N(x_obs; ...), x with its missing entries replaced by
+    E[x_mis | x_obs] = mu_m + Sigma_mo Sigma_oo^{-1} (x_o - mu_o), and the conditional
+    covariance Sigma_mm - Sigma_mo Sigma_oo^{-1} Sigma_om on the missing block, 0
+    elsewhere: [D, D])."""
+    log_density, factor, sigma = observed_gaussian(x, mean, scale_tril, mask)
+    observed = mask.astype(mean.dtype)
+    # Sigma'^{-1} is Sigma_oo^{-1} on the observed block, so these solves give
+    # Sigma_oo^{-1} (x_o - mu_o) and Sigma_oo^{-1} Sigma_o. with zero missing rows
+    v = jax.scipy.linalg.cho_solve((factor, True), jnp.where(mask, x - mean, 0.0))
+    filled = jnp.where(mask, x, mean + jnp.matmul(sigma, v, precision=_HIGHEST))
+    y = jax.scipy.linalg.cho_solve((factor, True), observed[:, None] * sigma)
+    missing = 1.0 - observed
+    covariance = (missing[:, None] * (sigma - jnp.matmul(sigma, y, precision=_HIGHEST))
+                  * missing[None, :])
+    return log_density, filled, covariance

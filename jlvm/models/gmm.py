@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jlvm import _checks
-from jlvm.models._gaussian import mvn_log_prob_tril
+from jlvm.models._gaussian import conditional_gaussian, mvn_log_prob_tril, observed_gaussian
 
 # Exact float32 on every device (no TF32 matmuls on GPUs): these are the tests' oracles.
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -82,11 +82,15 @@ def _check_x(params: Params, x: Any) -> jax.Array:
     return x
 
 
-def _log_joint_all(params: Params, x: jax.Array) -> jax.Array:
-    """log p(x, z=k) for every k: [K]."""
+def _log_joint_all(params: Params, x: jax.Array, mask: Any = None) -> jax.Array:
+    """log p(x_obs, z=k) for every k: [K] (all of x where ``mask`` is None)."""
     log_weights = jax.nn.log_softmax(params.logits)
-    log_densities = jax.vmap(mvn_log_prob_tril, in_axes=(None, 0, 0))(
-        x, params.means, params.scale_tril)
+    if mask is None:
+        log_densities = jax.vmap(mvn_log_prob_tril, in_axes=(None, 0, 0))(
+            x, params.means, params.scale_tril)
+    else:
+        log_densities = jax.vmap(lambda mean, tril: observed_gaussian(x, mean, tril, mask)[0])(
+            params.means, params.scale_tril)
     return log_weights + log_densities
 
 
@@ -116,16 +120,49 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
     return jnp.where(inside, value, -jnp.inf)
 
 
-def log_marginal(params: Params, x: jax.Array) -> jax.Array:
-    """Exact log p(x) = logsumexp_k [log pi_k + log N(x; mu_k, Sigma_k)]. x: [D]."""
-    x = _check_x(params, x)
-    return jax.nn.logsumexp(_log_joint_all(params, x))
+def _check_observed(params: Params, x: Any, mask: Any) -> tuple[jax.Array, Any]:
+    """(x, mask as booleans [D] or None): with a mask, x may hold anything (NaN included)
+    at missing entries, which are set to 0 before any arithmetic."""
+    if mask is None:
+        return _check_x(params, x), None
+    _, dim = _sizes(params)
+    mask = jnp.asarray(_checks.observation_mask(mask, dim))
+    x = _checks.float_array(x, "x")
+    _checks.shape_is(x, "x", (dim,), "[D]")
+    if _checks.is_concrete(x) and _checks.is_concrete(mask):
+        _checks.finite_if_concrete(x[mask], "x at observed entries")
+    return jnp.where(mask, x, 0.0), mask
 
 
-def posterior(params: Params, x: jax.Array) -> distrax.Categorical:
-    """p(z | x): the responsibilities, as a ``distrax.Categorical`` (logits normalized)."""
-    x = _check_x(params, x)
-    return distrax.Categorical(logits=jax.nn.log_softmax(_log_joint_all(params, x)))
+def log_marginal(params: Params, x: jax.Array, mask: Any = None) -> jax.Array:
+    """Exact log p(x) = logsumexp_k [log pi_k + log N(x; mu_k, Sigma_k)]. x: [D].
+
+    With ``mask`` [D] (True = observed): log p(x_obs), each component's Gaussian
+    marginalized to the observed coordinates, N(x_obs; mu_k,obs, Sigma_k,obs,obs).
+    """
+    x, mask = _check_observed(params, x, mask)
+    return jax.nn.logsumexp(_log_joint_all(params, x, mask))
+
+
+def posterior(params: Params, x: jax.Array, mask: Any = None) -> distrax.Categorical:
+    """p(z | x) (or p(z | x_obs) with ``mask``): the responsibilities, as a
+    ``distrax.Categorical`` (logits normalized)."""
+    x, mask = _check_observed(params, x, mask)
+    return distrax.Categorical(logits=jax.nn.log_softmax(_log_joint_all(params, x, mask)))
+
+
+def conditional_mean(params: Params, x: jax.Array, mask: Any) -> jax.Array:
+    """E[x | x_obs]: x [D] with every missing entry replaced by sum_k p(k | x_obs)
+    E[x_mis | x_obs, k], the exact conditional mean under the mixture (observed entries
+    as they are). ``mask`` [D], True = observed."""
+    x, mask = _check_observed(params, x, mask)
+    if mask is None:
+        raise TypeError("conditional_mean needs a mask [D] (True = observed).")
+    log_densities, filled, _ = jax.vmap(
+        lambda mean, tril: conditional_gaussian(x, mean, tril, mask))(params.means,
+                                                                      params.scale_tril)
+    resp = jax.nn.softmax(jax.nn.log_softmax(params.logits) + log_densities)
+    return jnp.where(mask, x, jnp.matmul(resp, filled, precision=_HIGHEST))
 
 
 def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
@@ -224,39 +261,107 @@ def em_iteration(params: Params, X: jax.Array, reg_covar: float) -> tuple[Params
     return m_step(X, log_resp, reg_covar), mean_log_likelihood
 
 
-@functools.partial(jax.jit, static_argnames="num_iters")
-def _fit_em(params, X, reg_covar, num_iters):
+# data points per block of the masked E-step: each holds K [D, D] conditional covariances
+_BLOCK_FLOATS = 2**22
+
+
+def masked_em_iteration(params: Params, X: jax.Array, mask: jax.Array, reg_covar: float,
+                        block: int) -> tuple[Params, jax.Array]:
+    """One EM iteration on the observed entries: returns the new parameters and the mean
+    log p(x_obs) of the OLD ones. X: [N, D] (missing entries 0), mask: [N, D] bool;
+    N a multiple of ``block`` (rows with an all-False mask row count for nothing: padding).
+
+    E-step, per point n and component k: r_nk = p(k | x_obs), x_hat_nk = x with its
+    missing entries at E[x_mis | x_obs, k], C_nk = Cov[x_mis | x_obs, k] (0 outside the
+    missing block). M-step, the expected sufficient statistics:
+    mu_k = sum_n r_nk x_hat_nk / N_k,
+    Sigma_k = sum_n r_nk [(x_hat_nk - mu_k)(x_hat_nk - mu_k)^T + C_nk] / N_k + reg I,
+    accumulated around the old means (no cancellation in float32) a block of points at a
+    time, so memory holds ``block`` x K covariances, not N x K.
+    """
+    num_components, dim = params.means.shape
+    log_weights = jax.nn.log_softmax(params.logits)
+
+    def one(x, observed):
+        return jax.vmap(lambda mean, tril: conditional_gaussian(x, mean, tril, observed))(
+            params.means, params.scale_tril)
+
+    def accumulate(totals, rows):
+        x, observed = rows
+        log_densities, filled, covariances = jax.vmap(one)(x, observed)  # [B,K], [B,K,D], ..
+        real = jnp.any(observed, axis=1)  # padding rows observe nothing
+        table = log_weights[None] + log_densities
+        log_norm = jax.nn.logsumexp(table, axis=1)
+        resp = jnp.where(real[:, None], jnp.exp(table - log_norm[:, None]), 0.0)
+        shifted = filled - params.means[None]
+        counts, first, second, total = totals
+        second = second + jnp.einsum("bk,bki,bkj->kij", resp, shifted, shifted,
+                                     precision=_HIGHEST) \
+            + jnp.einsum("bk,bkij->kij", resp, covariances, precision=_HIGHEST)
+        return (counts + jnp.sum(resp, axis=0),
+                first + jnp.einsum("bk,bkd->kd", resp, shifted, precision=_HIGHEST),
+                second, total + jnp.sum(jnp.where(real, log_norm, 0.0))), None
+
+    dtype = params.means.dtype
+    zeros = (jnp.zeros(num_components, dtype), jnp.zeros((num_components, dim), dtype),
+             jnp.zeros((num_components, dim, dim), dtype), jnp.zeros((), dtype))
+    blocks = (X.reshape(-1, block, dim), mask.reshape(-1, block, dim))
+    (counts, first, second, total), _ = jax.lax.scan(accumulate, zeros, blocks)
+    num_points = jnp.sum(jnp.any(mask, axis=1))
+    counts = counts + 10 * jnp.finfo(dtype).eps  # an emptied component: as in m_step
+    step = first / counts[:, None]  # mu_new - mu_old
+    covariances = (second / counts[:, None, None] - step[:, :, None] * step[:, None, :]
+                   + reg_covar * jnp.eye(dim, dtype=dtype)[None])
+    covariances = 0.5 * (covariances + jnp.swapaxes(covariances, 1, 2))
+    new = Params(logits=jnp.log(counts / num_points), means=params.means + step,
+                 scale_tril=jnp.linalg.cholesky(covariances))
+    return new, total / num_points
+
+
+@functools.partial(jax.jit, static_argnames=("num_iters", "block"))
+def _fit_em(params, X, reg_covar, num_iters, mask=None, block=1):
     def body(current, _):
-        return em_iteration(current, X, reg_covar)
+        if mask is None:
+            return em_iteration(current, X, reg_covar)
+        return masked_em_iteration(current, X, mask, reg_covar, block)
 
     return jax.lax.scan(body, params, None, length=num_iters)
 
 
-def fit_em(params: Params, X: jax.Array, num_iters: int, *,
+def fit_em(params: Params, X: jax.Array, num_iters: int, *, mask: Any = None,
            reg_covar: float = 1e-6) -> tuple[Params, jax.Array]:
     """Expectation maximization for the mixture, compiled as one ``lax.scan``.
 
     E-step: q(z_n) = p(z_n | x_n), which makes the ELBO equal log p(x).
     M-step: the closed-form maximizer of the ELBO (``m_step``).
+    With ``mask``, EM on the observed entries (``masked_em_iteration``): the missing
+    entries are latent too, their conditional Gaussians taken in the E-step.
 
     Args:
       params: starting parameters (e.g. ``init_from_data``).
-      X: [N, D] data.
+      X: [N, D] data (with a mask: anything, NaN included, at missing entries).
       num_iters: number of EM iterations (>= 1).
+      mask: [N, D] bool, True = observed; every row must observe something.
       reg_covar: added to each covariance's diagonal, as in scikit-learn.
 
     Returns:
       (params after ``num_iters`` M-steps, trace [num_iters] where trace[t] is the mean
-      log p(x_n) under the parameters after t M-steps). The trace never decreases.
+      log p(x_n) (log p(x_n,obs) with a mask) under the parameters after t M-steps). The
+      trace never decreases.
     """
     num_iters = _checks.positive_int(num_iters, "num_iters")
-    _, dim = _sizes(params)
+    num_components, dim = _sizes(params)
     X = _checks.float_array(X, "X").astype(params.means.dtype)
     if X.ndim != 2 or X.shape[1] != dim or X.shape[0] < 1:
         raise ValueError(f"X must have shape [N, D] with D={dim} and N >= 1, got {X.shape}.")
-    _checks.finite_if_concrete(X, "X")
     reg_covar = _checks.positive_number(reg_covar, "reg_covar", allow_zero=True)
-    fitted, trace = _fit_em(params, X, jnp.asarray(reg_covar, X.dtype), num_iters)
+    if mask is None:
+        _checks.finite_if_concrete(X, "X")
+        fitted, trace = _fit_em(params, X, jnp.asarray(reg_covar, X.dtype), num_iters)
+    else:
+        X, mask, block = _masked_data(X, mask, num_components)
+        fitted, trace = _fit_em(params, X, jnp.asarray(reg_covar, X.dtype), num_iters,
+                                mask, block)
     if _checks.is_concrete(trace) and not all(
             bool(jnp.all(jnp.isfinite(leaf))) for leaf in (*fitted, trace)):
         first = int(jnp.argmin(jnp.isfinite(trace))) if not bool(jnp.all(jnp.isfinite(trace))) \
@@ -266,3 +371,35 @@ def fit_em(params: Params, X: jax.Array, num_iters: int, *,
                          f"{X.shape[0]}, reg_covar={reg_covar}). Use a larger reg_covar or "
                          "fewer components.")
     return fitted, trace
+
+
+def _masked_data(X: jax.Array, mask: Any, num_components: int):
+    """(X with missing entries 0, mask [N', D] bool, block): padded with rows that observe
+    nothing to a multiple of ``block`` data points."""
+    count, dim = X.shape
+    if isinstance(mask, (str, bytes)) or not hasattr(mask, "shape"):
+        raise TypeError(f"mask must be a boolean array [N, D] (True = observed), got "
+                        f"{type(mask).__name__}.")
+    if tuple(mask.shape) != (count, dim):
+        raise ValueError(f"mask must have X's shape {(count, dim)}, got {tuple(mask.shape)}.")
+    if _checks.is_concrete(mask):
+        values = np.asarray(mask)
+        if values.dtype != bool:
+            raise TypeError(f"mask must be boolean (True = observed), got dtype {values.dtype}.")
+        empty = np.flatnonzero(~values.any(axis=1))
+        if empty.size:
+            raise ValueError(f"mask row {int(empty[0])} observes nothing ({empty.size} such "
+                             "rows): drop those data points, they carry no information.")
+        if _checks.is_concrete(X) and not np.all(np.isfinite(np.asarray(X)[values])):
+            raise ValueError("X holds NaN or infinite values at observed entries.")
+    elif jnp.result_type(mask) != jnp.bool_:
+        raise TypeError(f"mask must be boolean (True = observed), got {jnp.result_type(mask)}.")
+    mask = jnp.asarray(mask)
+    X = jnp.where(mask, X, 0.0)  # a NaN at a missing entry reaches nothing
+    block = max(1, min(count, _BLOCK_FLOATS // (num_components * dim * dim)))
+    padding = -count % block
+    if padding:
+        X = jnp.concatenate([X, jnp.zeros((padding, dim), X.dtype)])
+        mask = jnp.concatenate([mask, jnp.zeros((padding, dim), bool)])
+    return X, mask, block
+

@@ -98,30 +98,52 @@ def _check_x(params: Params, x: Any) -> jax.Array:
     return x
 
 
-def _scaled(params: Params, x: jax.Array):
-    """The L x L system behind p(x) and p(z|x), in units of the noise scale s so that no
-    intermediate over- or underflows for tiny or huge s: A = W / s, u = (x - b) / s,
-    M = I + A^T A, m = M^{-1} A^T u. Returns (Cholesky factor of M, m, u - A m)."""
+def _observed(params: Params, x: Any, mask: Any) -> tuple[jax.Array, Any]:
+    """(x with its missing entries set to b, the mask as booleans [D] or None): x_d given z
+    are independent, so leaving the rows of missing d out of W sums them out exactly."""
+    data_dim, _ = _sizes(params)
+    if mask is None:
+        return _check_x(params, x), None
+    mask = _checks.observation_mask(mask, data_dim)
+    x = _checks.float_array(x, "x")
+    _checks.shape_is(x, "x", (data_dim,), "[D]")
+    if _checks.is_concrete(x) and _checks.is_concrete(mask):
+        _checks.finite_if_concrete(jnp.asarray(x)[jnp.asarray(mask)], "x at observed entries")
+    # replaced before any arithmetic: a NaN at a missing entry reaches nothing
+    return jnp.where(mask, x, params.b), jnp.asarray(mask)
+
+
+def _scaled(params: Params, x: jax.Array, mask: Any = None):
+    """The L x L system behind p(x_obs) and p(z|x_obs), in units of the noise scale s so
+    that no intermediate over- or underflows for tiny or huge s: A = W / s (the rows of
+    missing entries zero), u = (x - b) / s, M = I + A^T A, m = M^{-1} A^T u. Returns
+    (Cholesky factor of M, m, u - A m)."""
     latent_dim = params.W.shape[1]
     A = params.W / params.noise_std
+    if mask is not None:
+        A = jnp.where(mask[:, None], A, 0.0)
     u = (x - params.b) / params.noise_std
     factor = jnp.linalg.cholesky(jnp.eye(latent_dim) + _mm(A.T, A))
     m = jax.scipy.linalg.cho_solve((factor, True), _mm(A.T, u))
     return factor, m, u - _mm(A, m)
 
 
-def log_marginal(params: Params, x: jax.Array) -> jax.Array:
-    """Exact log p(x) = log N(x; b, W W^T + s^2 I). x: [D].
+def log_marginal(params: Params, x: jax.Array, mask: Any = None) -> jax.Array:
+    """Exact log p(x) = log N(x; b, W W^T + s^2 I), or with ``mask`` [D] (True = observed)
+    log p(x_obs) = log N(x_obs; b_obs, W_obs W_obs^T + s^2 I). x: [D] (any value, NaN
+    included, at missing entries).
 
     By the matrix determinant lemma and Woodbury's identity, through the L x L system of
-    ``_scaled``: ``-D/2 log 2pi - D log s - 1/2 log det M - 1/2 (|u - A m|^2 + |m|^2)``, a
-    sum of non-negative squares (no cancellation), exact in float32 over any noise scale.
+    ``_scaled``: ``-D/2 log 2pi - D log s - 1/2 log det M - 1/2 (|u - A m|^2 + |m|^2)``
+    (D the observed count), a sum of non-negative squares (no cancellation), exact in
+    float32 over any noise scale.
     """
     data_dim, _ = _sizes(params)
-    x = _check_x(params, x)
-    factor, m, residual = _scaled(params, x)
+    x, mask = _observed(params, x, mask)
+    factor, m, residual = _scaled(params, x, mask)
     log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(factor)))
-    value = (-0.5 * data_dim * math.log(2 * math.pi) - data_dim * jnp.log(params.noise_std)
+    observed = data_dim if mask is None else jnp.sum(mask)
+    value = (-0.5 * observed * math.log(2 * math.pi) - observed * jnp.log(params.noise_std)
              - 0.5 * log_det - 0.5 * (jnp.sum(residual**2) + jnp.sum(m**2)))
     if _checks.is_concrete(value) and not bool(jnp.isfinite(value)):
         raise ValueError(f"log p(x) is not finite in float32 for noise_std="
@@ -130,12 +152,13 @@ def log_marginal(params: Params, x: jax.Array) -> jax.Array:
     return value
 
 
-def posterior(params: Params, x: jax.Array) -> distrax.MultivariateNormalTri:
+def posterior(params: Params, x: jax.Array, mask: Any = None) -> distrax.MultivariateNormalTri:
     """Exact p(z | x) = N(m, M^{-1}), M = I + W^T W / s^2, m = M^{-1} W^T (x - b) / s^2
-    (the usual sigma^2 (W^T W + sigma^2 I)^{-1}, written in units of s). x: [D]."""
+    (the usual sigma^2 (W^T W + sigma^2 I)^{-1}, written in units of s). x: [D]; with
+    ``mask`` [D] (True = observed), p(z | x_obs): W and x restricted to observed rows."""
     _, latent_dim = _sizes(params)
-    x = _check_x(params, x)
-    factor, mean, _ = _scaled(params, x)
+    x, mask = _observed(params, x, mask)
+    factor, mean, _ = _scaled(params, x, mask)
     covariance = jax.scipy.linalg.cho_solve((factor, True), jnp.eye(latent_dim))
     covariance = 0.5 * (covariance + covariance.T)  # exact symmetry for the Cholesky below
     return distrax.MultivariateNormalTri(mean, jnp.linalg.cholesky(covariance))
