@@ -71,9 +71,33 @@ def test_negative_indices_and_malformed_batches_are_not_taken_for_rows():
     new, metrics = jax.jit(learner.step)(state, (jnp.array([3, -1]), X[:2]))  # -1: not row 9
     assert not bool(metrics["finite"])
     np.testing.assert_array_equal(np.asarray(new.params.mean), np.asarray(state.params.mean))
-    with pytest.raises(TypeError, match=r"svi batches are \(index \[B\], x \[B, D\]\) pairs"):
+    with pytest.raises(TypeError, match=r"svi batches are \(index \[B\], x \[B, D\]\) or"):
         learner.step(state, X[:2])
     with pytest.raises(TypeError, match="vector of integers"):
         learner.step(state, (jnp.array([0.0, 1.0]), X[:2]))
     with pytest.raises(ValueError, match="the index's B=3"):
         learner.step(state, (jnp.arange(3), X[:2]))
+
+
+def test_incomplete_batches_fit_each_q_to_the_observed_pixels():
+    """(index, x, mask): each phi^i is fitted to log p(x_obs, z) (the model's log_joint gets
+    the mask); NaN at missing pixels gives the same step as zeros there, and a step with
+    every pixel observed is the complete-data step."""
+    X = np.asarray(data.digits().train[:16])
+    mask = np.random.default_rng(0).random(X.shape) > 0.3
+    learner = svi(MODEL, optax.adam(1e-2), num_data=16, inner_steps=3, num_samples=2)
+    index = jnp.arange(16, dtype=jnp.int32)
+    state = learner.init(jax.random.PRNGKey(0), (index, jnp.asarray(X)))
+    step = jax.jit(learner.step)
+    with_nan, metrics = step(state, (index, jnp.asarray(np.where(mask, X, np.nan)),
+                                     jnp.asarray(mask)))
+    with_zeros, _ = step(state, (index, jnp.asarray(np.where(mask, X, 0.0)), jnp.asarray(mask)))
+    assert bool(metrics["finite"])
+    for a, b in zip(jax.tree_util.tree_leaves(with_nan), jax.tree_util.tree_leaves(with_zeros),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the ELBO of the observed pixels only: above the complete image's (fewer factors < 1)
+    _, complete_metrics = step(state, (index, jnp.asarray(X), jnp.ones(X.shape, bool)))
+    _, plain_metrics = jax.jit(learner.step)(state, (index, jnp.asarray(X)))
+    np.testing.assert_allclose(complete_metrics["elbo"], plain_metrics["elbo"], rtol=1e-6)
+    assert float(metrics["elbo"]) > float(plain_metrics["elbo"])

@@ -16,12 +16,15 @@ from jlvm.models.protocol import Model
 from jlvm.train import Learner, TrainState, keep_if_finite
 
 
-def _check_batch(batch) -> tuple[jax.Array, jax.Array]:
-    """SVI's batches: (index [B] integers, x [B, D]), B >= 1 (shapes are static)."""
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise TypeError(f"svi batches are (index [B], x [B, D]) pairs, got "
-                        f"{type(batch).__name__}.")
-    index, x = batch
+def _check_batch(batch) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """SVI's batches: (index [B] integers, x [B, D]) or (index, x, mask [B, D] bool, True
+    = observed), B >= 1 (shapes are static). Returns (index, x, mask or None)."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) in (2, 3)):
+        raise TypeError(f"svi batches are (index [B], x [B, D]) or (index, x, mask [B, D]), "
+                        f"got {type(batch).__name__}"
+                        f"{f' of {len(batch)} items' if isinstance(batch, (tuple, list)) else ''}.")
+    index, x = batch[:2]
+    mask = batch[2] if len(batch) == 3 else None
     if not (hasattr(index, "dtype") and jnp.issubdtype(index.dtype, jnp.integer)
             and index.ndim == 1):
         raise TypeError(f"the index of an svi batch must be a vector of integers [B], got "
@@ -30,7 +33,9 @@ def _check_batch(batch) -> tuple[jax.Array, jax.Array]:
     if not hasattr(x, "shape") or x.ndim != 2 or x.shape[0] != index.shape[0] or not x.shape[0]:
         raise ValueError(f"an svi batch needs x [B, D] with the index's B={index.shape[0]} "
                          f">= 1 rows, got {getattr(x, 'shape', type(x).__name__)}.")
-    return index, x
+    if mask is not None:
+        protocol.split_batch((x, mask))  # the same rules as every learner's masks
+    return index, x, mask
 
 
 class SVIParams(NamedTuple):
@@ -47,7 +52,7 @@ class SVIParams(NamedTuple):
 def _latent_dim(model: Model, params: Any, batch: Any) -> int:
     x = None
     if batch is not None:
-        _, x = _check_batch(batch)
+        _, x, _ = _check_batch(batch)
     if model.prior is None and x is None:
         raise TypeError("svi needs model.prior, or a first batch and model.encoder, to know "
                         "the shape of z.")
@@ -79,7 +84,9 @@ def svi(model: Model, optimizer: optax.GradientTransformation, num_data: int, *,
         N(0, I).
 
     Returns:
-      ``Learner`` whose batches are ``(index [B] int32, x [B, D])``; ``step`` reports
+      ``Learner`` whose batches are ``(index [B] int32, x [B, D])``, or with a third
+      member ``mask [B, D]`` bool (True = observed) for incomplete data, which the model's
+      ``log_joint`` then receives: each phi^i fits q(z | x_obs); ``step`` reports
       ``loss``, ``elbo`` (at phi*, nats per example), ``elbo_before_inner`` and
       ``inner_gain`` (= elbo - elbo_before_inner), and ``finite``.
     """
@@ -98,8 +105,8 @@ def svi(model: Model, optimizer: optax.GradientTransformation, num_data: int, *,
         theta = model.init(params_key)
         _checks.numeric_leaves(theta, "model.init(key)")
         if batch is not None:
-            _, x = _check_batch(batch)
-            protocol.check_against(model, theta, x[0])
+            _, x, mask = _check_batch(batch)
+            protocol.check_against(model, theta, x[0], None if mask is None else mask[0])
         mean, log_scale = posteriors.standard(_latent_dim(model, theta, batch), family)
         # every phi^i starts at N(0, I)
         params = SVIParams(theta, jnp.broadcast_to(mean, (num_data, *mean.shape)),
@@ -110,7 +117,7 @@ def svi(model: Model, optimizer: optax.GradientTransformation, num_data: int, *,
         if not isinstance(state, TrainState):
             raise TypeError(f"state must be a TrainState (from learner.init), got "
                             f"{type(state).__name__}.")
-        index, x = _check_batch(batch)
+        index, x, mask = _check_batch(batch)
         key, inner_key, theta_key = jax.random.split(state.key, 3)
         params = state.params
         # an index outside [0, N) reads NaN (JAX would wrap a negative one and clamp a large
@@ -120,19 +127,25 @@ def svi(model: Model, optimizer: optax.GradientTransformation, num_data: int, *,
         phi = (params.mean.at[index].get(mode="fill", fill_value=jnp.nan),
                params.log_scale.at[index].get(mode="fill", fill_value=jnp.nan))
         fixed = jax.lax.stop_gradient(params.model)
+        # masks ride along as a per-example argument (None: complete data, nothing passed)
+        masks = jnp.ones(x.shape, bool) if mask is None else mask
+
+        def log_joint(theta, xi, mi, z):
+            return protocol.log_joint(model, theta, xi, z, None if mask is None else mi)
+
         refined, before, after = jax.vmap(
-            lambda xi, mean, log_scale, k: _local.refine(
-                functools.partial(protocol.log_joint, model, fixed, xi), (mean, log_scale),
+            lambda xi, mi, mean, log_scale, k: _local.refine(
+                functools.partial(log_joint, fixed, xi, mi), (mean, log_scale),
                 rebuild, k, inner_steps=inner_steps, inner_learning_rate=inner_learning_rate,
                 num_samples=num_samples)
-        )(x, *phi, jax.random.split(inner_key, x.shape[0]))
+        )(x, masks, *phi, jax.random.split(inner_key, x.shape[0]))
         refined = jax.lax.stop_gradient(refined)
 
         def loss_fn(theta):
             keys = jax.random.split(theta_key, x.shape[0])
-            values = jax.vmap(lambda xi, m, s, k: _local.local_elbo(
-                functools.partial(protocol.log_joint, model, theta, xi), (m, s), rebuild, k,
-                num_samples))(x, *refined, keys)
+            values = jax.vmap(lambda xi, mi, m, s, k: _local.local_elbo(
+                functools.partial(log_joint, theta, xi, mi), (m, s), rebuild, k,
+                num_samples))(x, masks, *refined, keys)
             return -jnp.mean(values)
 
         loss, grads = jax.value_and_grad(loss_fn)(params.model)
