@@ -54,3 +54,26 @@ def test_a_batch_of_another_dimension_is_named():
     state = learner.init(jax.random.PRNGKey(1), X)
     with pytest.raises(ValueError, match="the mixture's D=3"):
         learner.step(state, X[:, :2])
+
+
+def test_incomplete_batches_run_em_on_the_observed_entries():
+    """(X, mask) batches: each step is gmm.fit_em's masked iteration, from a start drawn
+    from the column-mean-imputed data; NaN at missing entries changes nothing."""
+    X = np.asarray(data.digits(binarize=False).train[:300])
+    mask = np.random.default_rng(1).random(X.shape) > 0.25
+    holes = jnp.asarray(np.where(mask, X, np.nan))
+    learner = em(3, reg_covar=1e-2)
+    state = learner.init(jax.random.PRNGKey(0), (holes, jnp.asarray(mask)))
+    start = state.params
+    step = jax.jit(learner.step)
+    trace = []
+    for _ in range(4):
+        state, metrics = step(state, (holes, jnp.asarray(mask)))
+        trace.append(float(metrics["log_likelihood"]))
+    params, expected = gmm.fit_em(start, holes, 4, mask=jnp.asarray(mask), reg_covar=1e-2)
+    np.testing.assert_allclose(trace, expected, rtol=1e-5)
+    for a, b in zip(state.params, params, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    filled = np.where(mask, X, np.nanmean(np.where(mask, X, np.nan), axis=0))
+    np.testing.assert_array_equal(start.means, gmm.init_from_data(
+        jax.random.split(jax.random.PRNGKey(0))[0], filled, 3, reg_covar=1e-2).means)

@@ -6,36 +6,45 @@ import jax
 import jax.numpy as jnp
 
 from jlvm import _checks
-from jlvm.models import gmm
+from jlvm.models import gmm, protocol
 from jlvm.train import Learner, TrainState, keep_if_finite
 
 
 def em(num_components: int, *, reg_covar: float = 1e-6) -> Learner:
     """EM as a Learner: ``init`` picks starting parameters from the batch
-    (``gmm.init_from_data``); each ``step(state, X [N, D])`` is one full EM iteration.
+    (``gmm.init_from_data``); each ``step(state, batch)`` is one full EM iteration, where
+    the batch is the data X [N, D], or (X, mask [N, D] bool, True = observed) for EM on the
+    observed entries (``gmm.masked_em_iteration``; a start from the column-mean-imputed
+    data).
 
-    Metrics: ``log_likelihood``, the mean log p(x) under the parameters BEFORE the step,
-    which equals the ELBO after the E-step (reported as ``elbo`` too).
+    Metrics: ``log_likelihood``, the mean log p(x) (log p(x_obs) with a mask) under the
+    parameters BEFORE the step, which equals the ELBO after the E-step (reported as
+    ``elbo`` too).
     """
     num_components = _checks.positive_int(num_components, "num_components")
     reg_covar = _checks.positive_number(reg_covar, "reg_covar", allow_zero=True)
 
-    def init(key: jax.Array, batch: jax.Array) -> TrainState:
+    def init(key: jax.Array, batch) -> TrainState:
         _checks.prng_key(key)
+        X, mask = protocol.split_batch(batch)
         params_key, state_key = jax.random.split(key)
-        params = gmm.init_from_data(params_key, batch, num_components, reg_covar=reg_covar)
+        start = X if mask is None else gmm.mean_imputed(X, mask)
+        params = gmm.init_from_data(params_key, start, num_components, reg_covar=reg_covar)
         return TrainState(params, (), jnp.zeros((), jnp.int32), state_key)
 
-    def step(state: TrainState, batch: jax.Array):
+    def step(state: TrainState, batch):
         if not isinstance(state, TrainState):
             raise TypeError(f"state must be a TrainState (from learner.init), got "
                             f"{type(state).__name__}.")
+        X, mask = protocol.split_batch(batch)
         dim = state.params.means.shape[-1]
-        if not hasattr(batch, "shape") or batch.ndim != 2 or batch.shape[1] != dim \
-                or not batch.shape[0]:
+        if X.shape[1] != dim:
             raise ValueError(f"batch must be the data X [N, D] with N >= 1 and the mixture's "
-                             f"D={dim}, got {getattr(batch, 'shape', type(batch).__name__)}.")
-        params, log_likelihood = gmm.em_iteration(state.params, batch, reg_covar)
+                             f"D={dim}, got {X.shape}.")
+        if mask is None:
+            params, log_likelihood = gmm.em_iteration(state.params, X, reg_covar)
+        else:
+            params, log_likelihood = gmm.masked_em_step(state.params, X, mask, reg_covar)
         # a component whose covariance became singular gives NaN parameters: they never
         # replace the old ones, and ``finite`` tells the training loop to stop
         finite = jnp.isfinite(log_likelihood) & jnp.all(jnp.stack(

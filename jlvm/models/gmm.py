@@ -373,6 +373,25 @@ def fit_em(params: Params, X: jax.Array, num_iters: int, *, mask: Any = None,
     return fitted, trace
 
 
+def masked_em_step(params: Params, X: jax.Array, mask: Any,
+                   reg_covar: float) -> tuple[Params, jax.Array]:
+    """``masked_em_iteration`` on data of any size N: X [N, D] (anything at missing
+    entries), mask [N, D] bool. Returns the new parameters and the mean log p(x_obs) of the
+    old ones."""
+    num_components, _ = _sizes(params)
+    X, mask, block = _masked_data(X, mask, num_components)
+    return masked_em_iteration(params, X, mask, reg_covar, block)
+
+
+def mean_imputed(X: jax.Array, mask: Any) -> jax.Array:
+    """X with each missing entry set to its column's mean over the observed entries (0 for
+    a column never observed): a start for EM, not an estimate."""
+    observed = jnp.asarray(mask)
+    counts = jnp.sum(observed, axis=0)
+    means = jnp.sum(jnp.where(observed, X, 0.0), axis=0) / jnp.maximum(counts, 1)
+    return jnp.where(observed, X, means[None])
+
+
 def _masked_data(X: jax.Array, mask: Any, num_components: int):
     """(X with missing entries 0, mask [N', D] bool, block): padded with rows that observe
     nothing to a multiple of ``block`` data points."""
