@@ -17,6 +17,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+# XLA with most of its optimization passes off, in this process and in the processes the
+# tests start (which inherit it, so a subprocess's numbers compare with this process's):
+# the tests' programs are small and run briefly, so compiling them dominates, and compiling
+# without those passes is faster (test_runs.py alone: 219 s -> 139 s). The notebooks'
+# kernels keep the usual setting (test_notebooks.py): their longer computations pay for it.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # four CPU devices in this process, so that data parallelism is tested here rather than in
 # subprocesses that pay for JAX's start and their own compilations (single-device code
 # runs on the first device exactly as before)
@@ -38,6 +44,28 @@ jax.config.update("jax_default_matmul_precision", "highest")
 TINY = ["--latent-dim", "2", "--hidden", "16", "--batch-size", "100"]
 EXTRA = {"svi": ["--inner-steps", "2"], "semi": ["--inner-steps", "2"],
          "gmm": ["--components", "3"]}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "optimized: the test's programs are compiled with XLA's usual "
+        "optimizations (conftest turns most of them off for the others): they run long enough "
+        "to repay the longer compilation")
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimizations(request):
+    """XLA's usual optimizations for the tests marked ``optimized`` (a program compiled for
+    an earlier test is reused as it was)."""
+    if request.node.get_closest_marker("optimized") is None:
+        yield
+        return
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ def test_samples_follow_the_model(params):
     assert np.all(np.abs(freq - probs) < 5 * se + 1e-4)
 
 
+@pytest.mark.optimized  # runs long enough to repay XLA's optimizations
 def test_maximum_likelihood_on_binarized_digits_beats_independent_pixels():
     split = data.digits(binarize=True)
     X, X_test = jnp.asarray(split.train), jnp.asarray(split.test)

@@ -8,6 +8,7 @@ wait for the processes they start), and a notebook's kernel fills it. Each test 
 for its notebook's outcome."""
 
 import concurrent.futures
+import os
 import pathlib
 import tempfile
 
@@ -26,7 +27,11 @@ def _execute(path: pathlib.Path) -> None:
     with tempfile.TemporaryDirectory(prefix=f"jlvm-{path.stem}-") as folder:
         client = NotebookClient(notebook, timeout=900, kernel_name="python3",
                                 resources={"metadata": {"path": folder}})
-        client.execute()  # raises CellExecutionError, with the cell and traceback
+        # the kernel compiles with XLA's usual optimizations, not conftest's cheaper setting
+        # for the tests' own short programs: several cells run long enough to repay them
+        env = {name: value for name, value in os.environ.items()
+               if name != "JAX_DISABLE_MOST_OPTIMIZATIONS"}
+        client.execute(env=env)  # raises CellExecutionError, with the cell and traceback
 
 
 def start(paths) -> None:

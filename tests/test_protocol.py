@@ -73,14 +73,18 @@ def _maximum_likelihood(X):
     return {"w": jnp.asarray(w, jnp.float32), "b": jnp.asarray(mean, jnp.float32)}
 
 
+@pytest.mark.optimized  # runs long enough to repay XLA's optimizations
 @pytest.mark.parametrize("form", ["joint", "kl"])
 def test_amortized_trains_a_user_model_to_its_maximum_likelihood(data, form):
     learner = amortized(MODEL, optax.adam(optax.exponential_decay(3e-2, 1500, 0.05)),
                         num_samples=8, elbo_form=form)
     state = learner.init(jax.random.PRNGKey(0), data)
-    step = jax.jit(learner.step)
-    for _ in range(3000):
-        state, metrics = step(state, data)
+    # the 3000 steps in one compiled scan (one call, not 3000 dispatches from Python)
+    steps = jax.jit(lambda s: jax.lax.scan(lambda s, _: learner.step(s, data), s, None,
+                                           length=3000))
+    state, metrics = steps(state)
+    metrics = jax.tree_util.tree_map(lambda m: m[-1], metrics)  # the last step's
+    assert int(state.step) == 3000
     assert isinstance(state.params, dict)  # the user's pytree, as it was given
     best = _exact_mean_log_likelihood(_maximum_likelihood(data), data)
     reached = _exact_mean_log_likelihood(state.params["decoder"], data)
@@ -107,8 +111,9 @@ def test_masked_batches_reach_the_model_and_nan_at_missing_entries_does_not(data
     state = learner.init(jax.random.PRNGKey(0), data[:4])
     mask = jnp.array([[True, False]] * 4)
     holes = data[:4].at[:, 1].set(jnp.nan)
-    after_nan, with_nan = learner.step(state, (holes, mask))
-    after_zero, with_zero = learner.step(state, (data[:4].at[:, 1].set(0.0), mask))
+    step = jax.jit(learner.step)
+    after_nan, with_nan = step(state, (holes, mask))
+    after_zero, with_zero = step(state, (data[:4].at[:, 1].set(0.0), mask))
     assert np.isfinite(float(with_nan["loss"]))
     np.testing.assert_allclose(float(with_nan["loss"]), float(with_zero["loss"]), rtol=1e-6)
     # the gradient step is the same: NaN reached neither the loss nor the gradient
