@@ -1,52 +1,79 @@
 """The benchmark scripts run, print the JSON they promise, and agree with each other.
 
 Tiny sizes on the bundled digits; the peers (NumPyro, Pyro, PyTorch: ``pip install -e
-'.[bench]'``) are exercised only where installed. No timing is asserted anywhere."""
+'.[bench]'``) are exercised only where installed. No timing is asserted anywhere.
 
+Each script runs in this process as Python runs a script (``runpy``, its folder first on
+``sys.path``, ``sys.argv`` its command line): the same code as ``python benchmarks/SCRIPT``,
+without a new process that starts JAX and compiles everything again (about 4 s a script)."""
+
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import pathlib
+import runpy
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _run(script, *arguments):
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--data", "digits",
-                           *arguments], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+@contextlib.contextmanager
+def _benchmarks_importable():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def _script(capsys, script, *arguments, data=("--data", "digits")) -> list[str]:
+    """``python benchmarks/SCRIPT --data digits ARGUMENTS...`` in this process; the lines
+    it printed on stdout."""
+    import jax
+
+    capsys.readouterr()
+    argv = [str(BENCHMARKS / script), *data, *arguments]
+    # the scripts broadcast biases implicitly (conftest makes rank promotion an error)
+    with _benchmarks_importable(), mock.patch.object(sys, "argv", argv), \
+            jax.numpy_rank_promotion("allow"):
+        runpy.run_path(argv[0], run_name="__main__")
+    return capsys.readouterr().out.strip().splitlines()
+
+
+def _run(capsys, script, *arguments):
+    """The last line the script printed, as JSON."""
+    return json.loads(_script(capsys, script, *arguments)[-1])
 
 
 @pytest.mark.parametrize("impl", ["numpyro", "pyro", "torch"])
-def test_train_throughput_of_a_peer_prints_one_json_line(impl):
+def test_train_throughput_of_a_peer_prints_one_json_line(impl, capsys):
     if importlib.util.find_spec(impl) is None:
         pytest.skip(f"{impl} is not installed (pip install -e '.[bench]')")
-    line = _run("train_throughput.py", "--impl", impl, "--steps", "20", "--repeats", "1")
+    line = _run(capsys, "train_throughput.py", "--impl", impl, "--steps", "20", "--repeats", "1")
     assert line["impl"] == impl and line["examples_per_s"] > 0 and line["device"]
     # 40 steps from a fresh start on 64-pixel digits: every implementation's ELBO lies
     # between -80 and -15 nats per image; a wrong sign or a sum over the batch is far off
     assert -80 < line["final_elbo"] < -15, line
 
 
-def test_train_throughput_many_seeds_count_every_seed():
-    line = _run("train_throughput.py", "--impl", "jlvm", "--steps", "10", "--repeats", "1",
+def test_train_throughput_many_seeds_count_every_seed(capsys):
+    line = _run(capsys, "train_throughput.py", "--impl", "jlvm", "--steps", "10", "--repeats", "1",
                 "--num-seeds", "3")
     assert line["num_seeds"] == 3
     assert line["examples_per_s"] == pytest.approx(3 * 10 * 100 / (line["ms_per_step"] * 10
                                                                    / 1e3), rel=0.01)
 
 
-def test_train_throughput_side_by_side_prints_each_line_and_both_ratios():
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "train_throughput.py"), "--data",
-                           "digits", "--impl", "jlvm", "jax", "--steps", "10", "--repeats",
-                           "3"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    jlvm, jax, ratios = (json.loads(line) for line in done.stdout.strip().splitlines()[-3:])
+def test_train_throughput_side_by_side_prints_each_line_and_both_ratios(capsys):
+    printed = _script(capsys, "train_throughput.py", "--impl", "jlvm", "jax", "--steps", "10",
+                      "--repeats", "3")
+    jlvm, jax, ratios = (json.loads(line) for line in printed[-3:])
     assert (jlvm["impl"], jax["impl"]) == ("jlvm", "jax")
     for line in (jlvm, jax):
         assert line["examples_per_s"] > 0 and line["device"]
@@ -61,12 +88,9 @@ def test_train_throughput_side_by_side_prints_each_line_and_both_ratios():
     assert ratios["paired_ratios"]["jlvm/jax"] == pytest.approx(per_repeat[1], rel=2e-3)
 
 
-def test_step_cost_counts_the_matrix_products_and_times_three_variants():
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "step_cost.py"), "--data",
-                           "digits", "--steps", "10", "--repeats", "2"],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+def test_step_cost_counts_the_matrix_products_and_times_three_variants(capsys):
+    lines = [json.loads(line) for line in _script(capsys, "step_cost.py", "--steps", "10",
+                                                  "--repeats", "2")]
     # multiply-adds of one example: the forward pass, every weight gradient, and every input
     # gradient except the first encoder layer's (the data are not differentiated)
     sizes = [(64, 200), (200, 200), (200, 100), (50, 200), (200, 200), (200, 64)]
@@ -80,9 +104,9 @@ def test_step_cost_counts_the_matrix_products_and_times_three_variants():
         assert -80 < line["final_elbo"] < 0
 
 
-def test_handwritten_vae_trains_and_evaluates():
+def test_handwritten_vae_trains_and_evaluates(capsys):
     # the KL form's loss is checked against the joint form's in-process (below)
-    line = _run("handwritten_vae.py", "--epochs", "3", "--eval-samples", "500",
+    line = _run(capsys, "handwritten_vae.py", "--epochs", "3", "--eval-samples", "500",
                 "--eval-examples", "100", "--elbo-form", "kl")
     assert line["impl"] == "hand-written JAX" and line["eval_examples"] == 100
     assert line["elbo_form"] == "kl"
@@ -94,11 +118,8 @@ def test_handwritten_vae_trains_and_evaluates():
 def test_handwritten_kl_form_has_the_joint_forms_expectation():
     """The hand-written loss in its two forms, over 2000 draws on one batch: equal means
     within standard errors (a KL missing a term, e.g. the -1, is 25 nats off here)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
+    with _benchmarks_importable():
         import train_throughput
-    finally:
-        sys.path.remove(str(BENCHMARKS))
     import jax
     import numpy as np
 
@@ -122,15 +143,32 @@ def test_handwritten_kl_form_has_the_joint_forms_expectation():
 @pytest.mark.skipif(not os.environ.get("JLVM_DATA_DIR") or not pathlib.Path(
     os.environ.get("JLVM_DATA_DIR", "/nonexistent"), "binarized_mnist.npz").is_file(),
     reason="the shared binarized MNIST is not available (JLVM_DATA_DIR)")
-def test_binarized_mnist_table_runs_rows_through_the_jlvm_command(tmp_path):
+def test_binarized_mnist_table_runs_rows_through_the_jlvm_command(tmp_path, capsys):
+    """The table script's ``jlvm`` commands (``python -m jlvm train`` and ``evaluate``)
+    run in this process too: ``subprocess.run`` of ``[python, -m, jlvm, ...]`` is
+    ``jlvm.cli.main`` here, its exit status and stdout as a process gives them."""
+    from jlvm import cli
+
+    real_run, commands = subprocess.run, []
+
+    def jlvm_in_this_process(command, *args, **kwargs):
+        if list(command[:3]) != [sys.executable, "-m", "jlvm"]:
+            return real_run(command, *args, **kwargs)
+        commands.append(command[3])
+        assert kwargs.get("stdout") == subprocess.PIPE and kwargs.get("text"), kwargs
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = cli.main(list(command[3:]))
+        return subprocess.CompletedProcess(command, code, printed.getvalue())
+
     runs = tmp_path / "table"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "binarized_mnist_table.py"),
-                           "--only", "vaekl", "--vae-epochs", "1", "--eval-samples", "20",
-                           "--eval-examples", "100", "--eval-every", "1", "--seed", "3",
-                           "--runs", str(runs)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    with mock.patch.object(subprocess, "run", jlvm_in_this_process):
+        printed = _script(capsys, "binarized_mnist_table.py", "--only", "vaekl", "--vae-epochs",
+                          "1", "--eval-samples", "20", "--eval-examples", "100",
+                          "--eval-every", "1", "--seed", "3", "--runs", str(runs), data=())
+    assert commands == ["train", "evaluate"]
     rows = [json.loads(line) for line in (runs / "table.jsonl").read_text().splitlines()]
+    assert [json.loads(line) for line in printed if line.startswith("{")] == rows
     # one row, the KL form: its option travels through jlvm train into config.json
     assert [(r["row"], r["elbo_form"]) for r in rows] == [("vaekl", "kl")]
     for r in rows:
@@ -142,20 +180,17 @@ def test_binarized_mnist_table_runs_rows_through_the_jlvm_command(tmp_path):
         assert 100 < r["test_nll"] < 250 and r["test_nll"] <= -r["test_elbo"] + 1.0, r
         assert r["reference_nll"] is None and r["eval_examples"] == 100
     assert "ELBO (KL form)" in (runs / "table.md").read_text()
-    again = subprocess.run([sys.executable, str(BENCHMARKS / "binarized_mnist_table.py"),
-                            "--only", "vae", "--runs", str(runs)], capture_output=True,
-                           text=True, timeout=600)
-    assert again.returncode == 2 and "exists" in again.stderr
+    with pytest.raises(SystemExit) as refused:  # argparse's parser.error
+        _script(capsys, "binarized_mnist_table.py", "--only", "vae", "--runs", str(runs),
+                data=())
+    assert refused.value.code == 2 and "exists" in capsys.readouterr().err
 
 
 def test_handwritten_evaluator_agrees_with_jlvm_evaluate():
     """Two independent importance samplers of log p(x), on the same parameters and images."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
+    with _benchmarks_importable():
         import eval_throughput
         import handwritten_vae
-    finally:
-        sys.path.remove(str(BENCHMARKS))
     import jax
     import numpy as np
 
@@ -178,13 +213,13 @@ def test_handwritten_evaluator_agrees_with_jlvm_evaluate():
     assert abs(difference.mean()) < 4 * se, (difference.mean(), se)
 
 
-def test_eval_throughput_jlvm_and_torch_agree():
-    jlvm = _run("eval_throughput.py", "--impl", "jlvm", "--num-samples", "200",
+def test_eval_throughput_jlvm_and_torch_agree(capsys):
+    jlvm = _run(capsys, "eval_throughput.py", "--impl", "jlvm", "--num-samples", "200",
                 "--num-examples", "150", "--batch-size", "50", "--chunk-size", "100")
     assert jlvm["num_examples"] == 150 and jlvm["decoder_evals_per_s"] > 0
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch is not installed (pip install -e '.[bench]')")
-    torch = _run("eval_throughput.py", "--impl", "torch", "--num-samples", "200",
+    torch = _run(capsys, "eval_throughput.py", "--impl", "torch", "--num-samples", "200",
                  "--num-examples", "150", "--batch-size", "50", "--chunk-size", "100")
     # the same parameters and images, independent draws: the means differ by Monte Carlo
     # noise alone (about 0.01 nats here), while a wrong term (the 2 pi constants: 46 nats,
