@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="networks: mlp, or conv for images (stride-2 convolutions; "
                        "--hidden then gives their channels, default "
                        f"{' '.join(map(str, _config.CONV_HIDDEN))}) (default mlp)")
+    train.add_argument("--missing", metavar="{none,top-half,bottom-half,mcar:P}",
+                       help="learn from incomplete data: these training entries are hidden "
+                       "(top or bottom half of every image, or each entry with probability "
+                       "P, drawn with --seed); the mask is stored in the run directory "
+                       "(default none)")
+    train.add_argument("--missing-file", metavar="MASK.npz",
+                       help="or the training split's mask from a file: a boolean array "
+                       "mask [N_train, D], True = observed")
     train.add_argument("--components", type=int,
                        help=f"mixture components (gmm; default {_DEFAULTS.components})")
     train.add_argument("--reg-covar", type=float, help="added to each covariance's diagonal "
@@ -105,9 +113,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="a random N examples of the split, drawn with --seed "
                           "(default all)")
     evaluate.add_argument("--seed", type=int, default=0, help="default 0")
-    evaluate.add_argument("--missing", choices=runs.MISSING, default="none",
-                          help="treat these pixels as missing: log p(x_obs), summed out "
-                          "exactly (vae, iwae, semi on image data)")
+    evaluate.add_argument("--missing", default="none", metavar="{" + ",".join(runs.MISSING)
+                          + "}", help="treat these entries as missing and estimate log "
+                          "p(x_obs): halves of images, or each entry with probability P "
+                          "(drawn with --seed); exact for the GMM (default none)")
     _add_device_arguments(evaluate)
 
     encode = commands.add_parser("encode", help="features of data through p(z|x): "

@@ -24,9 +24,11 @@ from jlvm.models import protocol
 from jlvm.models.protocol import Model
 
 
-def map_over_data(per_example: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array,
-                  X: jax.Array, batch_size: int, mesh: Mesh | None = None) -> jax.Array:
-    """per_example(key_n, x_n) for every row of X [N, D] -> [N, ...], batch by batch.
+def map_over_data(per_example: Callable[[jax.Array, Any], jax.Array], key: jax.Array,
+                  X: Any, batch_size: int, mesh: Mesh | None = None) -> jax.Array:
+    """per_example(key_n, x_n) for every row of X [N, D] -> [N, ...], batch by batch. X may
+    be a pytree of arrays with N rows each (e.g. (x [N, D], mask [N, D])); x_n is then the
+    same pytree of rows.
 
     With ``mesh`` (``jlvm.train.data_mesh``), each batch is split over the mesh's devices
     along its "data" axis (``batch_size`` must be a multiple of their number); row n's
@@ -39,14 +41,21 @@ def map_over_data(per_example: Callable[[jax.Array, jax.Array], jax.Array], key:
     batch_size = _checks.positive_int(batch_size, "batch_size")
     _check_mesh_type(mesh)
     train.check_mesh(mesh, batch_size)
-    X = jnp.asarray(_checks.float_array(X, "X")) if not hasattr(X, "shape") else X
-    if X.ndim < 1 or X.shape[0] < 1:
-        raise ValueError(f"X must have a leading axis of N >= 1 rows, got shape {X.shape}.")
-    count = X.shape[0]
+    if not isinstance(X, (tuple, list, dict)) and not hasattr(X, "shape"):
+        X = jnp.asarray(_checks.float_array(X, "X"))
+    leaves = jax.tree_util.tree_leaves(X)
+    if not leaves or any(jnp.ndim(a) < 1 or a.shape[0] != leaves[0].shape[0] for a in leaves) \
+            or leaves[0].shape[0] < 1:
+        raise ValueError(f"X must have a leading axis of N >= 1 rows (every array of it the "
+                         f"same N), got shapes {[jnp.shape(a) for a in leaves]}.")
+    count = leaves[0].shape[0]
     batches = -(-count // batch_size)
-    padded = jnp.concatenate([X, jnp.repeat(X[:1], batches * batch_size - count, axis=0)])
     keys = jax.random.split(key, batches * batch_size)
     shape = (batches, batch_size)
+
+    def batched(a):  # padded with copies of the first row, cut into batches
+        padded = jnp.concatenate([a, jnp.repeat(a[:1], batches * batch_size - count, axis=0)])
+        return padded.reshape(shape + a.shape[1:])
 
     def one_batch(args):
         if mesh is not None:
@@ -55,7 +64,7 @@ def map_over_data(per_example: Callable[[jax.Array, jax.Array], jax.Array], key:
         return jax.vmap(per_example)(*args)
 
     values = jax.lax.map(one_batch, (keys.reshape(shape + keys.shape[1:]),
-                                     padded.reshape(shape + X.shape[1:])))
+                                     jax.tree_util.tree_map(batched, X)))
     return values.reshape((batches * batch_size, *values.shape[2:]))[:count]
 
 
@@ -83,8 +92,21 @@ def _check_vae_params(params: Any) -> None:
 
 
 def _check_mask(X: Any, mask: Any) -> Any:
+    """None, a mask [D] shared by every row, or a mask [N, D] of each row's own, as
+    booleans (True = observed), with the rules of every mask in jlvm."""
     if mask is None:
         return None
+    if np.ndim(mask) == 2:
+        if tuple(np.shape(mask)) != tuple(np.shape(X)):
+            raise ValueError(f"mask must have shape [D] or X's shape {tuple(np.shape(X))}, "
+                             f"got {tuple(np.shape(mask))}.")
+        if not _checks.is_concrete(mask):
+            if jnp.result_type(mask) != jnp.bool_:
+                raise TypeError("mask under jit must be boolean (True = observed).")
+            return mask
+        rows = [_checks.observation_mask(row, np.shape(X)[1], f"mask row {n}")
+                for n, row in enumerate(np.asarray(mask))]
+        return jnp.asarray(np.stack(rows))
     return jnp.asarray(_checks.observation_mask(mask, np.shape(X)[1]))
 
 
@@ -102,7 +124,8 @@ def _check_data(model: Model, params: Any, X: Any, mask: Any) -> tuple[jax.Array
     mask = _check_mask(X, mask)
     if _checks.is_concrete(X) and _checks.is_concrete(mask):
         values = np.asarray(X)
-        seen = values if mask is None else values[:, np.asarray(mask, bool)]
+        seen = values if mask is None else values[np.broadcast_to(np.asarray(mask, bool),
+                                                                  values.shape)]
         if not np.all(np.isfinite(seen)):
             raise ValueError("X holds NaN or infinite values at observed entries; pass mask "
                              "(True = observed) to leave entries out.")
@@ -111,7 +134,10 @@ def _check_data(model: Model, params: Any, X: Any, mask: Any) -> tuple[jax.Array
             from jlvm.models import likelihoods
 
             likelihoods.check_values(likelihoods.parse(likelihood), seen, "X")
-    protocol.check_against(model, params, X[0], mask)
+    protocol.check_against(model, params, X[0], mask if mask is None or mask.ndim == 1
+                           else mask[0])
+    if mask is not None:  # a missing entry may hold NaN: it never reaches an arithmetic op
+        X = jnp.where(jnp.broadcast_to(mask, X.shape), X, 0.0)
     return X, mask
 
 
@@ -124,16 +150,18 @@ def _place(mesh: Mesh | None, *trees: Any) -> tuple:
                                              "chunk_size", "mesh"))
 def _per_row(key, model, params, X, mask, estimator, num_samples, batch_size, chunk_size,
              mesh):
-    def one(k, x):
-        log_joint = functools.partial(protocol.log_joint, model, params, x, mask=mask)
-        q = protocol.encoder(model, params, x, mask)
+    def one(k, row):
+        x, observed = row if per_row_masks else (row, mask)
+        log_joint = functools.partial(protocol.log_joint, model, params, x, mask=observed)
+        q = protocol.encoder(model, params, x, observed)
         if estimator == "is":
             return estimators.log_marginal_is(k, log_joint, q, num_samples,
                                               chunk_size=chunk_size)
         fn = estimators.elbo if estimator == "elbo" else estimators.iwae_bound
         return fn(k, log_joint, q, num_samples)
 
-    return map_over_data(one, key, X, batch_size, mesh)
+    per_row_masks = mask is not None and mask.ndim == 2
+    return map_over_data(one, key, (X, mask) if per_row_masks else X, batch_size, mesh)
 
 
 def _evaluate(estimator, key, model, params, X, num_samples, batch_size, chunk_size, mask,
@@ -160,8 +188,9 @@ def log_likelihood(key: jax.Array, model: Model, params: Any, X: jax.Array,
     row of X [N, D]: [N].
 
     ``log (1/K) sum_k p(x, z_k) / q(z_k | x)``, z_k ~ q(z | x), chunk_size draws at a time.
-    With ``mask`` [D] (True = observed; the same for every row), log p(x_obs) (the model's
-    log_joint and encoder take the mask). With ``mesh``, batches are split over its
+    With ``mask`` [D] (True = observed; the same for every row) or [N, D] (each row its
+    own), log p(x_obs) (the model's log_joint and encoder take the mask; anything, NaN
+    included, may stand at missing entries). With ``mesh``, batches are split over its
     devices (see ``map_over_data``); the values do not change.
     """
     return _evaluate("is", key, model, params, X, num_samples, batch_size, chunk_size, mask,

@@ -262,7 +262,7 @@ def em_iteration(params: Params, X: jax.Array, reg_covar: float) -> tuple[Params
 
 
 # data points per block of the masked E-step: each holds K [D, D] conditional covariances
-_BLOCK_FLOATS = 2**22
+_BLOCK_FLOATS = 2**20
 
 
 def masked_em_iteration(params: Params, X: jax.Array, mask: jax.Array, reg_covar: float,

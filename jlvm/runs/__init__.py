@@ -45,7 +45,7 @@ __all__ = ["ARCHITECTURES", "ELBO_FORMS", "ENCODER_MODELS", "MODELS", "POSTERIOR
 Warn = Callable[[str], None]
 SPLITS = ("test", "valid", "train")
 MAX_SAMPLES_DRAWN = 1024  # jlvm sample: beyond this a picture is no longer one a person reads
-MISSING = ("none", "top-half", "bottom-half")
+MISSING = ("none", "top-half", "bottom-half", "mcar:P")  # P in (0, 1)
 
 
 def _stderr_warning(message: str) -> None:
@@ -203,7 +203,9 @@ def load(run_dir: str | os.PathLike, *, warn: Warn = _stderr_warning) -> Run:
     if not checkpoint.steps(run.checkpoints):
         raise RunError(f"{run.path} has no complete checkpoint yet; resume its training with "
                        f"jlvm train --out {run.path} --resume.")
-    setup = _setup.build(config)
+    from jlvm.runs import _missing
+
+    setup = _setup.build(config, stored_mask=_missing.read_stored(run.path))
     restored = run.restore(_setup.initial_state(setup), warn=warn)
     return Run(run.path, config, setup, restored.state, restored.step)
 
@@ -216,7 +218,8 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
     q fitted per example for SVI; exact for the GMM) and the ELBO, per seed of the run.
 
     ``num_examples``: a seeded random subset of the split (``seed``), not its first rows.
-    ``missing``: "top-half" / "bottom-half" pixels unobserved, log p(x_obs).
+    ``missing``: "top-half" / "bottom-half" pixels unobserved, or "mcar:P" each entry
+    unobserved with probability P (drawn with ``seed``): log p(x_obs), for every model.
     Returns one dict per seed: means and standard errors over the examples (nats per
     example), the gap, ``likelihood_type`` and, for probabilities, bits per dimension.
     """
@@ -229,8 +232,9 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
         _positive("num_examples", num_examples, maximum=2**31 - 1)
     if split not in SPLITS:
         raise RunError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}.")
-    if missing not in MISSING:
-        raise RunError(f"--missing must be one of {', '.join(MISSING)}, got {missing!r}.")
+    from jlvm.runs._config import parse_missing
+
+    parse_missing(missing)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
         raise RunError(f"--seed must be an integer in [0, {SEED_LIMIT - 1}], got {seed!r}.")
     writer = True if distributed is None else start_distributed(**distributed)
@@ -249,7 +253,7 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
         line = _evaluation.evaluate_split(
             setup, state, X[rows], jax.random.PRNGKey(seed), num_samples=num_samples,
             chunk_size=min(chunk_size, num_samples), batch_size=batch_size, missing=missing,
-            mesh=mesh)
+            mesh=mesh, seed=seed)
         results.append({"run_dir": str(run.path), "seed": run_seed, "epoch": run.step,
                         "split": split, **line})
     return results if writer else []

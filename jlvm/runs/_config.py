@@ -62,6 +62,8 @@ class Config:
     prior: str = "normal"
     likelihood: str | None = None  # None: the data's (make_config fills it in)
     architecture: str = "mlp"
+    missing: str = "none"  # train-time missingness: none, top-half, bottom-half, mcar:P
+    missing_file: str | None = None  # or a mask [N_train, D] from a .npz (key "mask")
 
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Config))
@@ -114,7 +116,8 @@ def make_config(**given: Any) -> Config:
     return config
 
 
-_COMMON = ("model", "data", "epochs", "seed", "num_seeds", "data_path")
+_COMMON = ("model", "data", "epochs", "seed", "num_seeds", "data_path", "missing",
+           "missing_file")
 _NETWORK = ("latent_dim", "hidden", "batch_size", "learning_rate", "num_samples",
             "grad_estimator", "prior", "likelihood", "architecture")
 # the settings each model uses; any other one given is a mistake worth saying
@@ -189,6 +192,7 @@ def validate(config: Config) -> None:
         raise RunError(f"--posterior must be one of {', '.join(POSTERIORS)}, got "
                        f"{config.posterior!r}.")
     _validate_model(config)
+    _validate_missing(config)
     if config.elbo_form not in ELBO_FORMS:
         raise RunError(f"--elbo-form must be one of {', '.join(ELBO_FORMS)}, got "
                        f"{config.elbo_form!r}.")
@@ -259,6 +263,38 @@ def _validate_model(config: Config) -> None:
     if config.elbo_form != "joint" and config.posterior == "flow":
         raise RunError(f"--elbo-form {config.elbo_form} needs q's entropy in closed form, "
                        "which --posterior flow has not; use --elbo-form joint.")
+
+
+def parse_missing(value: Any, name: str = "--missing") -> tuple[str, float | None]:
+    """("none" | "top-half" | "bottom-half" | "mcar", P or None) of a missingness spec;
+    ``RunError`` naming ``name`` otherwise. "mcar:P": each entry missing with probability
+    P in (0, 1), independently (missing completely at random)."""
+    if value in ("none", "top-half", "bottom-half"):
+        return value, None
+    if isinstance(value, str) and value.startswith("mcar:"):
+        try:
+            rate = float(value[5:])
+        except ValueError:
+            rate = math.nan
+        if 0 < rate < 1:
+            return "mcar", rate
+    raise RunError(f"{name} must be none, top-half, bottom-half or mcar:P with P in (0, 1) "
+                   f"(e.g. mcar:0.25), got {value!r}.")
+
+
+def _validate_missing(config: Config) -> None:
+    from jlvm import data as data_module
+
+    kind, _ = parse_missing(config.missing)
+    if config.missing_file is not None:
+        if not isinstance(config.missing_file, str) or not config.missing_file:
+            raise RunError(f"--missing-file must be a non-empty path, got "
+                           f"{config.missing_file!r}.")
+        if kind != "none":
+            raise RunError("give --missing or --missing-file, not both.")
+    if kind in ("top-half", "bottom-half") and data_module.KINDS[config.data].image_shape is None:
+        raise RunError(f"--missing {kind} needs image data; {config.data} holds vectors (try "
+                       "--missing mcar:P).")
 
 
 def check_fits(spec: Any, architecture: str, levels: int | None,

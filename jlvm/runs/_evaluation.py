@@ -4,6 +4,7 @@ subset) and for ``jlvm evaluate`` (importance sampling on a whole split)."""
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import time
 from typing import Any
@@ -18,8 +19,9 @@ EVAL_BLOCK_BATCHES = 10  # evaluation reports progress every this many batches
 SVI_TEST_STEPS_FACTOR = 5  # a q fitted per test point takes 5x the training inner steps
 
 
-def _fresh_q(setup: Setup, state, X, key, steps: int):
-    """For SVI (no encoder): a Gaussian q per row of X fitted from the prior."""
+def _fresh_q(setup: Setup, state, X, key, steps: int, mask=None):
+    """For SVI (no encoder): a Gaussian q per row of X fitted from the prior, to log p(x_obs,
+    z) where ``mask`` [N, D] (True = observed) is given."""
     import jax
     import jax.numpy as jnp
 
@@ -28,16 +30,18 @@ def _fresh_q(setup: Setup, state, X, key, steps: int):
 
     model = jax.lax.stop_gradient(state.params.model)
 
-    def one(x, k):
+    def one(x, observed, k):
         zeros = jnp.zeros(model.latent_dim)
-        refined, _, _ = _local.refine(functools.partial(vae.log_joint, model, x),
-                                      (zeros, zeros), posteriors.diagonal, k,
+        log_joint = functools.partial(vae.log_joint, model, x,
+                                      mask=None if mask is None else observed)
+        refined, _, _ = _local.refine(log_joint, (zeros, zeros), posteriors.diagonal, k,
                                       inner_steps=steps,
                                       inner_learning_rate=setup.config.inner_learning_rate,
                                       num_samples=1)
         return refined
 
-    return jax.jit(jax.vmap(one))(X, jax.random.split(key, X.shape[0]))
+    observed = jnp.ones(X.shape, bool) if mask is None else jnp.asarray(mask)
+    return jax.jit(jax.vmap(one))(X, observed, jax.random.split(key, X.shape[0]))
 
 
 def svi_codes(setup: Setup, state, X, key):
@@ -57,47 +61,47 @@ def train_bounds(setup: Setup, state, rows: np.ndarray, split: str, key) -> dict
     from jlvm import estimators, evaluate
     from jlvm.models import gmm, posteriors, vae
 
-    X = jnp.asarray(getattr(setup.dataset, split)[rows])
     config = setup.config
+    if split == "train":  # what the run trains on: the examples it uses, with its holes
+        X = setup.train_x[rows]
+        mask = None if setup.train_mask is None else setup.train_mask[rows]
+    else:
+        X, mask = jnp.asarray(getattr(setup.dataset, split)[rows]), None
     if config.model == "gmm":
-        return {"log_likelihood": jax.jit(jax.vmap(gmm.log_marginal, in_axes=(None, 0)))(
-            state.params, X)}
+        observed = jnp.ones(X.shape, bool) if mask is None else mask
+        return {"log_likelihood": jax.jit(jax.vmap(gmm.log_marginal, in_axes=(None, 0, 0)))(
+            state.params, X, observed)}
     params = model_params(setup, state)
     if config.model != "svi":
-        bounds = {"elbo": evaluate.vae_elbo(key, params, X)}
+        bounds = {"elbo": evaluate.vae_elbo(key, params, X, mask=mask)}
         if config.model == "iwae":
             bounds["iwae_bound"] = evaluate.vae_iwae_bound(jax.random.fold_in(key, 1), params,
-                                                           X, config.num_samples)
+                                                           X, config.num_samples, mask=mask)
         return bounds
     if split == "train":  # the stored phi^i of these training points
         mean, log_scale = state.params.mean[rows], state.params.log_scale[rows]
     else:
         mean, log_scale = _fresh_q(setup, state, X, key,
-                                   SVI_TEST_STEPS_FACTOR * config.inner_steps)
-    local = jax.vmap(lambda x, m, s, k: estimators.elbo(
-        k, functools.partial(vae.log_joint, params, x), posteriors.diagonal(m, s), 1))
-    return {"elbo": jax.jit(local)(X, mean, log_scale, jax.random.split(key, X.shape[0]))}
+                                   SVI_TEST_STEPS_FACTOR * config.inner_steps, mask)
+    observed = jnp.ones(X.shape, bool) if mask is None else mask
+    local = jax.vmap(lambda x, o, m, s, k: estimators.elbo(
+        k, functools.partial(vae.log_joint, params, x, mask=o), posteriors.diagonal(m, s), 1))
+    return {"elbo": jax.jit(local)(X, observed, mean, log_scale,
+                                   jax.random.split(key, X.shape[0]))}
 
 
-def half_mask(image_shape: tuple[int, int], missing: str) -> np.ndarray:
-    """[H*W] True = observed, for ``missing`` "top-half" or "bottom-half"."""
-    rows = np.arange(image_shape[0] * image_shape[1]) // image_shape[1]
-    half = image_shape[0] // 2
-    return rows >= half if missing == "top-half" else rows < half
-
-
-def _svi_bounds(params, data_dim, num_samples, chunk_size, key, row):
-    """(IS log p(x), ELBO) for one row [x, mean, log_scale] of a fitted per-point q."""
+def _svi_bounds(params, num_samples, chunk_size, key, row):
+    """(IS log p(x_obs), ELBO) for one row (x, mask, mean, log_scale) of a fitted
+    per-point q."""
     import jax
     import jax.numpy as jnp
 
     from jlvm import estimators
     from jlvm.models import posteriors, vae
 
-    latent = (row.shape[0] - data_dim) // 2
-    x = row[:data_dim]
-    q = posteriors.diagonal(row[data_dim:data_dim + latent], row[data_dim + latent:])
-    log_joint = functools.partial(vae.log_joint, params, x)
+    x, observed, mean, log_scale = row
+    q = posteriors.diagonal(mean, log_scale)
+    log_joint = functools.partial(vae.log_joint, params, x, mask=observed)
     is_key, elbo_key = jax.random.split(key)
     return jnp.stack([
         estimators.log_marginal_is(is_key, log_joint, q, num_samples,
@@ -105,10 +109,28 @@ def _svi_bounds(params, data_dim, num_samples, chunk_size, key, row):
         estimators.elbo(elbo_key, log_joint, q, 1)])
 
 
+def evaluation_mask(setup: Setup, missing: str, shape: tuple[int, int], seed: int):
+    """The evaluation's mask [N, D] (True = observed) for ``--missing``, or None: halves of
+    images, or entries missing completely at random with probability P (drawn with
+    ``seed``); rows that would observe nothing observe their first entry."""
+    from jlvm.runs import _missing
+
+    if missing == "none":
+        return None
+    kind, _ = _missing.parse_missing(missing)
+    if kind in ("top-half", "bottom-half") and not setup.dataset.image_shape:
+        raise RunError(f"--missing {kind} needs image data; {setup.config.data} holds "
+                       "vectors (try --missing mcar:P).")
+    mask = _missing.mask_for(missing, shape, setup.dataset.image_shape, seed)
+    mask[~mask.any(axis=1), 0] = True
+    return mask
+
+
 def evaluate_split(setup: Setup, state, X, key, *, num_samples: int, chunk_size: int,
-                   batch_size: int, missing: str, mesh) -> dict[str, Any]:
+                   batch_size: int, missing: str, mesh, seed: int = 0) -> dict[str, Any]:
     """IS log-likelihood and ELBO of one trained model on the rows X, as a JSON-ready dict
-    (means and standard errors over the rows, nats per example)."""
+    (means and standard errors over the rows, nats per example); with ``missing``, of the
+    observed entries, log p(x_obs)."""
     import jax
     import jax.numpy as jnp
 
@@ -117,24 +139,22 @@ def evaluate_split(setup: Setup, state, X, key, *, num_samples: int, chunk_size:
 
     config = setup.config
     X = jnp.asarray(X)
-    mask = None
-    if missing != "none":
-        if config.model not in ("vae", "iwae", "semi") or not setup.dataset.image_shape:
-            raise RunError("--missing needs an encoder model (vae, iwae, semi) on image data.")
-        mask = half_mask(setup.dataset.image_shape, missing)
+    mask = evaluation_mask(setup, missing, tuple(X.shape), seed)
     started = time.perf_counter()
     if config.model == "gmm":
-        log_likelihood = jax.jit(jax.vmap(gmm.log_marginal, in_axes=(None, 0)))(state.params, X)
+        observed = jnp.ones(X.shape, bool) if mask is None else jnp.asarray(mask)
+        log_likelihood = jax.jit(jax.vmap(gmm.log_marginal, in_axes=(None, 0, 0)))(
+            state.params, X, observed)
         elbo = log_likelihood  # exact: the ELBO at q = p(z | x) is log p(x)
     elif config.model == "svi":
         params = model_params(setup, state)
         # no encoder: each point gets its own q fitted from the prior, then IS with it
         mean, log_scale = _fresh_q(setup, state, X, key,
-                                   SVI_TEST_STEPS_FACTOR * config.inner_steps)
-        rows = jnp.concatenate([X, mean, log_scale], axis=1)
-        svi_is = functools.partial(_svi_bounds, params, X.shape[1], num_samples, chunk_size)
-        bounds = jax.jit(lambda k, r: evaluate.map_over_data(svi_is, k, r, batch_size))(key,
-                                                                                       rows)
+                                   SVI_TEST_STEPS_FACTOR * config.inner_steps, mask)
+        observed = jnp.ones(X.shape, bool) if mask is None else jnp.asarray(mask)
+        svi_is = functools.partial(_svi_bounds, params, num_samples, chunk_size)
+        bounds = jax.jit(lambda k, r: evaluate.map_over_data(svi_is, k, r, batch_size))(
+            key, (X, observed, mean, log_scale))
         log_likelihood, elbo = bounds[:, 0], bounds[:, 1]
     else:
         from tqdm import tqdm
@@ -164,7 +184,7 @@ def evaluate_split(setup: Setup, state, X, key, *, num_samples: int, chunk_size:
     seconds = time.perf_counter() - started
     ll_mean, ll_se = evaluate.summary(log_likelihood)
     elbo_mean, elbo_se = evaluate.summary(elbo)
-    observed = X.shape[1] if mask is None else int(mask.sum())
+    observed = X.shape[1] if mask is None else float(mask.sum() / mask.shape[0])
     result = {
         "num_examples": int(X.shape[0]),
         "num_samples": num_samples if config.model != "gmm" else None,
@@ -174,7 +194,7 @@ def evaluate_split(setup: Setup, state, X, key, *, num_samples: int, chunk_size:
         "missing": missing,
         "likelihood_type": setup.likelihood_type,
         # bits per dimension compare probabilities of discrete data; a density has none
-        "bits_per_dim": (round(evaluate.bits_per_dim(ll_mean, observed), 5)
+        "bits_per_dim": (round(-ll_mean / (observed * math.log(2)), 5)
                          if setup.likelihood_type == "probability" and ll_mean <= 0 else None),
         "seconds": round(seconds, 3)}
     if config.model == "gmm":

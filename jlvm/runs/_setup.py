@@ -16,7 +16,10 @@ EVAL_SUBSET = 2000  # training examples whose bounds are reported each epoch
 @dataclasses.dataclass
 class Setup:
     """config; dataset (``jlvm.data.Dataset``); learner; train_data (what an epoch takes:
-    X [N, D], or (index, X) for SVI); batch_size; steps_per_epoch."""
+    X [N, D], or (index, X) for SVI, each with the mask [N, D] last where the run trains on
+    incomplete data); batch_size; steps_per_epoch; train_x [N, D] and train_mask [N, D]
+    (None: complete) of the training examples used (those that observe something), and
+    train_mask_stored: the mask of the whole split, as ``train_mask.npz`` keeps it."""
 
     config: Config
     dataset: Any
@@ -24,6 +27,10 @@ class Setup:
     train_data: Any
     batch_size: int
     steps_per_epoch: int
+    train_x: Any = None
+    train_mask: Any = None
+    train_mask_stored: Any = None
+    dropped: int = 0
 
     @property
     def likelihood_type(self) -> str:
@@ -50,30 +57,50 @@ def load_data(config: Config):
         raise RunError(str(error)) from None
 
 
-def build(config: Config, dataset: Any = None) -> Setup:
-    """The learner ``config`` names, on its data set (read unless ``dataset`` is given)."""
+def build(config: Config, dataset: Any = None, stored_mask: Any = None) -> Setup:
+    """The learner ``config`` names, on its data set (read unless ``dataset`` is given),
+    with the run's train-time mask (``stored_mask``: the one a run directory keeps)."""
     import jax.numpy as jnp
     import optax
 
     from jlvm import inference, train
     from jlvm.models import vae
+    from jlvm.runs import _missing
 
     if dataset is not None and not all(hasattr(dataset, field) for field in (
             "train", "test", "valid", "binary", "image_shape")):
         raise RunError(f"dataset must be a jlvm.data.Dataset, got {type(dataset).__name__}.")
     dataset = load_data(config) if dataset is None else dataset
-    X = jnp.asarray(dataset.train)
+    full_mask = _missing.train_mask(config, dataset, stored_mask)
+    values = np.asarray(dataset.train)
+    if full_mask is None:
+        X, mask, dropped = jnp.asarray(values), None, 0
+    else:
+        kept = full_mask.any(axis=1)  # an example that observes nothing says nothing
+        dropped = int((~kept).sum())
+        if not kept.any():
+            raise RunError(f"the training data observe nothing under --missing "
+                           f"{config.missing}: every entry is missing.")
+        mask = full_mask[kept]
+        X = jnp.asarray(np.where(mask, values[kept], 0.0))  # NaN never reaches arithmetic
+        mask = jnp.asarray(mask)
     count = X.shape[0]
+    extra = dict(train_x=X, train_mask=mask, train_mask_stored=full_mask, dropped=dropped)
+
+    def with_mask(data):
+        return data if mask is None else (*(data if isinstance(data, tuple) else (data,)),
+                                          mask)
+
     if config.model == "gmm":
         if config.components > count:
             raise RunError(f"--components ({config.components}) must be at most the "
                            f"{count} training examples of {config.data}.")
         learner = inference.em(config.components, reg_covar=config.reg_covar)
-        return Setup(config, dataset, learner, X, count, 1)
+        return Setup(config, dataset, learner, with_mask(X), count, 1, **extra)
     if config.batch_size > count:
         raise RunError(f"--batch-size ({config.batch_size}) must be at most the {count} "
                        f"training examples of {config.data}.")
-    _check_data_fits(config, dataset)
+    _check_data_fits(config, dataset, full_mask)
     model = vae.model(X.shape[1], config.latent_dim, hidden_dims=config.hidden,
                       likelihood=config.likelihood, posterior=config.posterior,
                       prior=config.prior, architecture=config.architecture,
@@ -86,29 +113,32 @@ def build(config: Config, dataset: Any = None) -> Setup:
                                       num_samples=config.num_samples,
                                       grad_estimator=config.grad_estimator,
                                       elbo_form=config.elbo_form)
-        return Setup(config, dataset, learner, X, config.batch_size, steps)
+        return Setup(config, dataset, learner, with_mask(X), config.batch_size, steps, **extra)
     if config.model == "semi":
         learner = inference.semi_amortized(model, optimizer,
                                            inner_steps=config.inner_steps,
                                            inner_learning_rate=config.inner_learning_rate,
                                            num_samples=config.num_samples)
-        return Setup(config, dataset, learner, X, config.batch_size, steps)
+        return Setup(config, dataset, learner, with_mask(X), config.batch_size, steps, **extra)
     learner = inference.svi(model, optimizer, count, inner_steps=config.inner_steps,
                             inner_learning_rate=config.inner_learning_rate,
                             num_samples=config.num_samples)
-    return Setup(config, dataset, learner, (jnp.arange(count, dtype=jnp.int32), X),
-                 config.batch_size, steps)
+    return Setup(config, dataset, learner, with_mask((jnp.arange(count, dtype=jnp.int32), X)),
+                 config.batch_size, steps, **extra)
 
 
-def _check_data_fits(config: Config, dataset) -> None:
-    """The likelihood gives every training value a probability and the architecture fits
-    the data's shape: checked on the data itself (``runs.train(dataset=...)`` may bring
-    data other than the named set), a ``RunError`` naming the mismatch."""
+def _check_data_fits(config: Config, dataset, mask: np.ndarray | None) -> None:
+    """The likelihood gives every observed training value a probability and the
+    architecture fits the data's shape: checked on the data itself (``runs.train(dataset=
+    ...)`` may bring data other than the named set), a ``RunError`` naming the mismatch."""
     from jlvm.models import likelihoods
 
     spec = likelihoods.parse(config.likelihood)
     train = np.asarray(dataset.train)
-    levels = 2 if dataset.binary else None
+    if mask is not None:
+        train = train[mask]
+    binary = bool(np.all((train == 0) | (train == 1)))
+    levels = 2 if binary else None
     if spec.name == "categorical" and levels is None:
         scaled = train * (spec.argument - 1)
         if not np.all((np.abs(scaled - np.rint(scaled)) < 1e-3) & (train >= 0)

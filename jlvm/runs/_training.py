@@ -106,8 +106,12 @@ def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices
     from tqdm import tqdm
 
     from jlvm import checkpoint, train
+    from jlvm.runs import _missing
 
-    setup = _setup.build(config, dataset)
+    setup = _setup.build(config, dataset, _missing.read_stored(run.path) if resume else None)
+    if setup.dropped and writer:
+        warn(f"{setup.dropped} training examples observe nothing under the run's mask and "
+             "are left out.")
     mesh = _setup.resolve_mesh(devices, setup.batch_size, config.model,
                                distributed=distributed)
     state = _setup.initial_state(setup)
@@ -123,6 +127,8 @@ def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices
             warn(f"{run.path} has no checkpoint to continue from: training starts again at "
                  "epoch 1 with the stored settings.")
     if writer:
+        if setup.train_mask_stored is not None and not resume:
+            _missing.store(run.path, setup.train_mask_stored)
         write(run.config, config, data_dim=int(setup.dataset.train.shape[1]),
               steps_per_epoch=setup.steps_per_epoch)
         if not resume:  # a resumed run's records are rewritten after its next epoch
@@ -169,7 +175,7 @@ def _epochs(config, run, setup, epoch_fn, state, records, start_epoch, checkpoin
 
     seeds = config.num_seeds
     last_saved = start_epoch - 1 if start_epoch > 1 else None
-    eval_rows = _setup.subset(setup.dataset.train.shape[0], _setup.EVAL_SUBSET, 0)
+    eval_rows = _setup.subset(setup.train_x.shape[0], _setup.EVAL_SUBSET, 0)
     valid_rows = (None if setup.dataset.valid is None
                   else _setup.subset(setup.dataset.valid.shape[0], _setup.EVAL_SUBSET, 0))
     for epoch in range(start_epoch, config.epochs + 1):

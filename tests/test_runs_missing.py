@@ -1,0 +1,111 @@
+"""jlvm.runs._missing: runs that learn from incomplete data (jlvm train --missing,
+--missing-file, NaN in the data) and evaluate on incomplete test data."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jlvm import cli, data, runs
+from jlvm.models import gmm
+from jlvm.runs import _missing
+
+
+def _run(argv, capsys):
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as exit:  # argparse's usage errors
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_masks_are_what_their_spec_says():
+    top = _missing.half_mask((4, 3), "top-half")
+    assert top.tolist() == [False] * 6 + [True] * 6
+    assert (~_missing.half_mask((4, 3), "bottom-half")).tolist() == top.tolist()
+    mask = _missing.mask_for("mcar:0.3", (2000, 64), (8, 8), seed=5)
+    # the missing share is P within 4 standard errors, and the seed decides the mask
+    assert abs((~mask).mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / mask.size)
+    np.testing.assert_array_equal(mask, _missing.mask_for("mcar:0.3", (2000, 64), None, 5))
+    assert not np.array_equal(mask, _missing.mask_for("mcar:0.3", (2000, 64), None, 6))
+    assert _missing.mask_for("none", (3, 2), None, 0) is None
+    for bad in ("mcar:0", "mcar:1", "mcar:x", "random", "top"):
+        with pytest.raises(runs.RunError, match="--missing must be none, top-half"):
+            runs.make_config(missing=bad)
+
+
+def test_a_run_learns_from_its_holes_and_keeps_them(tmp_path, capsys):
+    """jlvm train --missing mcar:0.5: the mask drawn with the seed is stored in the run;
+    the trained bound is the ELBO of the observed pixels; --resume continues on the same
+    holes, and a run written from a mask file equals it."""
+    out = tmp_path / "holes"
+    code, stdout, err = _run(["train", "--missing", "mcar:0.5", "--epochs", "1",
+                              "--latent-dim", "2", "--hidden", "16", "--out", out], capsys)
+    assert code == 0, err
+    stored = _missing.read_stored(out)
+    X = data.digits().train
+    np.testing.assert_array_equal(stored, _missing.mask_for("mcar:0.5", X.shape, (8, 8), 0))
+    assert json.loads((out / "config.json").read_text())["config"]["missing"] == "mcar:0.5"
+    run = runs.load(out)
+    np.testing.assert_array_equal(np.asarray(run.setup.train_mask), stored)
+    # the bound it reports is of half the pixels: far above a complete image's
+    assert json.loads(stdout)["train_elbo"] > -30
+    code, _, err = _run(["train", "--resume", "--epochs", "2", "--out", out], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(_missing.read_stored(out), stored)
+    np.savez(tmp_path / "mask.npz", mask=stored)
+    again = tmp_path / "from-file"
+    code, stdout_file, err = _run(["train", "--missing-file", tmp_path / "mask.npz",
+                                   "--epochs", "1", "--latent-dim", "2", "--hidden", "16",
+                                   "--out", again], capsys)
+    assert code == 0, err
+    assert json.loads(stdout_file)["train_elbo"] == json.loads(stdout)["train_elbo"]
+
+
+def test_em_on_holes_and_the_exact_masked_test_likelihood(tmp_path, capsys):
+    """A GMM run on incomplete data: its EM is gmm.fit_em with the run's mask; evaluate
+    --missing mcar:P reports the exact log p(x_obs) of the test images with that mask."""
+    out = tmp_path / "gmm"
+    code, stdout, err = _run(["train", "--model", "gmm", "--data", "blobs", "--components", "3",
+                              "--missing", "mcar:0.3", "--epochs", "5", "--out", out], capsys)
+    assert code == 0, err
+    assert "training examples observe nothing" in err  # 2-D points: some lose both entries
+    run = runs.load(out)
+    kept = run.setup.train_mask
+    # the run's start: the learner's init with the run's seed, as jlvm train makes it
+    initial = run.setup.learner.init(jax.random.PRNGKey(0), run.setup.train_data)
+    expected, trace = gmm.fit_em(initial.params, run.setup.train_x, 5, mask=kept,
+                                 reg_covar=run.config.reg_covar)
+    for a, b in zip(run.state.params, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([r["train_log_likelihood_during_epoch"] for r in records],
+                               trace, rtol=1e-5)
+    code, stdout, err = _run(["evaluate", out, "--missing", "mcar:0.5", "--seed", "3"], capsys)
+    assert code == 0, err
+    line = json.loads(stdout)
+    X = run.setup.dataset.test
+    mask = _missing.mask_for("mcar:0.5", X.shape, None, 3)
+    mask[~mask.any(axis=1), 0] = True
+    exact = jax.vmap(gmm.log_marginal, in_axes=(None, 0, 0))(run.state.params, X, mask)
+    assert line["missing"] == "mcar:0.5" and line["exact"]
+    np.testing.assert_allclose(line["log_likelihood"], float(np.mean(exact)), atol=1e-3)
+
+
+def test_what_cannot_be_used_is_one_line(tmp_path, capsys):
+    np.savez(tmp_path / "short.npz", mask=np.ones((3, 64), bool))
+    np.savez(tmp_path / "floats.npz", mask=np.full((1438, 64), 0.5))
+    cases = [
+        (["--missing", "top-half", "--data", "blobs"], "needs image data"),
+        (["--missing", "mcar:0.2", "--missing-file", tmp_path / "short.npz"], "not both"),
+        (["--missing-file", tmp_path / "short.npz"], "the training split's shape [1438, 64]"),
+        (["--missing-file", tmp_path / "floats.npz"], "must be boolean"),
+        (["--missing-file", tmp_path / "none.npz"], "does not exist"),
+    ]
+    for argv, message in cases:
+        code, stdout, err = _run(["train", "--epochs", "1", "--latent-dim", "2", "--hidden",
+                                  "16", *argv, "--out", tmp_path / "run"], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert stdout == "" and not (tmp_path / "run").exists()
