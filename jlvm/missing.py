@@ -142,3 +142,97 @@ def fit_mean_field(key: jax.Array, log_joint: Callable[[jax.Array], jax.Array], 
     _checks.model_output(log_joint, jax.ShapeDtypeStruct((num_latent,), jnp.int32), "log_joint",
                          f"one z of {num_latent} bits")
     return _fit_mean_field(key, log_joint, logits, num_steps, num_samples, float(learning_rate))
+
+
+# ----------------------------------------------------------------------- imputation
+
+
+class Imputation(NamedTuple):
+    """What ``impute`` gives for one x [D].
+
+    mean: [D], x with every missing entry replaced by E[x_d | x_obs] (observed entries as
+      given).
+    draws: [M, D] draws x ~ p(x | x_obs) (sampling importance resampling; observed entries
+      as given), or None.
+    effective_sample_size: of the K normalized importance weights (how many of the draws
+      z_k the estimate rests on).
+    """
+
+    mean: jax.Array
+    draws: jax.Array | None
+    effective_sample_size: jax.Array
+
+
+def impute(key: jax.Array, model: Any, params: Any, x: jax.Array, mask: Any,
+           num_samples: int = 1000, *, num_draws: int = 0, q: Any = None,
+           chunk_size: int = 500) -> Imputation:
+    """Imputes the missing entries of ONE x [D] under a latent variable model.
+
+    Self-normalized importance sampling with z_k ~ q(z | x_obs) (the model's encoder, or
+    ``q``): w_k = p(x_obs, z_k) / q(z_k | x_obs), and
+
+        E[x_mis | x_obs] = E_{p(z | x_obs)} E[x_mis | z] ~ sum_k w_k E[x_mis | z_k] / sum_k w_k,
+
+    E[x | z] being the mean of ``model.decoder(params, z)``; the K draws are summed
+    ``chunk_size`` at a time (a running, shift-invariant logsumexp). With ``num_draws`` M,
+    multiple imputation: z resampled in proportion to w (sampling importance resampling),
+    then x_mis ~ p(x_mis | z).
+
+    Args:
+      key: PRNG key.
+      model: a ``jlvm.Model`` with ``decoder`` (and ``encoder`` unless ``q`` is given);
+        its functions take the mask.
+      params: the model's parameters.
+      x: [D], anything (NaN included) at missing entries.
+      mask: [D] bool, True = observed.
+      num_samples: K.
+      num_draws: M >= 0 draws of multiple imputation.
+      q: a proposal over z to use instead of the encoder's (e.g. a q fitted per example).
+    """
+    from jlvm import gradients
+    from jlvm.models import protocol
+
+    protocol.check(model, "decoder", *(("encoder",) if q is None else ()))
+    _checks.prng_key(key)
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    chunk_size = min(_checks.positive_int(chunk_size, "chunk_size"), num_samples)
+    if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 0:
+        raise ValueError(f"num_draws must be an int >= 0, got {num_draws!r}.")
+    x = _checks.float_array(x, "x")
+    mask = _checks.observation_mask(mask, x.shape[0])
+    x = jnp.where(mask, x, 0.0)  # a NaN at a missing entry reaches nothing
+    if q is None:
+        q = protocol.encoder(model, params, x, mask)
+    draw_key, resample_key = jax.random.split(key)
+
+    def chunk(indices):
+        z, log_q = gradients.draw_with_keys(gradients.draw_keys(draw_key, indices), q)
+        log_w = jax.vmap(lambda zk: protocol.log_joint(model, params, x, zk, mask))(z) - log_q
+        means = jax.vmap(lambda zk: model.decoder(params, zk).mean())(z)
+        # the last chunk's indices past K are not draws: weight 0
+        return jnp.where(indices < num_samples, log_w, -jnp.inf), means
+
+    def accumulate(carry, indices):  # (max log w, sum e^{log w - max}, weighted mean sum)
+        top, total, weighted = carry
+        log_w, means = chunk(indices)
+        new_top = jnp.maximum(top, jnp.max(log_w))
+        scale, weights = jnp.exp(top - new_top), jnp.exp(log_w - new_top)
+        return (new_top, total * scale + jnp.sum(weights),
+                weighted * scale + weights @ means), log_w
+
+    chunks = -(-num_samples // chunk_size)
+    indices = jnp.arange(chunks * chunk_size).reshape(chunks, chunk_size)
+    start = (jnp.array(-jnp.inf, x.dtype), jnp.zeros((), x.dtype), jnp.zeros_like(x))
+    (_, total, weighted), log_w = jax.lax.scan(accumulate, start, indices)
+    log_w = log_w.reshape(-1)[:num_samples]
+    mean = jnp.where(mask, x, weighted / total)
+    draws = None
+    if num_draws:
+        choose_key, sample_key = jax.random.split(resample_key)
+        chosen = jax.random.categorical(choose_key, log_w, shape=(num_draws,))
+        # draw k is a function of (draw_key, k): recomputed, not kept
+        z, _ = gradients.draw_with_keys(gradients.draw_keys(draw_key, chosen), q)
+        samples = jax.vmap(lambda k, zk: _checks.sample(model.decoder(params, zk), k, 1)[0])(
+            jax.random.split(sample_key, num_draws), z)
+        draws = jnp.where(mask[None], x[None], samples.astype(x.dtype))
+    return Imputation(mean, draws, estimators.effective_sample_size(log_w))

@@ -335,3 +335,15 @@ def test_bad_masks_are_named(params, key):
     nan_observed[0, np.flatnonzero(mask[0])[0]] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite values at observed entries"):
         gmm.fit_em(start, nan_observed, 2, mask=mask)
+
+
+def test_multiple_imputation_draws_follow_the_exact_conditional(params, key):
+    """x ~ p(x | x_obs): the draws' mean is E[x | x_obs] (gmm.conditional_mean) within 4
+    standard errors, observed entries are kept, and the missing entries vary."""
+    x, observed = jnp.array([0.5, np.nan, 0.2]), jnp.array([True, False, True])
+    draws = np.asarray(gmm.conditional_draws(key, params, x, observed, 20000), np.float64)
+    mean = float(gmm.conditional_mean(params, x, observed)[1])
+    assert abs(draws[:, 1].mean() - mean) <= 4 * draws[:, 1].std() / np.sqrt(20000)
+    np.testing.assert_array_equal(draws[:, [0, 2]],
+                                  np.broadcast_to(np.float32([0.5, 0.2]), (20000, 2)))
+    assert draws[:, 1].std() > 0.1

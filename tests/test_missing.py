@@ -179,3 +179,68 @@ def test_observed_values_fills_and_starting_points_are_checked(nade):
     with pytest.raises(ValueError, match="init_logits holds 1 NaN"):
         missing.fit_mean_field(jax.random.PRNGKey(0), lambda z: jnp.sum(z) * 1.0, 2,
                                init_logits=jnp.array([jnp.nan, 0.0]))
+
+
+# ----------------------------------------------------------------------- imputation
+
+
+def _linear_gaussian_model():
+    """Probabilistic PCA written as a jlvm.Model with a mask: its E[x_mis | x_obs] and
+    Cov[x_mis | x_obs] are known exactly (W p(z | x_obs) + b, W Cov W^T + s^2 I)."""
+    import distrax
+
+    from jlvm.models import linear_gaussian
+
+    params = linear_gaussian.init(jax.random.PRNGKey(3), data_dim=6, latent_dim=2,
+                                  noise_std=0.5)
+
+    def log_joint(p, x, z, mask=None):
+        per_entry = stats_norm_logpdf(x, p.W @ z + p.b, p.noise_std)
+        if mask is not None:
+            per_entry = jnp.where(mask, per_entry, 0.0)
+        return jnp.sum(per_entry) - 0.5 * z @ z - math.log(2 * math.pi)
+
+    def encoder(p, x, mask=None):  # a deliberately too wide q: IS must correct it
+        exact = linear_gaussian.posterior(p, x, mask)
+        return distrax.MultivariateNormalDiag(exact.mean(),
+                                              1.5 * jnp.sqrt(jnp.diag(exact.covariance())))
+
+    def decoder(p, z):
+        return distrax.MultivariateNormalDiag(p.W @ z + p.b, p.noise_std * jnp.ones(6))
+
+    return jlvm.Model(lambda key: params, log_joint, encoder, decoder=decoder), params
+
+
+def stats_norm_logpdf(x, mean, scale):
+    return -0.5 * ((x - mean) / scale) ** 2 - jnp.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+def test_impute_is_the_exact_conditional_mean_within_its_error():
+    from jlvm.models import linear_gaussian
+
+    model, params = _linear_gaussian_model()
+    x = jnp.array([0.3, np.nan, 1.0, np.nan, 0.2, -1.0])
+    mask = ~np.isnan(np.asarray(x))
+    out = jax.jit(lambda k: missing.impute(k, model, params, x, mask, 4000, num_draws=4000,
+                                           chunk_size=1500))(jax.random.PRNGKey(0))
+    posterior = linear_gaussian.posterior(params, x, mask)
+    exact = np.asarray(params.W @ posterior.mean() + params.b)
+    spread = np.sqrt(np.diag(np.asarray(params.W @ posterior.covariance() @ params.W.T))
+                     + 0.25)
+    missing_entries = ~mask
+    # self-normalized IS: standard error about sd(x_mis | x_obs) / sqrt(ESS)
+    se = spread / np.sqrt(float(out.effective_sample_size))
+    assert np.all(np.abs(np.asarray(out.mean) - exact)[missing_entries]
+                  < 4 * se[missing_entries])
+    np.testing.assert_array_equal(np.asarray(out.mean)[mask], np.asarray(x)[mask])
+    draws = np.asarray(out.draws, np.float64)
+    assert np.all(np.abs(draws.mean(0) - exact)[missing_entries]
+                  < 4 * se[missing_entries] + 4 * spread[missing_entries] / np.sqrt(4000))
+    # the spread of multiple imputations is the conditional standard deviation (5%)
+    np.testing.assert_allclose(draws.std(0)[missing_entries], spread[missing_entries],
+                               rtol=0.05)
+    np.testing.assert_array_equal(draws[:, mask], np.broadcast_to(np.asarray(x)[mask],
+                                                                  (4000, 4)))
+    zeros = missing.impute(jax.random.PRNGKey(0), model, params, jnp.nan_to_num(x), mask, 4000,
+                           chunk_size=1500)
+    np.testing.assert_allclose(zeros.mean, out.mean, rtol=1e-6)
