@@ -4,6 +4,7 @@
                [--out RUN_DIR] [--seed S] [--num-seeds S] [--devices N] [--resume] ...
     jlvm evaluate RUN_DIR [--num-samples K] [--split test] [--num-examples N] [--devices N]
     jlvm encode RUN_DIR [--split test | --input X.npz] --out Z.npz
+    jlvm impute RUN_DIR --input IN.npz --out OUT.npz [--num-samples K] [--draws M]
     jlvm sample RUN_DIR [--n 64] --out FILE.png
 
 Each prints one JSON object per line on stdout (``evaluate``: one per seed). Every failure
@@ -135,6 +136,21 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 1000)")
     encode.add_argument("--seed", type=int, default=0, help="default 0")
 
+    impute = commands.add_parser("impute", help="replace every NaN of a file by E[x_mis | "
+                                 "x_obs] under the trained model, into a new .npz")
+    impute.add_argument("run_dir")
+    impute.add_argument("--input", required=True, metavar="IN.npz",
+                        help="an array x [N, D], NaN where an entry is missing")
+    impute.add_argument("--out", required=True, metavar="OUT.npz",
+                        help="the .npz to create (never overwritten): x with the NaN filled")
+    impute.add_argument("--num-samples", type=int, default=1000,
+                        help="K importance-sampling draws per row (default 1000; the GMM's "
+                        "imputation is exact)")
+    impute.add_argument("--draws", type=int, default=0, metavar="M",
+                        help="multiple imputation: also M draws of x_mis ~ p(x_mis | x_obs) "
+                        "per row, as draws [M, N, D] (default 0)")
+    impute.add_argument("--seed", type=int, default=0, help="default 0")
+
     sample = commands.add_parser("sample", help="draw from a trained model into an image")
     sample.add_argument("run_dir")
     sample.add_argument("--n", type=int, default=64, help="default 64")
@@ -214,6 +230,11 @@ def _encode(args) -> None:
                        num_samples=args.num_samples, seed=args.seed))
 
 
+def _impute(args) -> None:
+    _print(runs.impute(args.run_dir, args.input, args.out, num_samples=args.num_samples,
+                       num_draws=args.draws, seed=args.seed))
+
+
 def _sample(args) -> None:
     _print(runs.sample(args.run_dir, args.out, n=args.n, seed=args.seed))
 
@@ -232,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     with _interrupt.deferred():
         args = _parser().parse_args(argv)
         command = {"train": _train, "evaluate": _evaluate, "encode": _encode,
-                   "sample": _sample}[args.command]
+                   "impute": _impute, "sample": _sample}[args.command]
         try:
             command(args)  # a signal after its last safe point: the work is done anyway
             return 0

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from jlvm import cli, data, runs
+from jlvm import cli, data, missing, runs
 from jlvm.models import gmm
 from jlvm.runs import _missing
 
@@ -109,3 +109,61 @@ def test_what_cannot_be_used_is_one_line(tmp_path, capsys):
                                   "16", *argv, "--out", tmp_path / "run"], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
         assert stdout == "" and not (tmp_path / "run").exists()
+
+
+def test_impute_fills_every_hole_with_the_models_conditional_mean(trained, tmp_path, capsys):
+    """jlvm impute: the GMM's fill is its exact E[x_mis | x_obs]; a VAE's is
+    missing.impute with its encoder (same key); observed entries are kept, every NaN is
+    filled, --draws gives multiple imputations; a file without holes comes back as it was."""
+    X = np.asarray(data.digits().test[:12])
+    holes = X.copy()
+    holes[:, :32] = np.nan
+    holes[3, 40:] = np.nan
+    np.savez(tmp_path / "in.npz", x=holes)
+    gmm_run = trained("gmm").path
+    code, stdout, err = _run(["impute", gmm_run, "--input", tmp_path / "in.npz", "--out",
+                              tmp_path / "gmm.npz", "--draws", "3"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["what"] == "E[x_mis | x_obs], exact"
+    params = runs.load(gmm_run).state.params
+    observed = ~np.isnan(holes)
+    with np.load(tmp_path / "gmm.npz") as written:
+        exact = jax.vmap(gmm.conditional_mean, in_axes=(None, 0, 0))(
+            params, np.nan_to_num(holes), observed)
+        np.testing.assert_allclose(written["x"], exact, rtol=1e-5, atol=1e-6)
+        assert written["draws"].shape == (3, 12, 64)
+        np.testing.assert_array_equal(written["draws"][:, observed],
+                                      np.broadcast_to(X[observed], (3, observed.sum())))
+    vae_run = trained("vae").path
+    code, stdout, err = _run(["impute", vae_run, "--input", tmp_path / "in.npz", "--out",
+                              tmp_path / "vae.npz", "--num-samples", "64", "--seed", "2"],
+                             capsys)
+    assert code == 0, err
+    run = runs.load(vae_run)
+    keys = jax.random.split(jax.random.PRNGKey(2), 12)
+    expected = jax.vmap(lambda k, x, m: missing.impute(
+        k, run.setup.model, run.state.params, x, m, 64, chunk_size=64).mean)(
+            keys, np.nan_to_num(holes), observed)
+    with np.load(tmp_path / "vae.npz") as written:
+        assert not np.isnan(written["x"]).any()
+        np.testing.assert_array_equal(written["x"][observed], X[observed])
+        np.testing.assert_allclose(written["x"], expected, rtol=1e-5, atol=1e-6)
+        assert np.all((written["x"] >= 0) & (written["x"] <= 1))  # Bernoulli probabilities
+        assert written["effective_sample_size"].shape == (12,)
+    np.savez(tmp_path / "full.npz", x=X)
+    code, _, err = _run(["impute", vae_run, "--input", tmp_path / "full.npz", "--out",
+                         tmp_path / "same.npz"], capsys)
+    assert code == 0, err
+    with np.load(tmp_path / "same.npz") as written:
+        np.testing.assert_array_equal(written["x"], X)
+    empty = holes.copy()
+    empty[5] = np.nan
+    np.savez(tmp_path / "empty.npz", x=empty)
+    for argv, message in (
+            (["--input", tmp_path / "empty.npz", "--out", tmp_path / "a.npz"], "row 5 of x is "
+                                                                                "all NaN"),
+            (["--input", tmp_path / "in.npz", "--out", tmp_path / "vae.npz"], "exists"),
+            (["--input", tmp_path / "in.npz", "--out", tmp_path / "b.npz", "--draws", "-1"],
+             "--draws must be")):
+        code, stdout, err = _run(["impute", vae_run, *argv], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

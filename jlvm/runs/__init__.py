@@ -6,6 +6,7 @@
     lines = runs.evaluate("runs/iwae-digits", num_samples=1000)   # one dict per seed
     runs.sample("runs/iwae-digits", "samples.png", n=64)
     runs.encode("runs/iwae-digits", "codes.npz")             # E_q[z|x] of the test split
+    runs.impute("runs/iwae-digits", "holes.npz", "filled.npz")  # NaN -> E[x_mis | x_obs]
     run = runs.load("runs/iwae-digits")                       # config, setup, state
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per epoch and
@@ -39,7 +40,8 @@ from jlvm.runs._config import (
 from jlvm.runs._directory import RunDirectory
 
 __all__ = ["ARCHITECTURES", "ELBO_FORMS", "ENCODER_MODELS", "MODELS", "POSTERIORS", "Config",
-           "Run", "RunError", "default_out", "encode", "evaluate", "load", "make_config",
+           "Run", "RunError", "default_out", "encode", "evaluate", "impute", "load",
+           "make_config",
            "resume", "sample", "start_distributed", "train"]
 
 Warn = Callable[[str], None]
@@ -320,3 +322,26 @@ def encode(run_dir: str | os.PathLike, out: str | os.PathLike, *, split: str | N
         raise RunError(f"--seed must be an integer in [0, {SEED_LIMIT - 1}], got {seed!r}.")
     return _encode.encode(run_dir, out, split=split, input_path=input_path,
                           num_samples=num_samples, seed=seed, warn=warn)
+
+
+def impute(run_dir: str | os.PathLike, input_path: str | os.PathLike,
+           out: str | os.PathLike, *, num_samples: int = 1000, num_draws: int = 0,
+           seed: int = 0, warn: Warn = _stderr_warning) -> dict:
+    """Writes a new ``out`` .npz holding ``x``: the array ``x`` [N, D] of ``input_path``
+    with every NaN replaced by E[x_d | x_obs] under the run's model (observed entries
+    unchanged): exact for the GMM, by self-normalized importance sampling with K =
+    ``num_samples`` draws of the encoder's q(z | x_obs) otherwise (a q fitted per row for
+    SVI), with each row's ``effective_sample_size``; with ``num_draws`` M, also ``draws``
+    [M, N, D] from p(x_mis | x_obs) (multiple imputation). Returns what ``jlvm impute``
+    prints."""
+    from jlvm.runs import _impute
+
+    _positive("num_samples", num_samples, maximum=2**20)
+    if isinstance(num_draws, bool) or not isinstance(num_draws, int) or \
+            not 0 <= num_draws <= MAX_SAMPLES_DRAWN:
+        raise RunError(f"--draws must be an integer in [0, {MAX_SAMPLES_DRAWN}], got "
+                       f"{num_draws!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise RunError(f"--seed must be an integer in [0, {SEED_LIMIT - 1}], got {seed!r}.")
+    return _impute.impute(run_dir, input_path, out, num_samples=num_samples,
+                          num_draws=num_draws, seed=seed, warn=warn)

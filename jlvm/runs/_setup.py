@@ -31,6 +31,7 @@ class Setup:
     train_mask: Any = None
     train_mask_stored: Any = None
     dropped: int = 0
+    model: Any = None  # the jlvm.Model of the latent variable models (None for the GMM)
 
     @property
     def likelihood_type(self) -> str:
@@ -107,6 +108,7 @@ def build(config: Config, dataset: Any = None, stored_mask: Any = None) -> Setup
                       image_shape=dataset.image_shape)
     optimizer = optax.adam(config.learning_rate)
     steps = train.num_batches(count, config.batch_size)
+    extra["model"] = model
     if config.model in ("vae", "iwae"):
         learner = inference.amortized(model, optimizer,
                                       objective="elbo" if config.model == "vae" else "iwae",
