@@ -237,3 +237,18 @@ def test_a_full_covariance_encoder_is_taken_by_every_learner_and_estimator():
     assert values.shape == (4,) and np.all(np.isfinite(np.asarray(values)))
     with pytest.raises(ValueError, match="posterior must be one of"):
         vae.model(64, 3, posterior="planar")
+
+
+def test_an_encoder_that_sees_the_mask_tells_a_missing_pixel_from_a_zero():
+    """Without the mask, a missing pixel and an observed 0 are the same input; with
+    encoder_sees_mask (for models learned from incomplete data) they are not; NaN at a
+    missing pixel is 0 there either way."""
+    x = jnp.asarray(np.arange(12) % 2, jnp.float32).at[3].set(0.0)
+    mask = jnp.ones(12, bool).at[3].set(False)
+    for sees, differ in ((False, False), (True, True)):
+        params = vae.init(jax.random.PRNGKey(0), 12, 2, hidden_dims=(8,),
+                          encoder_sees_mask=sees)
+        missing = vae.encoder(params, x.at[3].set(jnp.nan), mask).mean()
+        zero = vae.encoder(params, x).mean()
+        assert bool(jnp.any(missing != zero)) == differ
+        np.testing.assert_array_equal(missing, vae.encoder(params, x, mask).mean())

@@ -53,13 +53,15 @@ def _conv(in_channels: int, out_channels: int, strides: int, rngs: nnx.Rngs) -> 
 
 
 class ConvEncoderNet(nnx.Module):
-    """x [H*W] -> [out_dim]: 3x3 convolutions of stride 2 with ``channels`` output channels
-    each (H and W halve, rounding up, at each), flattened, then a linear layer."""
+    """x [C*H*W] (C images of H*W, one after the other) -> [out_dim]: 3x3 convolutions of
+    stride 2 with ``channels`` output channels each (H and W halve, rounding up, at each),
+    flattened, then a linear layer."""
 
     def __init__(self, image_shape: Sequence[int], channels: Sequence[int], out_dim: int,
-                 activation: str, *, rngs: nnx.Rngs):
+                 activation: str, *, rngs: nnx.Rngs, in_channels: int = 1):
         self.image_shape = tuple(image_shape)
-        sizes = [1, *channels]
+        self.in_channels = in_channels
+        sizes = [in_channels, *channels]
         self.convs = nnx.List([_conv(a, b, 2, rngs) for a, b in itertools.pairwise(sizes)])
         height, width = (math.ceil(n / 2 ** len(channels)) for n in self.image_shape)
         self.out = nnx.Linear(height * width * channels[-1], out_dim, rngs=rngs)
@@ -67,7 +69,7 @@ class ConvEncoderNet(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
-        h = x.reshape(*self.image_shape, 1)
+        h = jnp.moveaxis(x.reshape(self.in_channels, *self.image_shape), 0, -1)
         for conv in self.convs:
             h = act(conv(h))
         return self.out(h.reshape(-1))
@@ -107,12 +109,14 @@ class ConvDecoderNet(nnx.Module):
 
 def encoder_net(architecture: str, data_dim: int, hidden_dims: Sequence[int], out_dim: int,
                 activation: str, image_shape: Sequence[int] | None, *,
-                rngs: nnx.Rngs) -> nnx.Module:
-    """x [D] -> [out_dim]: an MLP through ``hidden_dims``, or convolutions with
-    ``hidden_dims`` channels over images of ``image_shape``."""
+                rngs: nnx.Rngs, in_channels: int = 1) -> nnx.Module:
+    """x [C*D] (C vectors of D, e.g. an image and its mask) -> [out_dim]: an MLP through
+    ``hidden_dims``, or convolutions with ``hidden_dims`` channels over C-channel images of
+    ``image_shape``."""
     if architecture == "conv":
-        return ConvEncoderNet(image_shape, hidden_dims, out_dim, activation, rngs=rngs)
-    return MLP(data_dim, hidden_dims, out_dim, activation, rngs=rngs)
+        return ConvEncoderNet(image_shape, hidden_dims, out_dim, activation, rngs=rngs,
+                              in_channels=in_channels)
+    return MLP(in_channels * data_dim, hidden_dims, out_dim, activation, rngs=rngs)
 
 
 def decoder_net(architecture: str, latent_dim: int, hidden_dims: Sequence[int],

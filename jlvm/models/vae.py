@@ -53,6 +53,8 @@ class Params(struct.PyTreeNode):
       before the field existed are diagonal).
     latent_prior: "normal" or "mixture:K" (static).
     architecture: "mlp" or "conv" (static).
+    encoder_sees_mask: whether the encoder's input is (x with missing entries 0, mask),
+      for models learned from incomplete data, rather than x alone (static).
     """
 
     decoder: nnx.State
@@ -65,6 +67,7 @@ class Params(struct.PyTreeNode):
     posterior: str = struct.field(pytree_node=False, default="diagonal")
     latent_prior: str = struct.field(pytree_node=False, default="normal")
     architecture: str = struct.field(pytree_node=False, default="mlp")
+    encoder_sees_mask: bool = struct.field(pytree_node=False, default=False)
 
 
 def _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
@@ -93,7 +96,8 @@ def _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posteri
 def init(key: jax.Array, data_dim: int, latent_dim: int, *,
          hidden_dims: Sequence[int] = (200, 200), likelihood: str = "bernoulli",
          activation: str = "tanh", posterior: str = "diagonal", prior: str = "normal",
-         architecture: str = "mlp", image_shape: Sequence[int] | None = None) -> Params:
+         architecture: str = "mlp", image_shape: Sequence[int] | None = None,
+         encoder_sees_mask: bool = False) -> Params:
     """A decoder z -> p(x | z) and an encoder x -> q(z | x), with their initial weights.
 
     Args:
@@ -112,6 +116,8 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *,
       prior: "normal" (N(0, I)) or "mixture:K" (learned; ``jlvm.models.priors``).
       architecture: "mlp" or "conv" (needs ``image_shape``).
       image_shape: (height, width) with height * width = D, for "conv".
+      encoder_sees_mask: the encoder takes the mask beside x (missing entries 0), so that
+        it can tell a missing pixel from a 0: for learning from incomplete data.
     """
     _checks.prng_key(key)
     data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape = _settings(
@@ -130,12 +136,13 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *,
     encoder_net = networks.encoder_net(
         architecture, data_dim, encoder_dims,
         posteriors.num_outputs(posterior, latent_dim, networks.FLOW_CONTEXT), activation,
-        image_shape, rngs=nnx.Rngs(key_encoder))
+        image_shape, rngs=nnx.Rngs(key_encoder), in_channels=2 if encoder_sees_mask else 1)
     encoder_module = networks.Encoder(encoder_net, posterior, latent_dim,
                                       flow_hidden=hidden_dims[-1], activation=activation,
                                       rngs=nnx.Rngs(jax.random.fold_in(key_encoder, 1)))
     return _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim,
-                         posterior=posterior, latent_prior=prior, architecture=architecture)
+                         posterior=posterior, latent_prior=prior, architecture=architecture,
+                         encoder_sees_mask=bool(encoder_sees_mask))
 
 
 def _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim,
@@ -170,7 +177,7 @@ def lecture_example(key: jax.Array, *, latent_dim: int = 2, data_dim: int = 2,
 def model(data_dim: int, latent_dim: int, *, hidden_dims: Sequence[int] = (200, 200),
           likelihood: str = "bernoulli", activation: str = "tanh",
           posterior: str = "diagonal", prior: str = "normal", architecture: str = "mlp",
-          image_shape: Sequence[int] | None = None) -> Model:
+          image_shape: Sequence[int] | None = None, encoder_sees_mask: bool = False) -> Model:
     """The VAE as a ``jlvm.Model``: ``init`` is ``vae.init`` with these settings, and
     ``log_joint``, ``encoder``, ``log_likelihood``, ``prior`` and ``decoder`` are this
     module's functions. Arguments as for ``init`` (checked here, at once)."""
@@ -180,7 +187,8 @@ def model(data_dim: int, latent_dim: int, *, hidden_dims: Sequence[int] = (200, 
     return _as_model(functools.partial(
         init, data_dim=data_dim, latent_dim=latent_dim, hidden_dims=hidden_dims,
         likelihood=likelihood, activation=activation, posterior=posterior, prior=prior,
-        architecture=architecture, image_shape=image_shape))
+        architecture=architecture, image_shape=image_shape,
+        encoder_sees_mask=bool(encoder_sees_mask)))
 
 
 def lecture_model(*, latent_dim: int = 2, data_dim: int = 2,
@@ -266,13 +274,16 @@ def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.Distribut
     diagonal Gaussian through coupling layers conditioned on x ("flow").
 
     With a ``mask`` [D] (True = observed) the encoder sees x with missing pixels set to 0
-    (whatever they held, NaN included): a practical choice for an encoder trained on
-    complete data, not an exact posterior.
+    (whatever they held, NaN included), and, where ``params.encoder_sees_mask``, the mask
+    too (as MIWAE's encoder does), so that a missing pixel is not read as a 0.
     """
     x = _checks.float_array(x, "x")
     observed = _observed(params, x, mask)
     if observed is not None:
         x = jnp.where(observed, x, 0.0)
+    if params.encoder_sees_mask:
+        seen = jnp.ones_like(x) if observed is None else observed.astype(x.dtype)
+        x = jnp.concatenate([x, seen])
     return nnx.merge(params.encoder_graph, params.encoder)(x)
 
 

@@ -105,7 +105,9 @@ def build(config: Config, dataset: Any = None, stored_mask: Any = None) -> Setup
     model = vae.model(X.shape[1], config.latent_dim, hidden_dims=config.hidden,
                       likelihood=config.likelihood, posterior=config.posterior,
                       prior=config.prior, architecture=config.architecture,
-                      image_shape=dataset.image_shape)
+                      image_shape=dataset.image_shape,
+                      # learned from holes: the encoder must tell a missing pixel from a 0
+                      encoder_sees_mask=full_mask is not None)
     optimizer = optax.adam(config.learning_rate)
     steps = train.num_batches(count, config.batch_size)
     extra["model"] = model
