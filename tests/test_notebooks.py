@@ -1,11 +1,10 @@
 """Every notebook in notebooks/ runs top to bottom (a fresh kernel, outputs not saved).
 
 The notebooks run in their own kernels, one at a time, from the moment the session's tests
-are collected (``conftest.pytest_collection_finish``), beside the other tests (conftest moves
-the tests that start two processes to the end, to bound memory): the rest of the suite
-leaves one of the two cores idle most of the time (compiling is single-threaded, and tests
-wait for the processes they start), and a notebook's kernel fills it. Each test below waits
-for its notebook's outcome."""
+are collected (``conftest.pytest_collection_finish``), beside the other tests: the kernel
+on one core (``JLVM_TESTS_KERNEL_CPU``, which conftest leaves free), this process on the
+other. Each test below waits for its notebook's outcome; conftest runs them after every
+other test of this process (then the tests that start two processes, to bound memory)."""
 
 import concurrent.futures
 import os
@@ -24,6 +23,10 @@ def _execute(path: pathlib.Path) -> None:
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
+    cpu = os.environ.get("JLVM_TESTS_KERNEL_CPU")
+    if cpu is not None:  # the kernel on the core conftest left free, before JAX starts
+        notebook.cells.insert(0, nbformat.v4.new_code_cell(
+            f"import os; os.sched_setaffinity(0, {{{int(cpu)}}})"))
     with tempfile.TemporaryDirectory(prefix=f"jlvm-{path.stem}-") as folder:
         client = NotebookClient(notebook, timeout=900, kernel_name="python3",
                                 resources={"metadata": {"path": folder}})
