@@ -1,7 +1,8 @@
 """Training throughput of the same VAE in jlvm, NumPyro, Pyro, PyTorch and hand-written JAX.
 
-    python benchmarks/train_throughput.py --impl {jlvm,jax,numpyro,pyro,torch} [...] [--steps 500]
-        [--repeats 3] [--num-seeds S] [--devices N] [--data binarized-mnist]
+    python benchmarks/train_throughput.py --impl {jlvm,jax,numpyro,pyro,torch,
+        jlvm-incomplete,jlvm-incomplete-mask} [...] [--steps 500] [--repeats 3]
+        [--num-seeds S] [--devices N] [--missing-rate 0.25] [--data binarized-mnist]
 
 Prints one JSON line per implementation: {"impl", "examples_per_s", "device", ...}; given
 several, it times them in turn, repeat by repeat, and adds a line of throughput ratios
@@ -22,6 +23,11 @@ Each timed epoch includes its own shuffle, in every implementation.
   ``svi.update`` under ``jax.jit`` called once per step from Python.
 - pyro: Pyro's idiom: ``pyro.module`` + ``SVI`` + ``Trace_ELBO``, ``svi.step`` per batch.
 - torch: a plain PyTorch loop (``nn.Module``s, ``torch.optim.Adam``), no compilation.
+- jlvm-incomplete: jlvm's step on incomplete batches ``(x, mask)``, each pixel missing with
+  probability ``--missing-rate`` (the likelihood counts observed pixels only; the encoder
+  sees x with its holes at 0); jlvm-incomplete-mask: the same with the encoder seeing the
+  mask beside x (``encoder_sees_mask=True``, as ``jlvm train --missing`` runs do: its
+  first layer takes 2 x 784 inputs).
 
 The peers are optional: ``pip install -e '.[bench]'``.
 """
@@ -37,7 +43,7 @@ from collections.abc import Callable
 import _protocol as protocol
 import numpy as np
 
-IMPLS = ("jlvm", "jax", "numpyro", "pyro", "torch")
+IMPLS = ("jlvm", "jax", "numpyro", "pyro", "torch", "jlvm-incomplete", "jlvm-incomplete-mask")
 # (run one timed epoch and wait for it, the device's name, the figures to report after)
 Runner = tuple[Callable[[], None], str, Callable[[], dict]]
 
@@ -54,18 +60,24 @@ def run_jlvm(X: np.ndarray, args) -> Runner:
     from jlvm.inference import amortized
     from jlvm.models import vae
 
-    learner = amortized(vae.model(X.shape[1], protocol.LATENT, hidden_dims=protocol.HIDDEN),
+    incomplete = args.impl_name.startswith("jlvm-incomplete")
+    learner = amortized(vae.model(X.shape[1], protocol.LATENT, hidden_dims=protocol.HIDDEN,
+                                  encoder_sees_mask=args.impl_name == "jlvm-incomplete-mask"),
                         optax.adam(protocol.LEARNING_RATE))
     mesh = train.data_mesh(args.devices) if args.devices else None
     seeds = args.num_seeds
     epoch = train.make_epoch(learner, protocol.BATCH, chunk_steps=args.steps, mesh=mesh,
                              num_seeds=seeds)
     data = jax.device_put(X)
+    if incomplete:  # the same images, each pixel missing with probability --missing-rate
+        mask = np.random.default_rng(0).random(X.shape) >= args.missing_rate
+        data = (jax.device_put(np.where(mask, X, 0.0).astype(X.dtype)), jax.device_put(mask))
+    first = jax.tree_util.tree_map(lambda a: a[:protocol.BATCH], data)
     keys = jax.random.split(jax.random.PRNGKey(0), seeds or 1)
     if seeds:
-        state = jax.vmap(learner.init, in_axes=(0, None))(keys, data[:protocol.BATCH])
+        state = jax.vmap(learner.init, in_axes=(0, None))(keys, first)
     else:
-        state = learner.init(keys[0], data[:protocol.BATCH])
+        state = learner.init(keys[0], first)
     box = {"state": state}
 
     def run():
@@ -76,7 +88,8 @@ def run_jlvm(X: np.ndarray, args) -> Runner:
 
     return run, protocol.jax_device(), lambda: {
         "final_elbo": float(np.mean(np.asarray(box["metrics"]["elbo"])[-20:])),
-        "num_seeds": seeds or 1, "devices": args.devices or 1}
+        "num_seeds": seeds or 1, "devices": args.devices or 1,
+        **({"missing_rate": args.missing_rate} if incomplete else {})}
 
 
 # --------------------------------------------------------- hand-written JAX
@@ -366,14 +379,23 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=None,
                         help="jlvm: shard each batch over this many devices")
     parser.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--missing-rate", type=float, default=0.25,
+                        help="jlvm-incomplete*: the chance that a pixel is missing (default "
+                        "0.25)")
     protocol.add_data_arguments(parser)
     args = parser.parse_args()
+    if not 0 <= args.missing_rate < 1:
+        parser.error(f"--missing-rate must be in [0, 1), got {args.missing_rate}")
     protocol.check_positive(parser, args, ("steps", "repeats", "num_seeds", "devices"))
-    if (args.num_seeds or args.devices) and args.impl != ["jlvm"]:
-        parser.error("--num-seeds and --devices apply to --impl jlvm alone")
+    if (args.num_seeds or args.devices) and any(not impl.startswith("jlvm")
+                                                for impl in args.impl):
+        parser.error("--num-seeds and --devices apply to the jlvm implementations alone")
     train_rows, _ = protocol.load(args.data)
     X = protocol.rows_for_steps(train_rows, args.steps)
-    runners = {impl: globals()[f"run_{impl}"](X, args) for impl in dict.fromkeys(args.impl)}
+    runners = {}
+    for impl in dict.fromkeys(args.impl):
+        args.impl_name = impl
+        runners[impl] = globals()[f"run_{impl.split('-')[0]}"](X, args)
     times = {impl: [] for impl in runners}
     for _ in range(args.repeats):
         for impl, (run, _, _) in runners.items():

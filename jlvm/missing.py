@@ -144,6 +144,97 @@ def fit_mean_field(key: jax.Array, log_joint: Callable[[jax.Array], jax.Array], 
     return _fit_mean_field(key, log_joint, logits, num_steps, num_samples, float(learning_rate))
 
 
+# -------------------------------------------- missing binary entries, masks under jit
+
+
+def completion_model(init: Callable[[jax.Array], Any],
+                     log_prob: Callable[[Any, jax.Array], jax.Array]) -> Any:
+    """A ``jlvm.Model`` whose latent z is the missing entries of x, from a model of the full
+    binary vector, ``log_prob(params, x_full [D]) -> log p(x)`` (e.g.
+    ``autoregressive.log_prob``):
+
+        log_joint(params, x, z, mask) = log p(x_obs, z) = log_prob(params, where(mask, x, z))
+
+    z: [D] 0/1, of which only the missing entries (mask False) are read; without a mask
+    every entry is observed and z is not read. Unlike ``log_joint_with_missing`` the mask
+    may vary from row to row under ``vmap``: this is the form the learners
+    (``inference.missing_svi``, ``inference.missing_exact``) take.
+    """
+    from jlvm.models.protocol import Model
+
+    if not callable(init) or not callable(log_prob):
+        raise TypeError(f"init and log_prob must be functions (key -> params and "
+                        f"(params, x [D]) -> log p(x)), got {type(init).__name__} and "
+                        f"{type(log_prob).__name__}.")
+
+    def log_joint(params, x, z, mask=None):
+        x = jnp.asarray(x)
+        if mask is None:
+            return log_prob(params, x)
+        z = jnp.asarray(z, x.dtype)
+        if z.shape != x.shape:
+            raise ValueError(f"z must have x's shape {x.shape} (one value per entry, read "
+                             f"where the mask is False), got {z.shape}.")
+        return log_prob(params, jnp.where(mask, x, z))
+
+    return Model(init, log_joint)
+
+
+def log_marginal_enumerated(log_joint: Callable[[jax.Array], jax.Array], x: jax.Array,
+                            mask: jax.Array, max_missing: int) -> jax.Array:
+    """Exact log p(x_obs) = log sum over the 2^m completions z of x's m missing entries of
+    p(x_obs, z), for any m <= ``max_missing``; the mask may be traced (rows of a ``vmap``
+    with different masks).
+
+    Every completion is counted once: the 2^max_missing patterns fill the first
+    ``max_missing`` missing positions, and patterns that set a bit past the m-th are left
+    out. A row with m > max_missing gives NaN under jit (an error when the mask is
+    concrete), never a partial sum.
+
+    Args:
+      log_joint: ``z [D] -> log p(x_obs, z)`` with x and the parameters bound, z read only
+        where ``mask`` is False (e.g. ``functools.partial(completion_model(...).log_joint,
+        params, x, mask=mask)``).
+      x: [D] the observation (anything at missing entries).
+      mask: [D] bool, True = observed.
+      max_missing: M, a Python int <= ``estimators.MAX_SUPPORT_BITS``.
+    """
+    max_missing = _checks.positive_int(max_missing, "max_missing")
+    x = _checks.float_array(x, "x")
+    if x.ndim != 1:
+        raise ValueError(f"x must have shape [D], got {x.shape}.")
+    mask = _checks.observation_mask(mask, x.shape[0])
+    if _checks.is_concrete(mask) and int(np.sum(~np.asarray(mask))) > max_missing:
+        raise ValueError(f"mask leaves {int(np.sum(~np.asarray(mask)))} entries missing, more "
+                         f"than max_missing={max_missing}: 2^m completions are summed.")
+    max_missing = min(max_missing, x.shape[0])
+    support = estimators.binary_support(max_missing)            # [2^M, M]
+    slots = jnp.argsort(mask, stable=True)[:max_missing]        # missing entries first
+    count = x.shape[0] - jnp.sum(mask)
+    used = jnp.arange(max_missing) < count
+    once = jnp.all((support == 0) | used[None, :], axis=1)      # no bit set past the m-th
+    base = jnp.where(mask, x, 0.0)
+
+    def one(bits):
+        return log_joint(base.at[slots].set(jnp.where(used, bits, base[slots])))
+
+    values = jax.vmap(one)(support)
+    total = jax.nn.logsumexp(jnp.where(once, values, -jnp.inf))
+    return jnp.where(count <= max_missing, total, jnp.nan)
+
+
+def masked_mean_field_bernoulli(logits: jax.Array, mask: jax.Array) -> distrax.Independent:
+    """q(z; phi) = prod over MISSING d of Bernoulli(z_d; sigmoid(logits_d)), one z [D]:
+    observed entries (mask True) are a point mass at 0 that adds nothing to log q and
+    takes no gradient, so q's entropy and score are those of the missing entries alone."""
+    return distrax.Independent(distrax.Bernoulli(logits=jnp.where(mask, -_POINT_MASS,
+                                                                  logits)), 1)
+
+
+# a logit whose Bernoulli is 0 with probability 1 - e^-1e4: exactly 0 and log q = 0 in float32
+_POINT_MASS = 1e4
+
+
 # ----------------------------------------------------------------------- imputation
 
 

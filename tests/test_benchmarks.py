@@ -88,6 +88,19 @@ def test_train_throughput_side_by_side_prints_each_line_and_both_ratios(capsys):
     assert ratios["paired_ratios"]["jlvm/jax"] == pytest.approx(per_repeat[1], rel=2e-3)
 
 
+def test_train_throughput_times_incomplete_batches_beside_complete_ones(capsys):
+    printed = _script(capsys, "train_throughput.py", "--impl", "jlvm", "jlvm-incomplete-mask",
+                      "--steps", "10", "--repeats", "1", "--missing-rate", "0.5")
+    complete, incomplete, ratios = (json.loads(line) for line in printed[-3:])
+    assert incomplete["impl"] == "jlvm-incomplete-mask" and incomplete["missing_rate"] == 0.5
+    assert "missing_rate" not in complete
+    # half the pixels scored: the bound per image is about half the complete one's
+    assert 0.3 < incomplete["final_elbo"] / complete["final_elbo"] < 0.7, (complete, incomplete)
+    assert set(ratios["paired_ratios"]) == {"jlvm/jlvm-incomplete-mask"}
+    with pytest.raises(SystemExit):
+        _script(capsys, "train_throughput.py", "--impl", "jlvm-incomplete", "--missing-rate", "1")
+
+
 def test_step_cost_counts_the_matrix_products_and_times_three_variants(capsys):
     lines = [json.loads(line) for line in _script(capsys, "step_cost.py", "--steps", "10",
                                                   "--repeats", "2")]
