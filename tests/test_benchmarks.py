@@ -101,6 +101,26 @@ def test_train_throughput_times_incomplete_batches_beside_complete_ones(capsys):
         _script(capsys, "train_throughput.py", "--impl", "jlvm-incomplete", "--missing-rate", "1")
 
 
+def test_imputation_prints_a_row_per_pattern_and_the_table(capsys):
+    """A tiny run on scikit-learn's breast-cancer table (standardized columns): one JSON
+    row, then the Markdown table. Filling with column means has an RMSE near one standard
+    deviation; EM on the observed entries of these strongly correlated columns is far
+    below it even after two iterations."""
+    printed = _script(capsys, "imputation.py", "--patterns", "mcar:0.5", "--epochs", "2",
+                      "--num-samples", "20", "--em-iterations", "2",
+                      data=("--data", "breast-cancer"))
+    row = json.loads(printed[0])
+    assert (row["data"], row["pattern"], row["metric"]) == ("breast-cancer", "mcar:0.5", "rmse")
+    methods = ["jlvm_vae", "jlvm_iwae", "jlvm_gmm", "sklearn_mean", "sklearn_knn",
+               "sklearn_iterative"]
+    assert all(0 < row[m] < 3 for m in methods), row
+    assert 0.8 < row["sklearn_mean"] < 1.2 and row["jlvm_gmm"] < 0.8 * row["sklearn_mean"], row
+    assert row["jlvm_best_beats_every_sklearn"] == (min(row[m] for m in methods[:3])
+                                                    < min(row[m] for m in methods[3:]))
+    assert printed[1].startswith("| data | missing | metric |")
+    assert printed[3].startswith("| breast-cancer | mcar:0.5 | rmse |")
+
+
 def test_step_cost_counts_the_matrix_products_and_times_three_variants(capsys):
     lines = [json.loads(line) for line in _script(capsys, "step_cost.py", "--steps", "10",
                                                   "--repeats", "2")]
