@@ -121,6 +121,18 @@ def test_imputation_prints_a_row_per_pattern_and_the_table(capsys):
     assert printed[3].startswith("| breast-cancer | mcar:0.5 | rmse |")
 
 
+def test_imputation_runs_a_subset_of_methods_and_marks_the_others(capsys):
+    printed = _script(capsys, "imputation.py", "--patterns", "mcar:0.25", "--methods",
+                      "gmm,mean", "--em-iterations", "2", data=("--data", "breast-cancer"))
+    row = json.loads(printed[0])
+    assert {k for k in row if k.startswith(("jlvm_", "sklearn_"))} == {
+        "jlvm_gmm", "sklearn_mean", "jlvm_best_beats_every_sklearn"}
+    assert row["jlvm_best_beats_every_sklearn"] == (row["jlvm_gmm"] < row["sklearn_mean"])
+    assert printed[3].split(" | ")[3:6] == ["—", "—", f"{row['jlvm_gmm']:.4f}"]
+    with pytest.raises(SystemExit):
+        _script(capsys, "imputation.py", "--methods", "gmm,svm", data=())
+
+
 def test_step_cost_counts_the_matrix_products_and_times_three_variants(capsys):
     lines = [json.loads(line) for line in _script(capsys, "step_cost.py", "--steps", "10",
                                                   "--repeats", "2")]
