@@ -9,7 +9,7 @@ scikit-learn's imputers, same training data, same holes.
 For each data set and missingness pattern, the training split's entries are hidden with
 the pattern (drawn with --seed; the test split's with --seed + 1), and every method is fitted
 on the incomplete training split only. "top-half": every test image misses its top half;
-a random half of the training images miss their top half, the others their bottom half:
+a random half of the training images miss their top half, the others are complete:
 
 - jlvm vae / iwae: ``inference.amortized`` (ELBO; IWAE with K=5, which on incomplete data
   is the MIWAE bound of Mattei & Frellsen, 2019) on (x, mask) batches, the encoder seeing
@@ -75,14 +75,15 @@ def load(name: str, rng: np.random.Generator):
 def make_mask(pattern: str, shape, image_shape, seed: int, *, train: bool = False
               ) -> np.ndarray:
     """True = observed. "top-half" on the training split hides the top half of a random
-    half of the images and the bottom half of the others: were the top half missing from
-    every training image, nothing could learn it (every method would fill a constant)."""
+    half of the images and leaves the others complete: were the top half missing from every
+    training image, nothing could learn it; were it the bottom half of the others, the two
+    halves would never be seen together and nothing could learn how they go together (every
+    method, jlvm's and scikit-learn's, then fills the column means or worse)."""
     from jlvm.runs import _missing
 
     if pattern == "top-half" and train:
         top = np.random.default_rng([seed, 7]).random(shape[0]) < 0.5
-        return np.where(top[:, None], _missing.half_mask(image_shape, "top-half"),
-                        _missing.half_mask(image_shape, "bottom-half"))
+        return np.where(top[:, None], _missing.half_mask(image_shape, "top-half"), True)
     mask = _missing.mask_for(pattern, shape, image_shape, seed)
     mask[~mask.any(axis=1), 0] = True  # every row observes something
     return mask
