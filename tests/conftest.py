@@ -141,7 +141,7 @@ def _free_compiled_programs():
         pass
 
 
-# tests that start two JAX processes at once: they run last, after the notebooks' kernel
+# tests that start two JAX processes at once: they run last, after the background runner
 # is done, so that at most three JAX processes share the machine's memory at a time
 _TWO_PROCESSES = ("test_distributed_training_over_two_processes_equals_one_device",
                   "test_one_process_of_a_distributed_run_reads_the_steps_alone")
@@ -149,31 +149,39 @@ _TWO_PROCESSES = ("test_distributed_training_over_two_processes_equals_one_devic
 
 @pytest.fixture(autouse=True)
 def _both_cores_for_two_processes(request):
-    """The two-process tests start their processes with every core once the notebooks'
-    kernel is done (each process then has a core of its own)."""
+    """The two-process tests start their processes with every core once the background
+    runner is done (each process then has a core of its own)."""
     if getattr(request.node, "originalname", "") in _TWO_PROCESSES and len(_CPUS) >= 2:
-        import sys
+        import background
 
-        notebooks = sys.modules.get("test_notebooks")
-        if notebooks is None or all(f.done() for f in notebooks._STARTED.values()):
+        if background.done():
             os.sched_setaffinity(0, _CPUS)
     yield
 
 
+# the tests that wait for work on the background runner (tests/background.py)
+_BACKGROUND = ("test_every_python_block_runs_and_prints", "test_notebook_runs")
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """The notebooks' tests (which wait for their kernel) after every other test of this
+    """The tests that wait for the background runner after every other test of this
     process, so that it never waits while it has tests left; then the two-process tests."""
     def place(item):
         name = getattr(item, "originalname", "")
-        return 2 if name in _TWO_PROCESSES else 1 if name == "test_notebook_runs" else 0
+        return 2 if name in _TWO_PROCESSES else 1 if name in _BACKGROUND else 0
 
     items.sort(key=place)
 
 
 def pytest_collection_finish(session):
-    """Starts the collected notebook tests' notebooks in the background (see
-    test_notebooks.py): they run in their own kernels while the other tests run here."""
-    items = [item for item in session.items
-             if getattr(item, "originalname", None) == "test_notebook_runs"]
-    if items:  # the module pytest imported, whose tests wait for these
-        items[0].module.start([item.callspec.params["path"] for item in items])
+    """Queues the collected background tests' work (the README's examples first, then the
+    notebooks, see test_readme.py and test_notebooks.py): it runs in processes of its own
+    while the other tests run here."""
+    def named(name):
+        return [item for item in session.items
+                if getattr(item, "originalname", None) == name]
+
+    if readme := named("test_every_python_block_runs_and_prints"):
+        readme[0].module.start()
+    if notebooks := named("test_notebook_runs"):  # the module pytest imported
+        notebooks[0].module.start([item.callspec.params["path"] for item in notebooks])

@@ -35,6 +35,22 @@ def test_conv_nets_take_images_of_any_size_and_give_parameter_major_outputs():
     assert encoder(jnp.ones(35)).shape == (5,)
     decoder = networks.ConvDecoderNet(2, (3, 2), (7, 5), 3, "relu", rngs=nnx.Rngs(0))
     assert decoder(jnp.array([0.3, -0.2])).shape == (3 * 35,)
+    # its transposed convolutions (zeros written between pixels, then a plain convolution:
+    # fast gradients on CPU) equal Flax's ConvTranspose, value and gradients, odd sizes too
+    for layer, shape in zip(decoder.deconvs, ((2, 1, 2), (4, 3, 3)), strict=True):
+        h = jax.random.normal(jax.random.PRNGKey(0), shape)
+        np.testing.assert_allclose(networks._conv_transpose(layer, h), layer(h), atol=1e-6)
+        graph, state = nnx.split(layer)
+
+        def loss(state, h, fast):
+            layer = nnx.merge(graph, state)
+            out = networks._conv_transpose(layer, h) if fast else layer(h)
+            return jnp.sum(jnp.sin(out))
+
+        for ours, flax_s in zip(jax.tree_util.tree_leaves(jax.grad(loss, (0, 1))(state, h, 1)),
+                                jax.tree_util.tree_leaves(jax.grad(loss, (0, 1))(state, h, 0)),
+                                strict=True):
+            np.testing.assert_allclose(ours, flax_s, rtol=1e-5, atol=1e-6)
     # row p of the parameter-major output is channel p of the last convolution, row-major
     # over the image: the network written out by hand
     decoder = networks.ConvDecoderNet(2, (4,), (8, 8), 2, "tanh", rngs=nnx.Rngs(3))

@@ -2,28 +2,27 @@
 
 The notebooks run in their own kernels, one at a time, from the moment the session's tests
 are collected (``conftest.pytest_collection_finish``), beside the other tests: the kernel
-on one core (``JLVM_TESTS_KERNEL_CPU``, which conftest leaves free), this process on the
-other. Each test below waits for its notebook's outcome; conftest runs them after every
-other test of this process (then the tests that start two processes, to bound memory)."""
+on one core (the background runner's, tests/background.py, which conftest leaves free),
+this process on the other. Each test below waits for its notebook's outcome; conftest runs
+them after every other test of this process (then the tests that start two processes, to
+bound memory)."""
 
-import concurrent.futures
 import os
 import pathlib
 import tempfile
 
+import background
 import nbformat
 import pytest
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
-_RUNNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="notebooks")
-_STARTED: dict[pathlib.Path, concurrent.futures.Future] = {}
 
 
 def _execute(path: pathlib.Path) -> None:
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
-    cpu = os.environ.get("JLVM_TESTS_KERNEL_CPU")
+    cpu = background.kernel_cpu()
     if cpu is not None:  # the kernel on the core conftest left free, before JAX starts
         notebook.cells.insert(0, nbformat.v4.new_code_cell(
             f"import os; os.sched_setaffinity(0, {{{int(cpu)}}})"))
@@ -40,8 +39,7 @@ def _execute(path: pathlib.Path) -> None:
 def start(paths) -> None:
     """Queues the notebooks ``paths`` (each once) on the background runner."""
     for path in paths:
-        if path not in _STARTED:
-            _STARTED[path] = _RUNNER.submit(_execute, path)
+        background.start(path, lambda path=path: _execute(path))
 
 
 def test_there_are_notebooks():
@@ -51,4 +49,4 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path):
     start([path])  # already queued when the session started, unless run on its own
-    _STARTED[path].result()  # its CellExecutionError, if a cell failed
+    background.STARTED[path].result()  # its CellExecutionError, if a cell failed

@@ -72,6 +72,38 @@ def test_epoch_runs_every_batch_and_reports_progress(learner, digits):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=1e-6)
 
 
+def test_a_convolutional_step_runs_once_per_batch_on_cpu_with_the_same_numbers(digits):
+    # XLA's CPU backend convolves slowly inside lax.scan (jax-ml/jax#12868): the epoch calls
+    # a conv net's compiled step batch after batch instead, an MLP's stays scanned
+    conv = amortized(vae.model(64, 2, hidden_dims=(4,), architecture="conv",
+                               image_shape=(8, 8)), optax.adam(1e-3))
+    state = conv.init(jax.random.PRNGKey(0), digits[:100])
+    order = jnp.arange(200).reshape(2, 100)
+    mlp = amortized(vae.model(64, 2, hidden_dims=(4,)), optax.adam(1e-3))
+
+    def conv_step(state, data, rows):
+        return conv.step(state, data[rows])
+
+    def mlp_step(state, data, rows):
+        return mlp.step(state, data[rows])
+
+    assert train._slow_in_a_loop(conv_step, state, digits, order[0])
+    assert not train._slow_in_a_loop(mlp_step, mlp.init(jax.random.PRNGKey(0), digits[:100]),
+                                     digits, order[0])
+    updates = []
+    epoch = train.make_epoch(conv, 100, chunk_steps=4, progress=updates.append)
+    trained, metrics = epoch(state, digits[:1000])
+    assert metrics["loss"].shape == (10,) and updates == [4, 4, 2]
+    # the scanned program it replaces gives the same parameters
+    key, shuffle_key = jax.random.split(state.key)
+    batches = train.shuffled_batches(shuffle_key, digits[:1000], 100)
+    scanned, _ = jax.jit(lambda s, b: jax.lax.scan(conv.step, s, b))(state._replace(key=key),
+                                                                      batches)
+    for x, y in zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(scanned),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=1e-6)
+
+
 def test_vae_training_raises_the_elbo_on_digits(learner, digits):
     epoch = train.make_epoch(learner, 100)
     state = learner.init(jax.random.PRNGKey(1), digits[:100])
