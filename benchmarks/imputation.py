@@ -5,6 +5,7 @@ scikit-learn's imputers, same training data, same holes.
         binarized-mnist] [--patterns mcar:0.25,mcar:0.5,mcar:0.75,top-half] [--epochs 300]
         [--mnist-epochs 20] [--num-samples 500] [--test-rows 1000] [--em-iterations 50]
         [--seed 0] [--price] [--methods vae,iwae,gmm,mean,knn,iterative]
+        [--encoder-input {x,x-and-mask}]
 
 For each data set and missingness pattern, the training split's entries are hidden with
 the pattern (drawn with --seed; the test split's with --seed + 1), and every method is fitted
@@ -13,8 +14,9 @@ a random half of the training images miss their top half, the others are complet
 
 - jlvm vae / iwae: ``inference.amortized`` (ELBO; IWAE with K=5, which on incomplete data
   is the MIWAE bound of Mattei & Frellsen, 2019) on (x, mask) batches, the encoder seeing
-  x and the mask; test entries imputed by ``missing.impute`` (self-normalized importance
-  sampling, --num-samples draws of q(z | x_obs));
+  x with its holes at 0 (``--encoder-input x-and-mask``: and the mask); test entries
+  imputed by ``missing.impute`` (self-normalized importance sampling, --num-samples draws
+  of q(z | x_obs));
 - jlvm gmm: ``gmm.fit_em(..., mask=...)`` (EM on the observed entries), imputed by the
   exact ``gmm.conditional_mean``;
 - scikit-learn: ``SimpleImputer`` (column means), ``KNNImputer`` (5 neighbours),
@@ -115,7 +117,7 @@ def fit_sklearn(method: str, train_holes: np.ndarray):
     return imputer
 
 
-def train_vae(train, mask, binary, name, objective, epochs, seed):
+def train_vae(train, mask, binary, name, objective, epochs, seed, encoder_input="x"):
     import jax
     import jax.numpy as jnp
     import optax
@@ -126,7 +128,7 @@ def train_vae(train, mask, binary, name, objective, epochs, seed):
 
     model = vae.model(train.shape[1], LATENT[name], hidden_dims=HIDDEN[name],
                       likelihood="bernoulli" if binary else "gaussian-pixel",
-                      encoder_sees_mask=True)
+                      encoder_sees_mask=encoder_input == "x-and-mask")
     learner = amortized(model, optax.adam(1e-3), objective=objective,
                         num_samples=5 if objective == "iwae" else 1)
     data = (jnp.asarray(np.where(mask, train, 0.0)), jnp.asarray(mask))
@@ -188,14 +190,16 @@ def run_row(name, pattern, args, rng):
     test_holes = np.where(test_mask, test, np.nan)
     epochs = args.mnist_epochs if name == "binarized-mnist" else args.epochs
     result = {"data": name, "pattern": pattern, "metric": "accuracy" if binary else "rmse",
-              "missing_test_entries": int((~test_mask).sum())}
+              "missing_test_entries": int((~test_mask).sum()),
+              "encoder_input": args.encoder_input}
     seconds = {}
     for objective in ("elbo", "iwae"):
         label = "vae" if objective == "elbo" else "iwae"
         if label not in args.methods:
             continue
         started = time.perf_counter()
-        model, params = train_vae(train, train_mask, binary, name, objective, epochs, args.seed)
+        model, params = train_vae(train, train_mask, binary, name, objective, epochs, args.seed,
+                                  args.encoder_input)
         imputed = impute_vae(model, params, test, test_mask, args.num_samples, args.seed)
         result[f"jlvm_{label}"] = round(score(imputed, test, test_mask, binary), 4)
         seconds[f"jlvm_{label}"] = round(time.perf_counter() - started, 1)
@@ -235,7 +239,8 @@ def price_of_missingness(args, rng) -> list[dict]:
     for rate in (0.0, 0.25, 0.5, 0.75):
         mask = (np.ones(train.shape, bool) if rate == 0 else
                 make_mask(f"mcar:{rate}", train.shape, image_shape, args.seed))
-        model, params = train_vae(train, mask, binary, "digits", "elbo", args.epochs, args.seed)
+        model, params = train_vae(train, mask, binary, "digits", "elbo", args.epochs, args.seed,
+                                  args.encoder_input)
         values = evaluate.log_likelihood(jax.random.PRNGKey(1), model, params, test, 1000)
         values = np.asarray(values)
         rows.append({"price_of_missingness": "digits", "train_missing": rate,
@@ -259,6 +264,9 @@ def main() -> None:
                         help="also the price of missingness on the digits")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated, among {', '.join(METHODS)}")
+    parser.add_argument("--encoder-input", choices=("x", "x-and-mask"), default="x",
+                        help="what the VAEs' encoder sees: x with its holes at 0 (default, as "
+                        "jlvm train --missing), or the mask beside it")
     args = parser.parse_args()
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.methods or any(m not in METHODS for m in args.methods):

@@ -26,8 +26,9 @@ Each timed epoch includes its own shuffle, in every implementation.
 - jlvm-incomplete: jlvm's step on incomplete batches ``(x, mask)``, each pixel missing with
   probability ``--missing-rate`` (the likelihood counts observed pixels only; the encoder
   sees x with its holes at 0); jlvm-incomplete-mask: the same with the encoder seeing the
-  mask beside x (``encoder_sees_mask=True``, as ``jlvm train --missing`` runs do: its
-  first layer takes 2 x 784 inputs).
+  mask beside x (``encoder_sees_mask=True``: its first layer takes 2 x 784 inputs; ``jlvm
+  train --missing`` runs do as jlvm-incomplete does, and runs written before 2026-12-03 as
+  this one).
 
 The peers are optional: ``pip install -e '.[bench]'``.
 """
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -61,7 +63,12 @@ def run_jlvm(X: np.ndarray, args) -> Runner:
     from jlvm.models import vae
 
     incomplete = args.impl_name.startswith("jlvm-incomplete")
-    learner = amortized(vae.model(X.shape[1], protocol.LATENT, hidden_dims=protocol.HIDDEN,
+    conv = args.architecture == "conv"
+    side = math.isqrt(X.shape[1])  # square images
+    learner = amortized(vae.model(X.shape[1], protocol.LATENT,
+                                  hidden_dims=(32, 64) if conv else protocol.HIDDEN,
+                                  architecture=args.architecture,
+                                  image_shape=(side, side) if conv else None,
                                   encoder_sees_mask=args.impl_name == "jlvm-incomplete-mask"),
                         optax.adam(protocol.LEARNING_RATE))
     mesh = train.data_mesh(args.devices) if args.devices else None
@@ -89,6 +96,7 @@ def run_jlvm(X: np.ndarray, args) -> Runner:
     return run, protocol.jax_device(), lambda: {
         "final_elbo": float(np.mean(np.asarray(box["metrics"]["elbo"])[-20:])),
         "num_seeds": seeds or 1, "devices": args.devices or 1,
+        "architecture": args.architecture,
         **({"missing_rate": args.missing_rate} if incomplete else {})}
 
 
@@ -382,8 +390,13 @@ def main() -> None:
     parser.add_argument("--missing-rate", type=float, default=0.25,
                         help="jlvm-incomplete*: the chance that a pixel is missing (default "
                         "0.25)")
+    parser.add_argument("--architecture", choices=("mlp", "conv"), default="mlp",
+                        help="jlvm: the protocol's MLPs, or convolutional networks (channels "
+                        "32, 64, as binarized_mnist_table.py's conv row)")
     protocol.add_data_arguments(parser)
     args = parser.parse_args()
+    if args.architecture == "conv" and any(not impl.startswith("jlvm") for impl in args.impl):
+        parser.error("--architecture conv applies to the jlvm implementations alone")
     if not 0 <= args.missing_rate < 1:
         parser.error(f"--missing-rate must be in [0, 1), got {args.missing_rate}")
     protocol.check_positive(parser, args, ("steps", "repeats", "num_seeds", "devices"))

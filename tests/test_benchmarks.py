@@ -70,6 +70,14 @@ def test_train_throughput_many_seeds_count_every_seed(capsys):
                                                                    / 1e3), rel=0.01)
 
 
+def test_train_throughput_of_convolutional_networks(capsys):
+    line = _run(capsys, "train_throughput.py", "--impl", "jlvm", "--steps", "4", "--repeats", "1",
+                "--architecture", "conv")
+    assert line["architecture"] == "conv" and line["final_elbo"] < 0, line
+    with pytest.raises(SystemExit):
+        _run(capsys, "train_throughput.py", "--impl", "jax", "--architecture", "conv")
+
+
 def test_train_throughput_side_by_side_prints_each_line_and_both_ratios(capsys):
     printed = _script(capsys, "train_throughput.py", "--impl", "jlvm", "jax", "--steps", "10",
                       "--repeats", "3")
@@ -289,3 +297,30 @@ def test_gpu_check_script_parses_and_refuses_what_it_cannot_do(tmp_path):
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_encoder_input_compares_what_the_encoder_sees_on_the_same_holes(capsys):
+    import numpy as np
+
+    with _benchmarks_importable():
+        import encoder_input
+    # top-half: half the training images miss their top half, every test image does
+    train, test = encoder_input.masks("top-half", (4000, 64), (10, 64), seed=0)
+    assert np.array_equal(test[0], np.arange(64) >= 32) and test.all(axis=0)[32:].all()
+    hidden = ~train.all(axis=1)
+    assert abs(hidden.mean() - 0.5) < 4 * np.sqrt(0.25 / 4000)
+    assert np.array_equal(train[hidden], np.broadcast_to(np.arange(64) >= 32,
+                                                          (hidden.sum(), 64)))
+    train, test = encoder_input.masks("mcar:0.3", (4000, 64), (1000, 64), seed=0)
+    assert abs((~train).mean() - 0.3) < 4 * np.sqrt(0.21 / train.size)
+    assert not np.array_equal(train[:1000], test)  # the test split's holes are its own
+    printed = _script(capsys, "encoder_input.py", "--epochs", "1", "--test-rows", "40",
+                      "--num-samples", "5", "--patterns", "mcar:0.5,top-half")
+    rows = [json.loads(line) for line in printed]
+    assert [(r["pattern"], r["encoder_input"]) for r in rows] == [
+        ("mcar:0.5", "x"), ("mcar:0.5", "x-and-mask"), ("top-half", "x"),
+        ("top-half", "x-and-mask")]
+    assert all(r["test_rows"] == 40 and r["test_log_p_x_obs"] < 0 and r["se"] > 0
+               and r["train_elbo_last_epoch"] < 0 for r in rows)
+    with pytest.raises(SystemExit):
+        _script(capsys, "encoder_input.py", "--patterns", "mcar:1")

@@ -50,6 +50,10 @@ def test_a_run_learns_from_its_holes_and_keeps_them(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["config"]["missing"] == "mcar:0.5"
     run = runs.load(out)
     np.testing.assert_array_equal(np.asarray(run.setup.train_mask), stored)
+    # the encoder sees x with its holes at 0 (not the mask: MIWAE's zero imputation), and
+    # the run directory says so
+    assert _missing.read_encoder_input(out) is False
+    assert run.state.params.encoder_sees_mask is False
     # the bound it reports is of half the pixels: far above a complete image's
     assert json.loads(stdout)["train_elbo"] > -30
     code, _, err = _run(["train", "--resume", "--epochs", "2", "--out", out], capsys)
@@ -62,6 +66,38 @@ def test_a_run_learns_from_its_holes_and_keeps_them(tmp_path, capsys):
                                    "--out", again], capsys)
     assert code == 0, err
     assert json.loads(stdout_file)["train_elbo"] == json.loads(stdout)["train_elbo"]
+
+
+def test_a_run_whose_encoder_took_the_mask_as_a_second_input_still_loads(tmp_path, capsys,
+                                                                          monkeypatch):
+    """Runs written before their train_mask.npz said what the encoder takes (the mask
+    alone) had encoders with the mask as a second input per pixel: they evaluate and
+    resume."""
+    from jlvm.runs import _setup
+
+    build = _setup.build
+
+    def old_build(config, dataset=None, stored_mask=None, stored_input=None):
+        return build(config, dataset, stored_mask, True)
+
+    def old_store(run_path, mask, encoder_sees_mask=True):
+        np.savez_compressed(run_path / _missing.MASK_NAME, mask=mask)
+
+    monkeypatch.setattr(_setup, "build", old_build)
+    monkeypatch.setattr(_missing, "store", old_store)
+    out = tmp_path / "old"
+    code, _, err = _run(["train", "--missing", "top-half", "--epochs", "1", "--latent-dim",
+                         "2", "--hidden", "16", "--out", out], capsys)
+    assert code == 0, err
+    monkeypatch.undo()
+    assert _missing.read_encoder_input(out) is True
+    assert runs.load(out).state.params.encoder_sees_mask is True
+    code, stdout, err = _run(["evaluate", out, "--num-samples", "20", "--num-examples", "50"],
+                             capsys)
+    assert code == 0 and np.isfinite(json.loads(stdout)["log_likelihood"]), err
+    code, _, err = _run(["train", "--resume", "--epochs", "2", "--out", out], capsys)
+    assert code == 0, err
+    assert _missing.read_encoder_input(out) is True
 
 
 def test_em_on_holes_and_the_exact_masked_test_likelihood(tmp_path, capsys):

@@ -207,7 +207,8 @@ def load(run_dir: str | os.PathLike, *, warn: Warn = _stderr_warning) -> Run:
                        f"jlvm train --out {run.path} --resume.")
     from jlvm.runs import _missing
 
-    setup = _setup.build(config, stored_mask=_missing.read_stored(run.path))
+    setup = _setup.build(config, stored_mask=_missing.read_stored(run.path),
+                         stored_input=_missing.read_encoder_input(run.path))
     restored = run.restore(_setup.initial_state(setup), warn=warn)
     return Run(run.path, config, setup, restored.state, restored.step)
 

@@ -96,12 +96,27 @@ def read_stored(run_path: pathlib.Path) -> np.ndarray | None:
         return archive["mask"]
 
 
-def store(run_path: pathlib.Path, mask: np.ndarray) -> None:
-    """Writes ``train_mask.npz`` atomically (never half-written)."""
+def read_encoder_input(run_path: pathlib.Path) -> bool | None:
+    """Whether the encoder of a run learned from incomplete data takes the mask beside x
+    (``vae.init(encoder_sees_mask=...)``), as ``train_mask.npz`` records it; None for a
+    complete-data run. Runs written before the record existed took the mask (True)."""
+    path = run_path / MASK_NAME
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as archive:
+        if "encoder_input" not in archive.files:
+            return True
+        return str(archive["encoder_input"]) == "x-and-mask"
+
+
+def store(run_path: pathlib.Path, mask: np.ndarray, encoder_sees_mask: bool = False) -> None:
+    """Writes ``train_mask.npz`` (the mask, and what the encoder takes: "x" with missing
+    entries 0, or "x-and-mask") atomically (never half-written)."""
     from jlvm import _files
 
     def write(temporary: str) -> None:
         with open(temporary, "wb") as handle:
-            np.savez_compressed(handle, mask=mask)
+            np.savez_compressed(handle, mask=mask, encoder_input=np.array(
+                "x-and-mask" if encoder_sees_mask else "x"))
 
     _files.write_atomic(run_path / MASK_NAME, write)

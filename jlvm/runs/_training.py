@@ -108,7 +108,9 @@ def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices
     from jlvm import checkpoint, train
     from jlvm.runs import _missing
 
-    setup = _setup.build(config, dataset, _missing.read_stored(run.path) if resume else None)
+    setup = _setup.build(config, dataset, *((_missing.read_stored(run.path),
+                                             _missing.read_encoder_input(run.path))
+                                            if resume else ()))
     if setup.dropped and writer:
         warn(f"{setup.dropped} training examples observe nothing under the run's mask and "
              "are left out.")
@@ -128,7 +130,7 @@ def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices
                  "epoch 1 with the stored settings.")
     if writer:
         if setup.train_mask_stored is not None and not resume:
-            _missing.store(run.path, setup.train_mask_stored)
+            _missing.store(run.path, setup.train_mask_stored, setup.encoder_input)
         write(run.config, config, data_dim=int(setup.dataset.train.shape[1]),
               steps_per_epoch=setup.steps_per_epoch)
         if not resume:  # a resumed run's records are rewritten after its next epoch
