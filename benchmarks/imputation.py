@@ -20,8 +20,9 @@ a random half of the training images miss their top half, the others are complet
 - jlvm gmm: ``gmm.fit_em(..., mask=...)`` (EM on the observed entries), imputed by the
   exact ``gmm.conditional_mean``;
 - scikit-learn: ``SimpleImputer`` (column means), ``KNNImputer`` (5 neighbours),
-  ``IterativeImputer`` (BayesianRidge, 10 rounds; on binarized MNIST each column regressed
-  on its 50 nearest features).
+  ``IterativeImputer`` (BayesianRidge, 10 rounds, binary pixels kept in [0, 1]; on
+  binarized MNIST each column regressed on its 50 nearest features). A method that fails
+  prints as "failed", its error in the row's JSON.
 
 Scores on the missing test entries: accuracy of the imputation rounded to 0/1 for binary
 images; RMSE in standard deviations of each column for the real-valued table. One JSON
@@ -98,16 +99,20 @@ def score(imputed: np.ndarray, truth: np.ndarray, mask: np.ndarray, binary: bool
     return float(np.sqrt(np.mean((imputed[hidden] - truth[hidden]) ** 2)))
 
 
-def fit_sklearn(method: str, train_holes: np.ndarray):
+def fit_sklearn(method: str, train_holes: np.ndarray, binary: bool):
     from sklearn.experimental import enable_iterative_imputer  # noqa: F401
     from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
+
+    # binary pixels: the iterative imputer's values kept in [0, 1] (unbounded, its
+    # regressions diverged to inf on binarized MNIST's top-half pattern)
+    bounds = {"min_value": 0.0, "max_value": 1.0} if binary else {}
 
     imputer = {"mean": SimpleImputer(strategy="mean", keep_empty_features=True),
                "knn": KNNImputer(n_neighbors=5, keep_empty_features=True),
                # past 100 columns each round regresses a column on its 50 most correlated
                # others (all 783 of binarized MNIST's would take hours)
                "iterative": IterativeImputer(max_iter=10, random_state=0,
-                                             keep_empty_features=True,
+                                             keep_empty_features=True, **bounds,
                                              n_nearest_features=(
                                                  50 if train_holes.shape[1] > 100 else None))
                }[method]
@@ -214,9 +219,13 @@ def run_row(name, pattern, args, rng):
         if method not in args.methods:
             continue
         started = time.perf_counter()
-        fitted = fit_sklearn(method, holes if method == "mean" else holes[subset])
-        result[f"sklearn_{method}"] = round(score(fitted.transform(test_holes), test, test_mask,
-                                                  binary), 4)
+        try:
+            fitted = fit_sklearn(method, holes if method == "mean" else holes[subset], binary)
+            imputed = fitted.transform(test_holes)
+        except ValueError as error:  # e.g. a diverged regression: the row says so
+            result.setdefault("failed", {})[f"sklearn_{method}"] = str(error)[:200]
+            continue
+        result[f"sklearn_{method}"] = round(score(imputed, test, test_mask, binary), 4)
         seconds[f"sklearn_{method}"] = round(time.perf_counter() - started, 1)
     ours = [result[k] for k in ("jlvm_vae", "jlvm_iwae", "jlvm_gmm") if k in result]
     theirs = [result[f"sklearn_{m}"] for m in SKLEARN if f"sklearn_{m}" in result]
@@ -292,7 +301,9 @@ def main() -> None:
              "|" + "---|" * (len(columns) + 4)]
     for r in results:
         lines.append(f"| {r['data']} | {r['pattern']} | {r['metric']} | "
-                     + " | ".join(f"{r[c]:.4f}" if c in r else "—" for c in columns)
+                     + " | ".join(f"{r[c]:.4f}" if c in r else
+                                  "failed" if c in r.get("failed", {}) else "—"
+                                  for c in columns)
                      + f" | {AHEAD[r.get('jlvm_best_beats_every_sklearn')]} |")
     print("\n".join(lines))
     if args.price:

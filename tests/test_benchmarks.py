@@ -141,6 +141,36 @@ def test_imputation_runs_a_subset_of_methods_and_marks_the_others(capsys):
         _script(capsys, "imputation.py", "--methods", "gmm,svm", data=())
 
 
+def test_imputation_keeps_binary_imputations_in_range_and_reports_a_failed_method(capsys,
+                                                                                 monkeypatch):
+    import numpy as np
+    from sklearn.impute import IterativeImputer
+
+    with _benchmarks_importable():
+        import imputation
+    holes = np.where(np.random.default_rng(0).random((60, 5)) < 0.3, np.nan,
+                     np.random.default_rng(1).random((60, 5)) < 0.5).astype(np.float32)
+    binary = imputation.fit_sklearn("iterative", holes, True)
+    assert (binary.min_value, binary.max_value) == (0.0, 1.0)
+    filled = binary.transform(holes)
+    assert filled.min() >= 0 and filled.max() <= 1
+    assert imputation.fit_sklearn("iterative", holes, False).max_value == np.inf
+
+    # a scikit-learn imputer that fails (its regressions diverged on binarized MNIST's
+    # top half: "Input X contains infinity") is a cell of the table, not the run's end
+    def diverged(self, X, y=None):
+        raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
+
+    monkeypatch.setattr(IterativeImputer, "fit", diverged)
+    printed = _script(capsys, "imputation.py", "--patterns", "mcar:0.25", "--methods",
+                      "gmm,mean,iterative", "--em-iterations", "2",
+                      data=("--data", "breast-cancer"))
+    row = json.loads(printed[0])
+    assert "sklearn_iterative" not in row and "infinity" in row["failed"]["sklearn_iterative"]
+    assert row["jlvm_best_beats_every_sklearn"] == (row["jlvm_gmm"] < row["sklearn_mean"])
+    assert printed[3].split(" | ")[-2] == "failed"
+
+
 def test_step_cost_counts_the_matrix_products_and_times_three_variants(capsys):
     lines = [json.loads(line) for line in _script(capsys, "step_cost.py", "--steps", "10",
                                                   "--repeats", "2")]
