@@ -98,6 +98,14 @@ def test_a_run_whose_encoder_took_the_mask_as_a_second_input_still_loads(tmp_pat
     code, _, err = _run(["train", "--resume", "--epochs", "2", "--out", out], capsys)
     assert code == 0, err
     assert _missing.read_encoder_input(out) is True
+    # a damaged train_mask.npz: one line naming it, for evaluate and resume alike
+    path = out / _missing.MASK_NAME
+    path.write_bytes(path.read_bytes()[:100])
+    for argv in (["evaluate", out, "--num-samples", "5"],
+                 ["train", "--resume", "--epochs", "3", "--out", out]):
+        code, stdout, err = _run(argv, capsys)
+        assert code == 2 and "train_mask.npz is damaged" in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and stdout == "", err
 
 
 def test_em_on_holes_and_the_exact_masked_test_likelihood(tmp_path, capsys):

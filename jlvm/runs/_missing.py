@@ -87,26 +87,39 @@ def train_mask(config: Config, dataset, stored: np.ndarray | None = None) -> np.
     return mask
 
 
-def read_stored(run_path: pathlib.Path) -> np.ndarray | None:
-    """The mask stored in a run directory, or None if the run saw complete data."""
+def _stored(run_path: pathlib.Path) -> dict | None:
+    """The arrays of a run directory's ``train_mask.npz`` (None if the run saw complete
+    data); ``RunError`` naming the file if it is damaged."""
     path = run_path / MASK_NAME
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as archive:
-        return archive["mask"]
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "mask" not in archive.files:
+                raise RunError(f"{path} holds no mask (damaged or edited); the run's training "
+                               "holes are lost, train a new run.")
+            return {name: archive[name] for name in archive.files}
+    except OSError as error:
+        raise RunError(f"cannot read {path}: {error.strerror or error}.") from None
+    except (ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise RunError(f"{path} is damaged ({error}); the run's training holes are lost, "
+                       "train a new run.") from None
+
+
+def read_stored(run_path: pathlib.Path) -> np.ndarray | None:
+    """The mask stored in a run directory, or None if the run saw complete data."""
+    stored = _stored(run_path)
+    return None if stored is None else stored["mask"]
 
 
 def read_encoder_input(run_path: pathlib.Path) -> bool | None:
     """Whether the encoder of a run learned from incomplete data takes the mask beside x
     (``vae.init(encoder_sees_mask=...)``), as ``train_mask.npz`` records it; None for a
     complete-data run. Runs written before the record existed took the mask (True)."""
-    path = run_path / MASK_NAME
-    if not path.exists():
+    stored = _stored(run_path)
+    if stored is None:
         return None
-    with np.load(path, allow_pickle=False) as archive:
-        if "encoder_input" not in archive.files:
-            return True
-        return str(archive["encoder_input"]) == "x-and-mask"
+    return "encoder_input" not in stored or str(stored["encoder_input"]) == "x-and-mask"
 
 
 def store(run_path: pathlib.Path, mask: np.ndarray, encoder_sees_mask: bool = False) -> None:
