@@ -6,7 +6,10 @@ jlvm's pure functions call them on one example and vmap). Two architectures:
 - ``MLP``: in_dim -> hidden widths -> out_dim.
 - ``ConvEncoderNet`` / ``ConvDecoderNet``: for images [H, W] (flattened row-major to
   [H*W]): stride-2 3x3 convolutions with the given channel counts, and their mirror of
-  stride-2 transposed convolutions (Flax NNX ``Conv`` / ``ConvTranspose``).
+  stride-2 transposed convolutions. Their parameters are Flax NNX ``Conv`` /
+  ``ConvTranspose`` layers; their numbers are computed as matrix products (``_conv``,
+  ``_conv_transpose``: the same values and gradients, several times faster on XLA's CPU
+  backend, inside ``lax.scan`` too).
 
 The VAE holds its modules as (graphdef, state) in ``jlvm.models.vae.Params`` and rebuilds
 them with ``nnx.merge`` inside pure functions, so no jitted function ever sees a Module.
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jlvm.models import flows, likelihoods, posteriors
@@ -47,7 +51,8 @@ class MLP(nnx.Module):
         return self.layers[-1](x)
 
 
-def _conv(in_channels: int, out_channels: int, strides: int, rngs: nnx.Rngs) -> nnx.Conv:
+def _conv_layer(in_channels: int, out_channels: int, strides: int,
+                rngs: nnx.Rngs) -> nnx.Conv:
     return nnx.Conv(in_channels, out_channels, kernel_size=(3, 3), strides=(strides, strides),
                     padding="SAME", rngs=rngs)
 
@@ -62,7 +67,7 @@ class ConvEncoderNet(nnx.Module):
         self.image_shape = tuple(image_shape)
         self.in_channels = in_channels
         sizes = [in_channels, *channels]
-        self.convs = nnx.List([_conv(a, b, 2, rngs) for a, b in itertools.pairwise(sizes)])
+        self.convs = nnx.List([_conv_layer(a, b, 2, rngs) for a, b in itertools.pairwise(sizes)])
         height, width = (math.ceil(n / 2 ** len(channels)) for n in self.image_shape)
         self.out = nnx.Linear(height * width * channels[-1], out_dim, rngs=rngs)
         self.activation = activation
@@ -71,8 +76,45 @@ class ConvEncoderNet(nnx.Module):
         act = ACTIVATIONS[self.activation]
         h = jnp.moveaxis(x.reshape(self.in_channels, *self.image_shape), 0, -1)
         for conv in self.convs:
-            h = act(conv(h))
+            h = act(_conv(conv, h))
         return self.out(h.reshape(-1))
+
+
+def _windows(h: jax.Array, window: tuple[int, int], strides: tuple[int, int],
+             pads: Sequence[tuple[int, int]]) -> jax.Array:
+    """h [H, W, C] zero-padded by ``pads`` -> its windows [H', W', kh*kw*C], ordered (row
+    of the window, column, channel) like a flattened HWIO kernel."""
+    (kh, kw), (sh, sw) = window, strides
+    h = jnp.pad(h, [*pads, (0, 0)])
+    rows, cols = (h.shape[0] - kh) // sh + 1, (h.shape[1] - kw) // sw + 1
+    taps = [h[u:u + (rows - 1) * sh + 1:sh, v:v + (cols - 1) * sw + 1:sw]
+            for u in range(kh) for v in range(kw)]
+    return jnp.concatenate(taps, axis=-1)
+
+
+def _conv(layer: nnx.Conv, h: jax.Array) -> jax.Array:
+    """``layer(h)`` for one map h [H, W, C] -> [H', W', C'] as matrix products, the same
+    numbers as Flax's ``Conv``: h's windows [H', W', kh*kw*C] times the kernel
+    [kh*kw*C, C'], or, when that is the smaller array (few output channels), h times the
+    kernel [C, kh*kw*C'] first and the taps' shifted maps summed.
+
+    Why not ``lax.conv``: XLA's CPU backend convolves without its fast kernels inside a loop
+    body (jax-ml/jax#12868) and computes some convolutions' kernel gradients naively; matrix
+    products are fast everywhere, and their gradients are matrix products again."""
+    kernel = layer.kernel[...]
+    (kh, kw), (sh, sw) = kernel.shape[:2], layer.strides
+    pads = jax.lax.padtype_to_pads(h.shape[:2], (kh, kw), (sh, sw), "SAME")
+    rows, cols = (-(-n // s) for n, s in zip(h.shape[:2], (sh, sw), strict=True))
+    if rows * cols * h.shape[-1] <= h.shape[0] * h.shape[1] * kernel.shape[-1]:
+        out = jnp.matmul(_windows(h, (kh, kw), (sh, sw), pads),
+                         kernel.reshape(-1, kernel.shape[-1]), precision=layer.precision)
+    else:  # a matrix-vector product of the windows is slow on XLA's CPU backend
+        taps = jnp.matmul(h, jnp.moveaxis(kernel, 2, 0).reshape(h.shape[-1], -1),
+                          precision=layer.precision).reshape(*h.shape[:2], kh, kw, -1)
+        taps = jnp.pad(taps, [*pads, (0, 0), (0, 0), (0, 0)])
+        out = sum(taps[u:u + (rows - 1) * sh + 1:sh, v:v + (cols - 1) * sw + 1:sw, u, v]
+                  for u in range(kh) for v in range(kw))
+    return out if layer.bias is None else out + layer.bias[...][None, None, :]
 
 
 def _transpose_padding(kernel: int, stride: int) -> tuple[int, int]:
@@ -82,21 +124,49 @@ def _transpose_padding(kernel: int, stride: int) -> tuple[int, int]:
     return before, total - before
 
 
-def _conv_transpose(layer: nnx.ConvTranspose, h: jax.Array) -> jax.Array:
-    """``layer(h)`` for one map h [H, W, C] -> [sH, sW, C'], computed as a stride-1
-    convolution of h with the stride's zeros written between its pixels.
+def _phase_taps(kernel: int, stride: int) -> tuple[int, np.ndarray]:
+    """One axis of a "SAME" transposed convolution, out[s*i + a] = sum_d h[i + d] k[tap[d, a]]:
+    the first offset d0 and tap [D, s] (``kernel`` where no tap applies).
 
-    The same numbers as Flax's ``lax.conv_transpose`` (which dilates h inside the
-    convolution), but its kernel gradient is then an ordinary convolution: XLA's CPU backend
-    computes the dilated one naively, 4x slower for a 14x14 map (a conv VAE's step spent
-    three quarters of its time there)."""
-    (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
-    (ah, bh), (aw, bw) = _transpose_padding(kh, sh), _transpose_padding(kw, sw)
-    zero = jnp.zeros((), h.dtype)
-    dilated = jax.lax.pad(h, zero, [(ah, bh, sh - 1), (aw, bw, sw - 1), (0, 0, 0)])
-    out = jax.lax.conv_general_dilated(dilated[None], layer.kernel[...], (1, 1), "VALID",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                       precision=layer.precision)[0]
+    Flax's transposed convolution is a correlation of h with s - 1 zeros written between
+    its pixels and ``_transpose_padding`` around them: out[o] = sum_t dilated[o + t] k[t],
+    dilated[p] = h[(p - before) / s] where that is an integer."""
+    before, _ = _transpose_padding(kernel, stride)
+    offsets = {(a, t): (a + t - before) // stride for a in range(stride)
+               for t in range(kernel) if (a + t - before) % stride == 0}
+    first = min(offsets.values())
+    tap = np.full((max(offsets.values()) - first + 1, stride), kernel)
+    for (a, t), d in offsets.items():
+        tap[d - first, a] = t
+    return first, tap
+
+
+def _conv_transpose(layer: nnx.ConvTranspose, h: jax.Array) -> jax.Array:
+    """``layer(h)`` for one map h [H, W, C] -> [sH, sW, C'] (``padding="SAME"``), computed
+    per output phase: pixel (s*i + a, s*j + b) is h's window at (i, j) times the kernel's
+    taps that reach it, so all s*s phases are one matrix product of h's windows with a
+    kernel [Dh*Dw*C, s*s*C'] gathered from the layer's [kh, kw, C, C'].
+
+    The same numbers as Flax's ``ConvTranspose``, which convolves h with the stride's zeros
+    written in: s*s times the multiply-adds, and slow on XLA's CPU backend (see ``_conv``)."""
+    kernel = layer.kernel[...]
+    (kh, kw), (sh, sw) = kernel.shape[:2], layer.strides
+    (first_h, tap_h), (first_w, tap_w) = _phase_taps(kh, sh), _phase_taps(kw, sw)
+    # a zero tap at index k for the (offset, phase) pairs that no tap reaches
+    padded = jnp.pad(kernel, [(0, 1), (0, 1), (0, 0), (0, 0)])
+    phases = padded[tap_h[:, :, None, None], tap_w[None, None, :, :]]  # [Dh, sh, Dw, sw, C, C']
+    phases = phases.transpose(0, 2, 4, 1, 3, 5).reshape(-1, sh * sw * kernel.shape[-1])
+    pads = [(-first_h, len(tap_h) - 1 + first_h), (-first_w, len(tap_w) - 1 + first_w)]
+    out = jnp.matmul(_windows(h, (len(tap_h), len(tap_w)), (1, 1), pads), phases,
+                     precision=layer.precision)  # [H, W, sh*sw*C']
+    # phase (a, b) to pixels (s*i + a, s*j + b): zeros written between its pixels, the
+    # phases summed (a transpose of the product to interleave them is slow on XLA's CPU
+    # backend, and so is its gradient's)
+    out = out.reshape(*h.shape[:2], sh, sw, -1)
+    zero = jnp.zeros((), out.dtype)
+    out = sum(jax.lax.pad(out[:, :, a, b], zero, [(a, sh - 1 - a, sh - 1),
+                                                   (b, sw - 1 - b, sw - 1), (0, 0, 0)])
+              for a in range(sh) for b in range(sw))
     return out if layer.bias is None else out + layer.bias[...][None, None, :]
 
 
@@ -118,7 +188,7 @@ class ConvDecoderNet(nnx.Module):
         self.deconvs = nnx.List([
             nnx.ConvTranspose(a, b, kernel_size=(3, 3), strides=(2, 2), padding="SAME",
                               rngs=rngs) for a, b in itertools.pairwise(sizes)])
-        self.out = _conv(channels[0], rows, 1, rngs)
+        self.out = _conv_layer(channels[0], rows, 1, rngs)
         self.rows = rows
         self.activation = activation
 
@@ -128,7 +198,7 @@ class ConvDecoderNet(nnx.Module):
         for deconv in self.deconvs:
             h = act(_conv_transpose(deconv, h))
         height, width = self.image_shape
-        out = self.out(h)[:height, :width]  # [H, W, rows]
+        out = _conv(self.out, h)[:height, :width]  # [H, W, rows]
         return jnp.moveaxis(out, -1, 0).reshape(-1)
 
 
