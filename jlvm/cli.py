@@ -107,8 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--num-samples", type=int, default=1000, help="K (default 1000)")
     evaluate.add_argument("--split", choices=runs.SPLITS, default="test")
-    evaluate.add_argument("--chunk-size", type=int, default=500,
-                          help="draws held in memory at once per data point (default 500)")
+    evaluate.add_argument("--chunk-size", type=int,
+                          help="draws held in memory at once per data point (default: as "
+                          "many as keep the temporaries within 1 GiB, at most 500)")
     evaluate.add_argument("--batch-size", type=int, default=100, help="default 100")
     evaluate.add_argument("--num-examples", type=int, metavar="N",
                           help="a random N examples of the split, drawn with --seed "

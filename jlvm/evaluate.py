@@ -181,6 +181,60 @@ def _evaluate(estimator, key, model, params, X, num_samples, batch_size, chunk_s
                     chunk_size, mesh)
 
 
+CHUNK_BUDGET_BYTES = 2**30  # chunk_size_for's default: temporaries of one log_likelihood
+CHUNK_MOST = 500  # ...and its largest chunk (more draws at once are no faster)
+
+
+def _traced_bytes(jaxpr) -> int:
+    """The bytes of every value a program (and the programs nested in it) computes: an
+    upper bound on what it holds at once."""
+    total = 0
+    for equation in jaxpr.eqns:
+        for var in equation.outvars:
+            aval = getattr(var, "aval", None)
+            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                total += math.prod(aval.shape) * np.dtype(aval.dtype).itemsize
+        for value in equation.params.values():
+            for inner in value if isinstance(value, (list, tuple)) else (value,):
+                inner = getattr(inner, "jaxpr", inner)
+                if hasattr(inner, "eqns"):
+                    total += _traced_bytes(inner)
+    return total
+
+
+def chunk_size_for(model: Model, params: Any, X: jax.Array, num_samples: int, *,
+                   batch_size: int = 100, mask: Any = None,
+                   budget_bytes: int = CHUNK_BUDGET_BYTES, most: int = CHUNK_MOST) -> int:
+    """The draws per data point that ``log_likelihood(..., chunk_size=...)`` makes at once
+    so that its temporaries (batch_size x chunk_size evaluations of log_joint) stay within
+    ``budget_bytes``: at most ``most`` and ``num_samples``, at least 1. The chunk changes
+    the memory and the speed, never the values.
+
+    Cheap where memory is no concern: ``most`` draws when every value one log_joint
+    computes, times batch_size x most, fits (traced, nothing compiled). Otherwise XLA's
+    count of the temporaries (compiled memory analysis) at a probe of 8 draws, scaled
+    linearly: a conv VAE on 28x28 images holds 10 GB at 500 draws of 100 images."""
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    X, mask = _check_data(model, params, X[:batch_size],
+                          mask[:batch_size] if mask is not None and np.ndim(mask) == 2
+                          else mask)
+    x, one_mask = X[0], mask if mask is None or mask.ndim == 1 else mask[0]
+    z = protocol.latent_example(model, params, x, one_mask)
+    jaxpr = jax.make_jaxpr(lambda p, x, z: protocol.log_joint(model, p, x, z, one_mask))(
+        params, x, z).jaxpr
+    largest = min(most, num_samples)
+    if batch_size * largest * max(_traced_bytes(jaxpr), 1) <= budget_bytes:
+        return largest
+    probe = min(8, num_samples)
+    analysis = _per_row.lower(jax.random.PRNGKey(0), model, params, X, mask, "is", probe,
+                              batch_size, probe, None).compile().memory_analysis()
+    if analysis is None:  # a backend that does not say
+        return largest
+    per_draw = max(analysis.temp_size_in_bytes / probe, 1.0)
+    return max(1, min(largest, int(budget_bytes // per_draw)))
+
+
 def log_likelihood(key: jax.Array, model: Model, params: Any, X: jax.Array,
                    num_samples: int, *, batch_size: int = 100, chunk_size: int | None = 500,
                    mask: Any = None, mesh: Mesh | None = None) -> jax.Array:

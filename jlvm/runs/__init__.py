@@ -214,12 +214,15 @@ def load(run_dir: str | os.PathLike, *, warn: Warn = _stderr_warning) -> Run:
 
 
 def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str = "test",
-             chunk_size: int = 500, batch_size: int = 100, num_examples: int | None = None,
-             seed: int = 0, missing: str = "none", devices: int | str | None = None,
+             chunk_size: int | None = None, batch_size: int = 100,
+             num_examples: int | None = None, seed: int = 0, missing: str = "none",
+             devices: int | str | None = None,
              distributed: dict | None = None, warn: Warn = _stderr_warning) -> list[dict]:
     """log p(x) by importance sampling (K=``num_samples`` draws from the encoder, or from a
     q fitted per example for SVI; exact for the GMM) and the ELBO, per seed of the run.
 
+    ``chunk_size``: draws per example held at once; None: as many as keep the temporaries
+    within 1 GiB, at most 500 (``jlvm.evaluate.chunk_size_for``; the values do not change).
     ``num_examples``: a seeded random subset of the split (``seed``), not its first rows.
     ``missing``: "top-half" / "bottom-half" pixels unobserved, or "mcar:P" each entry
     unobserved with probability P (drawn with ``seed``): log p(x_obs), for every model.
@@ -230,7 +233,8 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
 
     for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size),
                         ("batch_size", batch_size)):
-        _positive(name, value, maximum=2**24 if name == "num_samples" else 2**20)
+        if value is not None or name != "chunk_size":
+            _positive(name, value, maximum=2**24 if name == "num_samples" else 2**20)
     if num_examples is not None:
         _positive("num_examples", num_examples, maximum=2**31 - 1)
     if split not in SPLITS:
@@ -255,7 +259,8 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
     for run_seed, state in _setup.per_seed(run.config, run.state):
         line = _evaluation.evaluate_split(
             setup, state, X[rows], jax.random.PRNGKey(seed), num_samples=num_samples,
-            chunk_size=min(chunk_size, num_samples), batch_size=batch_size, missing=missing,
+            chunk_size=None if chunk_size is None else min(chunk_size, num_samples),
+            batch_size=batch_size, missing=missing,
             mesh=mesh, seed=seed)
         results.append({"run_dir": str(run.path), "seed": run_seed, "epoch": run.step,
                         "split": split, **line})

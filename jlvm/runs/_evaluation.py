@@ -126,11 +126,12 @@ def evaluation_mask(setup: Setup, missing: str, shape: tuple[int, int], seed: in
     return mask
 
 
-def evaluate_split(setup: Setup, state, X, key, *, num_samples: int, chunk_size: int,
-                   batch_size: int, missing: str, mesh, seed: int = 0) -> dict[str, Any]:
+def evaluate_split(setup: Setup, state, X, key, *, num_samples: int,
+                   chunk_size: int | None, batch_size: int, missing: str, mesh,
+                   seed: int = 0) -> dict[str, Any]:
     """IS log-likelihood and ELBO of one trained model on the rows X, as a JSON-ready dict
     (means and standard errors over the rows, nats per example); with ``missing``, of the
-    observed entries, log p(x_obs)."""
+    observed entries, log p(x_obs). ``chunk_size`` None: ``evaluate.chunk_size_for``'s."""
     import jax
     import jax.numpy as jnp
 
@@ -152,7 +153,8 @@ def evaluate_split(setup: Setup, state, X, key, *, num_samples: int, chunk_size:
         mean, log_scale = _fresh_q(setup, state, X, key,
                                    SVI_TEST_STEPS_FACTOR * config.inner_steps, mask)
         observed = jnp.ones(X.shape, bool) if mask is None else jnp.asarray(mask)
-        svi_is = functools.partial(_svi_bounds, params, num_samples, chunk_size)
+        chunk = min(evaluate.CHUNK_MOST if chunk_size is None else chunk_size, num_samples)
+        svi_is = functools.partial(_svi_bounds, params, num_samples, chunk)
         bounds = jax.jit(lambda k, r: evaluate.map_over_data(svi_is, k, r, batch_size))(
             key, (X, observed, mean, log_scale))
         log_likelihood, elbo = bounds[:, 0], bounds[:, 1]
@@ -160,6 +162,10 @@ def evaluate_split(setup: Setup, state, X, key, *, num_samples: int, chunk_size:
         from tqdm import tqdm
 
         params = state.params
+        if chunk_size is None:
+            chunk_size = evaluate.chunk_size_for(evaluate._vae_model(), params, X,
+                                                 num_samples, batch_size=batch_size,
+                                                 mask=mask)
         # blocks of rows, so that a long evaluation shows progress (one compiled
         # function serves every full block)
         block = EVAL_BLOCK_BATCHES * batch_size
