@@ -192,8 +192,9 @@ def _traced_bytes(jaxpr) -> int:
     for equation in jaxpr.eqns:
         for var in equation.outvars:
             aval = getattr(var, "aval", None)
-            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
-                total += math.prod(aval.shape) * np.dtype(aval.dtype).itemsize
+            dtype = getattr(aval, "dtype", None)
+            if hasattr(aval, "shape") and isinstance(dtype, np.dtype):  # not PRNG keys
+                total += math.prod(aval.shape) * dtype.itemsize
         for value in equation.params.values():
             for inner in value if isinstance(value, (list, tuple)) else (value,):
                 inner = getattr(inner, "jaxpr", inner)

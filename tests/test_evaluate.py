@@ -125,5 +125,9 @@ def test_the_chunk_of_draws_keeps_the_temporaries_within_the_budget(model):
     # a small model gets the most draws (traced only), at most num_samples
     assert evaluate.chunk_size_for(wide, model, X, 64) == 64
     assert evaluate.chunk_size_for(wide, model, X, 5000) == 500
+    # a flow's q draws with PRNG keys inside log_joint's program too (no bytes to count)
+    flow = vae.init(jax.random.PRNGKey(0), data_dim=10, latent_dim=2, hidden_dims=(8,),
+                    posterior="flow", prior="mixture:3")
+    assert evaluate.chunk_size_for(wide, flow, X, 300) == 300
     with pytest.raises(ValueError, match="num_samples"):
         evaluate.chunk_size_for(wide, model, X, 0)
