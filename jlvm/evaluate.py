@@ -189,17 +189,12 @@ def _traced_bytes(jaxpr) -> int:
     """The bytes of every value a program (and the programs nested in it) computes: an
     upper bound on what it holds at once."""
     total = 0
-    for equation in jaxpr.eqns:
+    for equation in train.equations(jaxpr):
         for var in equation.outvars:
             aval = getattr(var, "aval", None)
             dtype = getattr(aval, "dtype", None)
             if hasattr(aval, "shape") and isinstance(dtype, np.dtype):  # not PRNG keys
                 total += math.prod(aval.shape) * dtype.itemsize
-        for value in equation.params.values():
-            for inner in value if isinstance(value, (list, tuple)) else (value,):
-                inner = getattr(inner, "jaxpr", inner)
-                if hasattr(inner, "eqns"):
-                    total += _traced_bytes(inner)
     return total
 
 

@@ -254,17 +254,20 @@ def make_epoch(learner: Learner, batch_size: int, *, chunk_steps: int = 50,
     return epoch
 
 
-def _primitives(jaxpr) -> set[str]:
-    """The names of every primitive in ``jaxpr`` and in the programs nested in it."""
-    names = set()
+def equations(jaxpr):
+    """Every equation of ``jaxpr`` and of the programs nested in it (scan, cond, pjit...)."""
     for equation in jaxpr.eqns:
-        names.add(equation.primitive.name)
+        yield equation
         for value in equation.params.values():
             for inner in value if isinstance(value, (list, tuple)) else (value,):
                 inner = getattr(inner, "jaxpr", inner)  # a ClosedJaxpr's Jaxpr
                 if hasattr(inner, "eqns"):
-                    names |= _primitives(inner)
-    return names
+                    yield from equations(inner)
+
+
+def _primitives(jaxpr) -> set[str]:
+    """The names of every primitive in ``jaxpr`` and in the programs nested in it."""
+    return {equation.primitive.name for equation in equations(jaxpr)}
 
 
 def _slow_in_a_loop(body: Callable, *arguments: Any) -> bool:
