@@ -59,15 +59,27 @@ class Learner(NamedTuple):
     step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
 
 
-def keep_if_finite(loss: jax.Array, new: TrainState, old: TrainState) -> TrainState:
-    """The new state where the loss is finite, else the old one (with the step counted).
+def all_finite(*trees: Any) -> jax.Array:
+    """Whether every floating-point entry of every leaf of ``trees`` is finite: a bool
+    scalar (integer leaves count as finite)."""
+    checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(trees)
+              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
-    A NaN or infinite loss must never reach the parameters; the step's metrics report it
-    (``finite``) and the training loop stops with a message.
+
+def keep_if_finite(loss: jax.Array, new: TrainState, old: TrainState,
+                   grads: Any = None) -> tuple[TrainState, jax.Array]:
+    """(state, finite): the new state where the loss (and every entry of ``grads``) is
+    finite, else the old one (with the step counted); ``finite`` says which.
+
+    A NaN or infinite loss or gradient must never reach the parameters: a gradient can be
+    NaN while the loss is finite (a user's log_joint that multiplies a NaN at a missing
+    entry by 0, an overflow on one draw). The step's metrics report ``finite`` and the
+    training loop stops with a message.
     """
-    finite = jnp.isfinite(loss)
+    finite = jnp.isfinite(loss) & all_finite(grads)
     chosen = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
-    return chosen._replace(step=new.step)
+    return chosen._replace(step=new.step), finite
 
 
 def num_batches(num_examples: int, batch_size: int) -> int:

@@ -60,8 +60,8 @@ def _step(loss_fn, optimizer):
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new = TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1,
                          key)
-        new = keep_if_finite(loss, new, state._replace(key=key))
-        return new, {"loss": loss, **metrics, "finite": jnp.isfinite(loss)}
+        new, finite = keep_if_finite(loss, new, state._replace(key=key), grads)
+        return new, {"loss": loss, **metrics, "finite": finite}
 
     return step
 

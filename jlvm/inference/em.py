@@ -50,7 +50,7 @@ def em(num_components: int, *, reg_covar: float = 1e-6) -> Learner:
         finite = jnp.isfinite(log_likelihood) & jnp.all(jnp.stack(
             [jnp.all(jnp.isfinite(leaf)) for leaf in params]))
         new = TrainState(params, (), state.step + 1, state.key)
-        return (keep_if_finite(jnp.where(finite, log_likelihood, jnp.nan), new, state),
-                {"log_likelihood": log_likelihood, "elbo": log_likelihood, "finite": finite})
+        new, finite = keep_if_finite(jnp.where(finite, log_likelihood, jnp.nan), new, state)
+        return new, {"log_likelihood": log_likelihood, "elbo": log_likelihood, "finite": finite}
 
     return Learner(init, step)

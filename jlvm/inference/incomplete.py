@@ -193,14 +193,14 @@ def missing_svi(model: Model, optimizer: optax.GradientTransformation, num_data:
         updates, opt_state = optimizer.update(grads, state.opt_state, params.model)
         new_params = MissingSVIParams(optax.apply_updates(params.model, updates),
                                       params.logits.at[index].set(fitted, mode="drop"))
-        new = keep_if_finite(loss, TrainState(new_params, opt_state, state.step + 1, key),
-                             state._replace(key=key))
+        new, finite = keep_if_finite(loss, TrainState(new_params, opt_state, state.step + 1,
+                                                      key), state._replace(key=key), grads)
         return new, {"loss": loss, "elbo": jnp.mean(after),
                      "elbo_before_inner": jnp.mean(before), "inner_gain": jnp.mean(after - before),
                      "inner_steps": jnp.mean(steps.astype(jnp.float32)),
                      "inner_steps_max": jnp.max(steps),
                      "inner_converged": jnp.mean(converged.astype(jnp.float32)),
-                     "finite": jnp.isfinite(loss)}
+                     "finite": finite}
 
     return Learner(init, step)
 
@@ -278,7 +278,7 @@ def missing_exact(model: Model, optimizer: optax.GradientTransformation, max_mis
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new = TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1,
                          state.key)
-        new = keep_if_finite(loss, new, state)
-        return new, {"loss": loss, "log_likelihood": -loss, "finite": jnp.isfinite(loss)}
+        new, finite = keep_if_finite(loss, new, state, grads)
+        return new, {"loss": loss, "log_likelihood": -loss, "finite": finite}
 
     return Learner(init, step)

@@ -154,8 +154,8 @@ def svi(model: Model, optimizer: optax.GradientTransformation, num_data: int, *,
                                params.mean.at[index].set(refined[0], mode="drop"),
                                params.log_scale.at[index].set(refined[1], mode="drop"))
         new = TrainState(new_params, opt_state, state.step + 1, key)
-        new = keep_if_finite(loss, new, state._replace(key=key))
+        new, finite = keep_if_finite(loss, new, state._replace(key=key), grads)
         return new, {"loss": loss, "elbo": jnp.mean(after), "elbo_before_inner": jnp.mean(before),
-                     "inner_gain": jnp.mean(after - before), "finite": jnp.isfinite(loss)}
+                     "inner_gain": jnp.mean(after - before), "finite": finite}
 
     return Learner(init, step)
