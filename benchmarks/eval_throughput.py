@@ -44,7 +44,7 @@ def _params(args, data_dim: int):
 
     run = runs.load(args.run)
     _, state = next(_setup.per_seed(run.config, run.state))  # the first seed
-    return _setup.model_params(run.setup, state)
+    return run.setup.built.params(state)
 
 
 def _layers(state) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -93,3 +93,85 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[pathlib.Path]:
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, Any]:
+    """Every array of a ``.npz`` file, read at once (no pickles). ``FileNotFoundError``,
+    ``PermissionError`` or ``ValueError`` (not a readable .npz: truncated, another format)
+    naming ``path``; ``describe`` turns any of them into one line."""
+    import zipfile
+
+    import numpy as np
+
+    path = pathlib.Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):
+            raise ValueError(f"{path} is a .npy file (one array), not a .npz archive of "
+                             "named arrays (np.savez writes one).")
+        with loaded as archive:
+            return {name: archive[name] for name in archive.files}
+    except (EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a readable .npz archive ({error}).") from None
+    except ValueError as error:
+        if str(path) in str(error):
+            raise
+        raise ValueError(f"{path} is not a readable .npz archive ({error}).") from None
+
+
+def read_npy(path: str | os.PathLike) -> Any:
+    """The one array of a ``.npy`` file (no pickles); errors as ``read_npz``'s."""
+    import numpy as np
+
+    path = pathlib.Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (EOFError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable .npy file ({error}).") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise ValueError(f"{path} is a .npz archive, not a .npy file of one array.")
+    return array
+
+
+def describe(error: BaseException, path: str | os.PathLike) -> str:
+    """One line for a failure to read ``path``."""
+    if isinstance(error, FileNotFoundError):
+        return f"{path} does not exist."
+    if isinstance(error, IsADirectoryError):
+        return f"{path} is a folder, not a file."
+    if isinstance(error, OSError):
+        return f"cannot read {path}: {error.strerror or error}."
+    return " ".join(str(error).split())
+
+
+def check_new(path: str | os.PathLike, *, suffixes: tuple[str, ...],
+              what: str = "--out") -> pathlib.Path:
+    """``path`` as a Path if a new file could be created there: ``ValueError`` naming
+    ``what`` if it names no file, has none of ``suffixes`` (lower case, with the dot),
+    exists, or lies in a folder that does not exist. Check before the work that fills it."""
+    path = pathlib.Path(path)
+    if not str(path) or path.name in ("", ".", ".."):
+        raise ValueError(f"{what} must name a file, got {str(path)!r}.")
+    if path.suffix.lower() not in suffixes:
+        listed = ", ".join(suffixes)
+        raise ValueError(f"{what} must end in {'one of ' if len(suffixes) > 1 else ''}"
+                         f"{listed}, got {str(path)!r}.")
+    if path.exists():
+        raise ValueError(f"{path} exists; choose another {what} (nothing was overwritten).")
+    if not path.parent.is_dir():
+        raise ValueError(f"folder {path.parent} does not exist.")
+    return path
+
+
+def new_file(path: str | os.PathLike, write: Callable[[str], None], *,
+             suffixes: tuple[str, ...], what: str = "--out") -> pathlib.Path:
+    """Creates the new file ``path`` with ``write(temporary)``, atomically, never
+    replacing a file (one created meanwhile by another process included): the checks and
+    errors of ``check_new``."""
+    path = check_new(path, suffixes=suffixes, what=what)
+    try:
+        return write_atomic(path, write, replace=False)
+    except FileExistsError:
+        raise ValueError(f"{path} exists; choose another {what} (nothing was "
+                         "overwritten).") from None

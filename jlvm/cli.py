@@ -1,7 +1,8 @@
 """The ``jlvm`` command: parsing and printing over ``jlvm.runs``.
 
-    jlvm train [--model {vae,iwae,semi,svi,gmm}] [--data NAME] [--epochs N] [--latent-dim L]
-               [--out RUN_DIR] [--seed S] [--num-seeds S] [--devices N] [--resume] ...
+    jlvm train [--model {vae,iwae,semi,svi,gmm} | FILE.py:FACTORY [--model-arg NAME=VALUE]]
+               [--data NAME | FILE.npz | FILE.npy | FILE.csv] [--epochs N] [--out RUN_DIR]
+               [--seed S] [--num-seeds S] [--devices N] [--resume] ...
     jlvm evaluate RUN_DIR [--num-samples K] [--split test] [--num-examples N] [--devices N]
     jlvm encode RUN_DIR [--split test | --input X.npz] --out Z.npz
     jlvm impute RUN_DIR --input IN.npz --out OUT.npz [--num-samples K] [--draws M]
@@ -19,7 +20,8 @@ import os
 import sys
 
 from jlvm import _files, runs
-from jlvm.runs import _config, _interrupt
+from jlvm.runs import _config, _interrupt, _user
+from jlvm.runs.kinds import vae as _vae
 
 _DEFAULTS = _config.Config()
 
@@ -35,30 +37,47 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jlvm", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a model; writes a run directory")
-    train.add_argument("--model", choices=runs.MODELS, help="vae (ELBO), iwae, semi "
-                       "(semi-amortized), svi (per-datapoint), gmm (EM); default vae")
+    train.add_argument("--model", metavar="{vae,iwae,semi,svi,gmm} | FILE.py:FACTORY",
+                       help="vae (ELBO), iwae, semi (semi-amortized), svi (per-datapoint), gmm "
+                       "(EM); or a model of your own: FACTORY(data_dim, **model_args) -> "
+                       "jlvm.Model in FILE.py or package.module, trained by the amortized "
+                       "learner (default vae)")
+    train.add_argument("--model-arg", action="append", metavar="NAME=VALUE",
+                       help="a keyword argument of your FACTORY (repeatable); VALUE is read "
+                       "as JSON where it parses (numbers, true, lists...), else as a string")
+    train.add_argument("--objective", choices=("elbo", "iwae"),
+                       help="a model of your own: the bound it is trained on (default elbo)")
     from jlvm import data as data_module
 
-    train.add_argument("--data", choices=data_module.NAMES, help="default digits (bundled)")
-    train.add_argument("--data-path", help="file or folder for binarized-mnist "
-                       "(default $JLVM_DATA_DIR)")
+    train.add_argument("--data", metavar="{" + ",".join(data_module.NAMES) + "} | FILE",
+                       help="a bundled data set (default digits), or a file: .npz (train [, "
+                       "valid, test, train_labels, test_labels] or x [, labels]), .npy (one "
+                       "array [N, D]) or .csv (numbers, an optional header; an empty cell or "
+                       "NaN is missing). Without a test split 10%% of the rows, chosen with "
+                       "--seed, are held out; data other than 0/1 is standardized per column "
+                       "and every number reported is in the file's units")
+    train.add_argument("--image-shape", type=int, nargs=2, metavar=("H", "W"),
+                       help="the rows of a data file are H x W images (for --architecture "
+                       "conv, --missing top-half and pictures)")
     train.add_argument("--epochs", type=int, help="passes over the training data (default "
                        f"{_DEFAULTS.epochs}; for gmm: EM iterations, default 100)")
     train.add_argument("--latent-dim", type=int,
                        help=f"L, dimensions of z (default {_DEFAULTS.latent_dim})")
-    train.add_argument("--hidden", type=int, nargs="+", help="hidden widths (default "
-                       f"{' '.join(map(str, _DEFAULTS.hidden))})")
+    train.add_argument("--hidden-dims", "--hidden", type=int, nargs="+", dest="hidden_dims",
+                       metavar="WIDTH", help="hidden widths (default "
+                       f"{' '.join(map(str, _DEFAULTS.hidden_dims))})")
     train.add_argument("--batch-size", type=int, help=f"default {_DEFAULTS.batch_size}")
     train.add_argument("--learning-rate", type=float,
                        help=f"Adam's step size (default {_DEFAULTS.learning_rate})")
     train.add_argument("--num-samples", type=int,
                        help="K draws per data point (default 1; iwae: 5)")
-    train.add_argument("--grad-estimator", help="reparam, stl (vae), dreg (iwae)")
-    train.add_argument("--elbo-form", choices=runs.ELBO_FORMS,
+    train.add_argument("--grad-estimator", help="reparam, stl (vae), dreg (iwae); a model of "
+                       "your own also score_function")
+    train.add_argument("--elbo-form", choices=_vae.ELBO_FORMS,
                        help="vae: the training ELBO's form: joint, log p(x,z) - log q(z|x); "
                        "entropy, H(q) analytic; kl, log p(x|z) - KL(q || p(z)) analytic "
                        "(default joint)")
-    train.add_argument("--posterior", choices=runs.POSTERIORS,
+    train.add_argument("--posterior", choices=_vae.POSTERIORS,
                        help="vae, iwae, semi: the encoder's q(z|x): a Gaussian with a "
                        "diagonal or a full covariance, or a flow (affine coupling layers on "
                        "a diagonal Gaussian) (default diagonal)")
@@ -70,9 +89,9 @@ def _parser() -> argparse.ArgumentParser:
                        "gray levels), gaussian (mean and scale from z), gaussian-pixel (a "
                        "learned scale per pixel), gaussian-fixed:S (default: bernoulli for "
                        "binary data, categorical:17 for digits-gray, gaussian otherwise)")
-    train.add_argument("--architecture", choices=runs.ARCHITECTURES,
+    train.add_argument("--architecture", choices=_vae.ARCHITECTURES,
                        help="networks: mlp, or conv for images (stride-2 convolutions; "
-                       "--hidden then gives their channels, default "
+                       "--hidden-dims then gives their channels, default "
                        f"{' '.join(map(str, _config.CONV_HIDDEN))}) (default mlp)")
     train.add_argument("--missing", metavar="{none,top-half,bottom-half,mcar:P}",
                        help="learn from incomplete data: these training entries are hidden "
@@ -194,8 +213,11 @@ def _distributed(args) -> dict | None:
 
 def _given(args) -> dict:
     """The configuration options given on the command line (None: not given)."""
-    return {name: value for name, value in vars(args).items()
-            if name in _config.FIELDS and value is not None}
+    given = {name: value for name, value in vars(args).items()
+             if name in _config.FIELDS and value is not None}
+    if args.model_arg is not None:
+        given["model_args"] = _user.parse_arguments(args.model_arg)
+    return given
 
 
 def _print(record: dict) -> None:

@@ -17,7 +17,6 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -27,6 +26,7 @@ MNIST_PIXELS = 784
 MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist"
 DATA_DIR_VARIABLE = "JLVM_DATA_DIR"
 NAMES = ("digits", "digits-gray", "binarized-mnist", "blobs", "lecture-2d")
+FILE_NAMES = ("binarized-mnist",)  # the bundled sets read from files (a path or $JLVM_DATA_DIR)
 
 
 class Kind(NamedTuple):
@@ -142,19 +142,13 @@ def binarized_mnist(path: str | os.PathLike | None = None, *,
     npz = location if location.suffix == ".npz" else location / "binarized_mnist.npz"
     amats = {s: location / f"binarized_mnist_{s}.amat" for s in MNIST_SPLITS}
     if npz.is_file():
-        try:
-            with np.load(npz) as archive:
-                missing = [s for s in MNIST_SPLITS if s not in archive.files]
-                if missing:
-                    raise ValueError(f"{npz}: missing keys {missing}; expected train, valid, "
-                                     "test.")
-                splits = {s: _check_split(archive[s], s, npz, expected[s]) for s in MNIST_SPLITS}
-        except PermissionError:
-            raise
-        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
-            if isinstance(error, ValueError) and str(npz) in str(error):
-                raise
-            raise ValueError(f"{npz}: not a readable .npz archive ({error}).") from None
+        from jlvm import _files
+
+        archive = _files.read_npz(npz)
+        missing = [s for s in MNIST_SPLITS if s not in archive]
+        if missing:
+            raise ValueError(f"{npz}: missing keys {missing}; expected train, valid, test.")
+        splits = {s: _check_split(archive[s], s, npz, expected[s]) for s in MNIST_SPLITS}
     elif all(p.is_file() for p in amats.values()):
         splits = {s: read_amat(amats[s], s, expected[s]) for s in MNIST_SPLITS}
     else:

@@ -74,13 +74,11 @@ def _check_mesh_type(mesh: Any) -> None:
                         f"got {type(mesh).__name__}.")
 
 
-def _vae_model():
+def _vae_model() -> Model:
+    """The built-in VAE's functions (its settings live in its ``vae.Params``)."""
     from jlvm.models import vae
 
-    return _VAE.setdefault("model", vae.model(1, 1))  # its functions; init is not used
-
-
-_VAE: dict = {}
+    return vae.model(1, 1)  # init is not used: it is not part of what compiles
 
 
 def _check_vae_params(params: Any) -> None:
@@ -146,39 +144,77 @@ def _place(mesh: Mesh | None, *trees: Any) -> tuple:
     return trees if mesh is None else train.replicate(trees, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "estimator", "num_samples", "batch_size",
-                                             "chunk_size", "mesh"))
-def _per_row(key, model, params, X, mask, estimator, num_samples, batch_size, chunk_size,
-             mesh):
-    def one(k, row):
-        x, observed = row if per_row_masks else (row, mask)
-        log_joint = functools.partial(protocol.log_joint, model, params, x, mask=observed)
-        q = protocol.encoder(model, params, x, observed)
-        if estimator == "is":
-            return estimators.log_marginal_is(k, log_joint, q, num_samples,
-                                              chunk_size=chunk_size)
-        fn = estimators.elbo if estimator == "elbo" else estimators.iwae_bound
-        return fn(k, log_joint, q, num_samples)
+COMPILED_MOST = 32  # compiled evaluations kept, the least recently used dropped first
 
-    per_row_masks = mask is not None and mask.ndim == 2
-    return map_over_data(one, key, (X, mask) if per_row_masks else X, batch_size, mesh)
+
+def _functions(model: Model) -> Model | None:
+    """What decides an evaluation's program: the model's functions but ``init``, which
+    evaluation never calls and which ``vae.model(...)`` makes anew each time, so that two
+    models built alike share one compiled program; None where they cannot be compared
+    (then nothing is reused)."""
+    functions = model._replace(init=None)
+    try:
+        hash(functions)
+    except TypeError:
+        return None
+    return functions
+
+
+def _compiled(model: Model, estimator: str, num_samples: int, batch_size: int,
+              chunk_size: int | None, mesh: Mesh | None, proposal: Callable | None = None):
+    """``run(key, params, X, mask, phi) -> [N]``, jitted: one per model and settings (a
+    bounded cache of them), however often and with however many fresh but identical
+    models it is asked for, as optax's and blackjax's factories close over theirs.
+
+    q is the model's encoder, or ``proposal(*phi_n)`` with ``phi`` a pytree of per-row
+    arrays (a q fitted per example). ``mask``: None, [D] shared by every row, or [N, D]."""
+    functions = _functions(model)
+    if functions is None:
+        return _compile.__wrapped__(model, estimator, num_samples, batch_size, chunk_size,
+                                    mesh, proposal)
+    return _compile(functions, estimator, num_samples, batch_size, chunk_size, mesh, proposal)
+
+
+@functools.lru_cache(maxsize=COMPILED_MOST)
+def _compile(model, estimator, num_samples, batch_size, chunk_size, mesh, proposal):
+    def run(key, params, X, mask, phi):
+        shared = mask if mask is not None and mask.ndim == 1 else None
+        own = mask if mask is not None and mask.ndim == 2 else None
+
+        def one(k, row):
+            x, row_mask, row_phi = row
+            observed = shared if row_mask is None else row_mask
+            log_joint = functools.partial(protocol.log_joint, model, params, x, mask=observed)
+            q = (protocol.encoder(model, params, x, observed) if proposal is None
+                 else proposal(*row_phi))
+            if estimator == "is":
+                return estimators.log_marginal_is(k, log_joint, q, num_samples,
+                                                  chunk_size=chunk_size)
+            fn = estimators.elbo if estimator == "elbo" else estimators.iwae_bound
+            return fn(k, log_joint, q, num_samples)
+
+        return map_over_data(one, key, (X, own, phi), batch_size, mesh)
+
+    return jax.jit(run)
 
 
 def _evaluate(estimator, key, model, params, X, num_samples, batch_size, chunk_size, mask,
-              mesh):
-    protocol.check(model, "encoder")
+              mesh, proposal=None, phi=None):
+    protocol.check(model, *(() if proposal is not None else ("encoder",)))
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
     if estimator == "is":
         chunk_size = min(num_samples if chunk_size is None
                          else _checks.positive_int(chunk_size, "chunk_size"), num_samples)
+    else:
+        chunk_size = None
     _check_mesh_type(mesh)
     train.check_mesh(mesh, batch_size)
     _checks.prng_key(key)
     X, mask = _check_data(model, params, X, mask)
-    params, X, mask = _place(mesh, params, X, mask)
-    return _per_row(key, model, params, X, mask, estimator, num_samples, batch_size,
-                    chunk_size, mesh)
+    params, X, mask, phi = _place(mesh, params, X, mask, phi)
+    run = _compiled(model, estimator, num_samples, batch_size, chunk_size, mesh, proposal)
+    return run(key, params, X, mask, phi)
 
 
 CHUNK_BUDGET_BYTES = 2**30  # chunk_size_for's default: temporaries of one log_likelihood
@@ -212,6 +248,8 @@ def chunk_size_for(model: Model, params: Any, X: jax.Array, num_samples: int, *,
     linearly: a conv VAE on 28x28 images holds 10 GB at 500 draws of 100 images."""
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
+    most = _checks.positive_int(most, "most")
+    budget_bytes = _checks.positive_int(budget_bytes, "budget_bytes", maximum=2**62)
     X, mask = _check_data(model, params, X[:batch_size],
                           mask[:batch_size] if mask is not None and np.ndim(mask) == 2
                           else mask)
@@ -223,8 +261,9 @@ def chunk_size_for(model: Model, params: Any, X: jax.Array, num_samples: int, *,
     if batch_size * largest * max(_traced_bytes(jaxpr), 1) <= budget_bytes:
         return largest
     probe = min(8, num_samples)
-    analysis = _per_row.lower(jax.random.PRNGKey(0), model, params, X, mask, "is", probe,
-                              batch_size, probe, None).compile().memory_analysis()
+    run = _compiled(model, "is", probe, batch_size, probe, None)
+    analysis = run.lower(jax.random.PRNGKey(0), params, X, mask, None).compile(
+    ).memory_analysis()
     if analysis is None:  # a backend that does not say
         return largest
     per_draw = max(analysis.temp_size_in_bytes / probe, 1.0)

@@ -16,6 +16,7 @@ from jlvm.train import Learner, TrainState, keep_if_finite
 
 OBJECTIVES = ("elbo", "iwae")
 ELBO_FORMS = ("joint", "entropy", "kl")
+IWAE_SAMPLES = 5  # amortized(objective="iwae")'s K unless given
 
 
 def _bound(model: Model, objective: str, num_samples: int, grad_estimator: str,
@@ -39,11 +40,14 @@ def _bound(model: Model, objective: str, num_samples: int, grad_estimator: str,
 
 def _per_example(fn, params, key, batch):
     """``fn(params, key_i, x_i, mask_i)`` for every example of ``batch`` (x, or (x, mask)),
-    each with its own key: the stacked results."""
+    each with its own key: the stacked results. A missing entry reaches ``fn`` as 0,
+    whatever the batch held there (NaN included): a model's functions never see it, so a
+    ``log_joint`` that multiplies x before it masks cannot turn a NaN into a gradient."""
     x, mask = protocol.split_batch(batch)
     keys = jax.random.split(key, x.shape[0])
     if mask is None:
         return jax.vmap(fn, in_axes=(None, 0, 0))(params, keys, x)
+    x = jnp.where(mask, x, jnp.zeros((), x.dtype))
     return jax.vmap(fn, in_axes=(None, 0, 0, 0))(params, keys, x, mask)
 
 
@@ -104,7 +108,7 @@ def _init(model: Model, optimizer, bound=None):
 
 def amortized(model: Model, optimizer: optax.GradientTransformation, *,
               objective: str = "elbo",
-              num_samples: int = 1, grad_estimator: str = "reparam",
+              num_samples: int | None = None, grad_estimator: str = "reparam",
               elbo_form: str = "joint") -> Learner:
     """The VAE: maximize the bound over decoder theta and encoder phi jointly.
 
@@ -116,7 +120,8 @@ def amortized(model: Model, optimizer: optax.GradientTransformation, *,
         latent_dim=50)``, or one of your own); its params may be any pytree.
       optimizer: an optax optimizer over all parameters.
       objective: "elbo" or "iwae".
-      num_samples: K draws per data point.
+      num_samples: K draws per data point; default 1 for the ELBO and 5 for the IWAE
+        bound (whose K=1 is the ELBO: the name would not say what is trained).
       grad_estimator: as for ``jlvm.elbo`` / ``jlvm.iwae_bound`` ("dreg" for IWAE).
       elbo_form: objective "elbo" only: "joint" (``jlvm.elbo``), "entropy"
         (``jlvm.elbo_with_entropy``, H(q) analytic) or "kl" (``jlvm.elbo_with_kl``,
@@ -134,6 +139,8 @@ def amortized(model: Model, optimizer: optax.GradientTransformation, *,
     protocol.check(model, "encoder")
     _checks.optimizer(optimizer)
     _checks.one_of(objective, "objective", OBJECTIVES)
+    if num_samples is None:
+        num_samples = IWAE_SAMPLES if objective == "iwae" else 1
     num_samples = _checks.positive_int(num_samples, "num_samples")
     allowed = gradients.ELBO_ESTIMATORS if objective == "elbo" else gradients.IWAE_ESTIMATORS
     _checks.one_of(grad_estimator, "grad_estimator", allowed)

@@ -1,166 +1,175 @@
-"""From a ``Config`` to what training needs: data, learner, initial state, devices."""
+"""From a ``Config`` to what training and the other commands need: the data in the model's
+units, the training holes, the kind's ``Built``, the initial state, the devices; and
+``load``, a trained run read back from its directory."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from typing import Any
+import os
+import pathlib
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from jlvm.runs._config import Config, RunError, check_fits
+from jlvm.runs import _data, _missing
+from jlvm.runs._config import Config
+from jlvm.runs._directory import RunDirectory, Stored
+from jlvm.runs._errors import RunError
 
 EVAL_SUBSET = 2000  # training examples whose bounds are reported each epoch
+# the learners' metrics that are per-example log-densities (the others are differences,
+# counts or flags): in the data's own units where the run standardizes its data
+BOUND_METRICS = ("elbo", "iwae_bound", "log_likelihood", "elbo_before_inner",
+                 "elbo_amortized")
 
 
 @dataclasses.dataclass
 class Setup:
-    """config; dataset (``jlvm.data.Dataset``); learner; train_data (what an epoch takes:
-    X [N, D], or (index, X) for SVI, each with the mask [N, D] last where the run trains on
-    incomplete data); batch_size; steps_per_epoch; train_x [N, D] and train_mask [N, D]
-    (None: complete) of the training examples used (those that observe something), and
-    train_mask_stored: the mask of the whole split, as ``train_mask.npz`` keeps it."""
+    """config (with the data's defaults filled in); kind; data (``_data.RunData``, with the
+    training examples used: ``data.train_x``, ``data.train_mask``); built (the kind's
+    ``Built``); learner (``built.learner``, its metrics in the data's units); train_data
+    (what an epoch takes, with the mask last where the run learns from incomplete data);
+    steps_per_epoch; train_mask_stored (the whole split's mask, as train_mask.npz keeps
+    it, or None); dropped (training examples that observe nothing); facts (what
+    config.json records)."""
 
     config: Config
-    dataset: Any
+    kind: Any
+    data: _data.RunData
+    built: Any
     learner: Any
     train_data: Any
-    batch_size: int
     steps_per_epoch: int
-    train_x: Any = None
-    train_mask: Any = None
-    train_mask_stored: Any = None
-    dropped: int = 0
-    model: Any = None  # the jlvm.Model of the latent variable models (None for the GMM)
-    encoder_input: bool = False  # vae.init's encoder_sees_mask for this run
+    train_mask_stored: Any
+    dropped: int
+    facts: dict
+
+    @property
+    def dataset(self):
+        return self.data.dataset
+
+    @property
+    def batch_size(self) -> int:
+        return self.built.batch_size
 
     @property
     def likelihood_type(self) -> str:
-        """"probability" where log p(x) is a log-probability (Bernoulli pixels), "density"
-        where it is a log-density of continuous x (Gaussian likelihoods, the GMM): densities
-        can exceed 1 and are not comparable with probabilities."""
-        from jlvm.models import likelihoods
+        """"probability" where log p(x) is a log-probability (discrete x), "density" where
+        it is a log-density of continuous x: densities can exceed 1 and are not comparable
+        with probabilities."""
+        return self.built.likelihood_type
 
-        if self.config.model == "gmm":
-            return "density"
-        spec = likelihoods.parse(self.config.likelihood)
-        return "probability" if likelihoods.is_discrete(spec) else "density"
-
-
-def load_data(config: Config):
-    from jlvm import data
-
-    try:
-        return data.load(config.data, path=config.data_path)
-    except OSError as error:  # FileNotFoundError, PermissionError, ...
-        raise RunError(str(error) if not error.filename else
-                       f"cannot read {error.filename}: {error.strerror}.") from None
-    except ValueError as error:
-        raise RunError(str(error)) from None
+    def to_file_units(self, values: np.ndarray, mask: Any) -> np.ndarray:
+        """Per-example log-densities [n] in the data's own units (see ``jlvm.runs._data``)."""
+        values = np.asarray(values, np.float64)
+        if self.data.units is None:
+            return values
+        return values - self.data.units.log_scale(mask, values.shape[0])
 
 
-def build(config: Config, dataset: Any = None, stored_mask: Any = None,
-          stored_input: bool | None = None) -> Setup:
-    """The learner ``config`` names, on its data set (read unless ``dataset`` is given),
-    with the run's train-time mask (``stored_mask``: the one a run directory keeps) and,
-    learning from incomplete data, whether its encoder takes the mask beside x
-    (``stored_input``, as the run directory keeps it; a new run's does not)."""
+def complete(config: Config, kind, data: _data.RunData) -> Config:
+    """``config`` with the settings its kind takes from the data (a likelihood left to the
+    data's default) filled in, now that the data is known."""
+    from jlvm import data as data_module
+
+    facts = data_module.Kind(data.levels, data.dataset.image_shape)
+    defaults = kind.defaults(dataclasses.asdict(config), facts)
+    filled = {name: value for name, value in defaults.items()
+              if name in kind.settings and getattr(config, name) is None}
+    return dataclasses.replace(config, **filled) if filled else config
+
+
+def observed_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(X with missing entries 0, its mask or None when complete): NaN = missing."""
+    X = np.asarray(X)
+    holes = np.isnan(X)
+    if not holes.any():
+        return X, None
+    return np.where(holes, 0.0, X).astype(X.dtype), ~holes
+
+
+def build(config: Config, run: RunDirectory | None = None, stored: Stored | None = None, *,
+          warn: Callable[[str], None] = lambda message: None) -> Setup:
+    """What ``config`` trains: its data (read, or the run directory's own), its training
+    holes (the run directory's, once it has them), its kind's ``Built``."""
     import jax.numpy as jnp
-    import optax
 
-    from jlvm import inference, train
-    from jlvm.models import vae
-    from jlvm.runs import _missing
+    from jlvm import train
+    from jlvm.runs import kinds
 
-    if dataset is not None and not all(hasattr(dataset, field) for field in (
-            "train", "test", "valid", "binary", "image_shape")):
-        raise RunError(f"dataset must be a jlvm.data.Dataset, got {type(dataset).__name__}.")
-    dataset = load_data(config) if dataset is None else dataset
-    full_mask = _missing.train_mask(config, dataset, stored_mask)
-    values = np.asarray(dataset.train)
+    stored = Stored() if stored is None else stored
+    kind = kinds.kind_for(config.model)
+    data = _data.load(config, None if run is None else run.path, stored.data)
+    config = complete(config, kind, data)
+    kind.check(config)
+    stored_mask = None
+    if stored and stored.get("train_mask", _has_holes(config)):  # an existing run's holes
+        stored_mask = run.read_mask()
+        if stored_mask is None:
+            raise RunError(f"{run.mask} is missing: the run's training holes are lost (it "
+                           "learned from incomplete data); train a new run.")
+    full_mask = _missing.train_mask(config, data.dataset, stored_mask)
+    values = np.asarray(data.dataset.train)
     if full_mask is None:
         X, mask, dropped = jnp.asarray(values), None, 0
     else:
         kept = full_mask.any(axis=1)  # an example that observes nothing says nothing
         dropped = int((~kept).sum())
         if not kept.any():
-            raise RunError(f"the training data observe nothing under --missing "
-                           f"{config.missing}: every entry is missing.")
+            raise RunError(f"the training data observe nothing under {_holes(config)}: every "
+                           "entry is missing.")
         mask = full_mask[kept]
         X = jnp.asarray(np.where(mask, values[kept], 0.0))  # NaN never reaches arithmetic
         mask = jnp.asarray(mask)
+    data = data._replace(train_x=X, train_mask=mask)
+    built = kind.build(config, data, stored.model, warn)
     count = X.shape[0]
-    extra = dict(train_x=X, train_mask=mask, train_mask_stored=full_mask, dropped=dropped)
-
-    def with_mask(data):
-        return data if mask is None else (*(data if isinstance(data, tuple) else (data,)),
-                                          mask)
-
-    if config.model == "gmm":
-        if config.components > count:
-            raise RunError(f"--components ({config.components}) must be at most the "
-                           f"{count} training examples of {config.data}.")
-        learner = inference.em(config.components, reg_covar=config.reg_covar)
-        return Setup(config, dataset, learner, with_mask(X), count, 1, **extra)
-    if config.batch_size > count:
-        raise RunError(f"--batch-size ({config.batch_size}) must be at most the {count} "
-                       f"training examples of {config.data}.")
-    _check_data_fits(config, dataset, full_mask)
-    # learned from holes, the encoder sees x with its missing entries 0, as MIWAE's does
-    # (Mattei & Frellsen, 2019): on binarized MNIST, 30 epochs, the mask as a second input
-    # gave a worse test log p(x_obs) (25 % missing at random: -97.8 vs -85.0 nats; top half
-    # missing: -58.6 vs -54.6) at 1.35x the step. Runs written before kept the mask.
-    encoder_input = bool(stored_input) if full_mask is not None else False
-    extra["encoder_input"] = encoder_input
-    model = vae.model(X.shape[1], config.latent_dim, hidden_dims=config.hidden,
-                      likelihood=config.likelihood, posterior=config.posterior,
-                      prior=config.prior, architecture=config.architecture,
-                      image_shape=dataset.image_shape,
-                      encoder_sees_mask=encoder_input)
-    optimizer = optax.adam(config.learning_rate)
-    steps = train.num_batches(count, config.batch_size)
-    extra["model"] = model
-    if config.model in ("vae", "iwae"):
-        learner = inference.amortized(model, optimizer,
-                                      objective="elbo" if config.model == "vae" else "iwae",
-                                      num_samples=config.num_samples,
-                                      grad_estimator=config.grad_estimator,
-                                      elbo_form=config.elbo_form)
-        return Setup(config, dataset, learner, with_mask(X), config.batch_size, steps, **extra)
-    if config.model == "semi":
-        learner = inference.semi_amortized(model, optimizer,
-                                           inner_steps=config.inner_steps,
-                                           inner_learning_rate=config.inner_learning_rate,
-                                           num_samples=config.num_samples)
-        return Setup(config, dataset, learner, with_mask(X), config.batch_size, steps, **extra)
-    learner = inference.svi(model, optimizer, count, inner_steps=config.inner_steps,
-                            inner_learning_rate=config.inner_learning_rate,
-                            num_samples=config.num_samples)
-    return Setup(config, dataset, learner, with_mask((jnp.arange(count, dtype=jnp.int32), X)),
-                 config.batch_size, steps, **extra)
+    if built.batch_size > count:
+        raise RunError(f"--batch-size ({built.batch_size}) must be at most the {count} "
+                       f"training examples of {data.dataset.name}.")
+    facts = {"data_dim": int(values.shape[1]),
+             "steps_per_epoch": train.num_batches(count, built.batch_size),
+             "data": data.facts, "model": built.facts, "train_mask": full_mask is not None}
+    learner = built.learner if data.units is None else _in_file_units(
+        built.learner, data.units, masked=mask is not None)
+    return Setup(config, kind, data, built, learner, built.train_data(X, mask),
+                 facts["steps_per_epoch"], full_mask, dropped, facts)
 
 
-def _check_data_fits(config: Config, dataset, mask: np.ndarray | None) -> None:
-    """The likelihood gives every observed training value a probability and the
-    architecture fits the data's shape: checked on the data itself (``runs.train(dataset=
-    ...)`` may bring data other than the named set), a ``RunError`` naming the mismatch."""
-    from jlvm.models import likelihoods
+def _has_holes(config: Config) -> bool:
+    """Whether a run written before config.json said so learned from holes it set."""
+    return config.missing != "none" or config.missing_file is not None
 
-    spec = likelihoods.parse(config.likelihood)
-    train = np.asarray(dataset.train)
-    if mask is not None:
-        train = train[mask]
-    binary = bool(np.all((train == 0) | (train == 1)))
-    levels = 2 if binary else None
-    if spec.name == "categorical" and levels is None:
-        scaled = train * (spec.argument - 1)
-        if not np.all((np.abs(scaled - np.rint(scaled)) < 1e-3) & (train >= 0)
-                      & (train <= 1)):
-            raise RunError(f"--likelihood {spec} needs every value of {dataset.name} on its "
-                           f"levels k/{spec.argument - 1}, k = 0..{spec.argument - 1}; some "
-                           "are not.")
-        levels = spec.argument
-    check_fits(spec, config.architecture, levels, dataset.image_shape, dataset.name)
+
+def _holes(config: Config) -> str:
+    if config.missing_file is not None:
+        return f"--missing-file {config.missing_file}"
+    if config.missing != "none":
+        return f"--missing {config.missing}"
+    return f"the NaN entries of {_data.describe(config.data)}"
+
+
+def _in_file_units(learner, units: _data.Units, *, masked: bool):
+    """``learner`` whose bound metrics (and loss) are in the data's own units: a bound in
+    model units exceeds the file's by each example's sum of log std over its observed
+    entries (the batch's mask is its last member where the run learns from holes)."""
+    import jax.numpy as jnp
+
+    from jlvm.train import Learner
+
+    log_scale = jnp.asarray(np.log(units.scale), jnp.float32)
+
+    def step(state, batch):
+        state, metrics = learner.step(state, batch)
+        shift = (jnp.mean(batch[-1].astype(jnp.float32) @ log_scale) if masked
+                 else jnp.sum(log_scale))
+        metrics = {name: value - shift if name in BOUND_METRICS else
+                   value + shift if name == "loss" else value
+                   for name, value in metrics.items()}
+        return state, metrics
+
+    return Learner(learner.init, step)
 
 
 def initial_state(setup: Setup):
@@ -191,11 +200,6 @@ def per_seed(config: Config, state) -> Iterator[tuple[int, Any]]:
             lambda leaf: leaf[index], state)  # noqa: B023
 
 
-def model_params(setup: Setup, state):
-    """The generative model's parameters in a state (SVI keeps them beside its q table)."""
-    return state.params.model if setup.config.model == "svi" else state.params
-
-
 def subset(count: int, size: int | None, seed: int) -> np.ndarray:
     """Sorted indices of a seeded random ``size`` of ``count`` rows (all rows if ``size`` is
     None or not smaller): splits may be ordered by class (binarized MNIST's test split
@@ -205,7 +209,7 @@ def subset(count: int, size: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(count, size, replace=False))
 
 
-def resolve_mesh(devices: int | str | None, batch_size: int, model: str, *,
+def resolve_mesh(devices: int | str | None, batch_size: int, setup: Setup, *,
                  distributed: bool = False):
     """The data-parallel ``jax.sharding.Mesh`` that ``devices`` asks for (a count or
     "all"), or None for one device."""
@@ -219,7 +223,7 @@ def resolve_mesh(devices: int | str | None, batch_size: int, model: str, *,
         count = available
     else:
         try:  # 2, "2": yes; 2.7, True, "two": no
-            if isinstance(requested, bool) or isinstance(requested, float):
+            if isinstance(requested, (bool, float)):
                 raise ValueError
             count = int(requested)
         except (TypeError, ValueError):
@@ -233,10 +237,38 @@ def resolve_mesh(devices: int | str | None, batch_size: int, model: str, *,
                            f"takes part), got {count} of {available}.")
     if count == 1 and jax.process_count() == 1:
         return None
-    if model == "gmm":
-        raise RunError("--devices above 1 applies to vae, iwae, semi and svi (EM takes "
-                       "full-data steps).")
+    if not setup.kind.data_parallel:
+        raise RunError(f"--devices above 1 applies to models trained on batches; --model "
+                       f"{setup.config.model} takes full-data steps.")
     if batch_size % count:
         raise RunError(f"--batch-size ({batch_size}) must be a multiple of --devices "
                        f"({count}): each device takes an equal share of every batch.")
     return train.data_mesh(count)
+
+
+class Run(NamedTuple):
+    """A trained run loaded from its directory: ``setup`` (data, model, learner),
+    ``state`` (all seeds: leading axis S where ``num_seeds`` > 1), ``step``: its
+    checkpoint's epoch."""
+
+    path: pathlib.Path
+    config: Config
+    setup: Setup
+    state: Any
+    step: int
+
+
+def load(run_dir: str | os.PathLike, *,
+         warn: Callable[[str], None] = lambda message: None) -> Run:
+    """The newest intact checkpoint of the run in ``run_dir`` (a damaged newer one is
+    skipped with a warning), with its configuration and data."""
+    from jlvm import checkpoint
+
+    run = RunDirectory(run_dir)
+    config, stored = run.read_config()
+    if not checkpoint.steps(run.checkpoints):
+        raise RunError(f"{run.path} has no complete checkpoint yet; resume its training with "
+                       f"jlvm train --out {run.path} --resume.")
+    setup = build(config, run, stored, warn=warn)
+    restored = run.restore(initial_state(setup), warn=warn)
+    return Run(run.path, setup.config, setup, restored.state, restored.step)

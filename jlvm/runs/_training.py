@@ -1,4 +1,8 @@
-"""The training loop of a run directory: epochs, per-epoch metrics, checkpoints, figures."""
+"""The training loop of a run directory: epochs, per-epoch metrics, checkpoints, figures.
+
+It knows a model only through its kind's ``Built`` (``jlvm.runs.kinds``): the learner, the
+bounds it reports and the figures it draws.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,12 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
 from jlvm.runs import _directory, _evaluation, _figures, _interrupt, _setup
-from jlvm.runs._config import Config, RunError, write
+from jlvm.runs._errors import RunError
 from jlvm.runs._directory import RunDirectory
-
-# what the console and the result report first, for each model: the bound it trains
-HEADLINE = {"iwae": ("iwae_bound", "IWAE bound"), "gmm": ("log_likelihood", "log p(x)")}
 
 
 def _summaries(metrics, num_seeds: int) -> list[dict[str, float]]:
@@ -29,12 +29,9 @@ def _summaries(metrics, num_seeds: int) -> list[dict[str, float]]:
             for index in range(num_seeds)]
 
 
-def progress_line(config: Config, records: list[dict], likelihood_type: str) -> str:
-    """One console line: the trained bound (and the ELBO beside an IWAE bound) at the end of
-    the epoch, averaged over the seeds, train and valid."""
-    field, name = HEADLINE.get(config.model, ("elbo", "ELBO"))
-    if config.model == "iwae":
-        name += f" (K={config.num_samples})"
+def progress_line(reported, records: list[dict], likelihood_type: str) -> str:
+    """One console line: the reported bounds (the trained one first) at the end of the
+    epoch, averaged over the seeds, train and valid."""
 
     def describe(key):
         values = [r[key] for r in records]
@@ -43,49 +40,25 @@ def progress_line(config: Config, records: list[dict], likelihood_type: str) -> 
         return (f"{sum(values) / len(values):.3f} (mean of {len(values)} seeds, "
                 f"{min(values):.3f} to {max(values):.3f})")
 
+    (field, name), others = reported[0], reported[1:]
     parts = [f"train {name} {describe('train_' + field)}"]
     if "valid_" + field in records[0]:
         parts.append(f"valid {name} {describe('valid_' + field)}")
-    if config.model == "iwae":
-        parts.append(f"train ELBO {describe('train_elbo')}")
+    parts += [f"train {other} {describe('train_' + key)}" for key, other in others]
     unit = (" nats per example (log-density of continuous x)" if likelihood_type == "density"
             else " nats per example")
     return ", ".join(parts) + unit
 
 
-def _epoch_function(setup, bar, mesh):
-    import jax
-
-    from jlvm import train
-
-    seeds = setup.config.num_seeds
-    if setup.config.model == "gmm":  # an epoch is one full-batch EM iteration
-        em_step = jax.jit(setup.learner.step if seeds == 1
-                          else jax.vmap(setup.learner.step, in_axes=(0, None)))
-
-        def epoch_fn(state, data):
-            state, metrics = em_step(state, data)
-            bar.update(1)
-            return state, {name: value[None] for name, value in metrics.items()}
-
-        return epoch_fn
-    def progress(steps: int) -> None:  # after each chunk of steps: a safe place to stop
-        bar.update(steps)
-        _interrupt.check()
-
-    return train.make_epoch(setup.learner, setup.batch_size, progress=progress, mesh=mesh,
-                            num_seeds=seeds if seeds > 1 else None)
-
-
-def run_training(config: Config, run: RunDirectory, *, resume: bool, writer: bool,
+def run_training(config, run: RunDirectory, *, resume: bool, writer: bool,
                  checkpoint_every: int, eval_every: int, devices, distributed: bool,
-                 warn: Callable[[str], None], dataset: Any = None) -> dict:
+                 warn: Callable[[str], None]) -> dict:
     """Trains ``config`` in the claimed ``run`` (see ``jlvm.runs.train``); returns the
     result record. A new run that fails before its first checkpoint is discarded."""
     try:
         return _train(config, run, resume=resume, writer=writer,
                       checkpoint_every=checkpoint_every, eval_every=eval_every,
-                      devices=devices, distributed=distributed, warn=warn, dataset=dataset)
+                      devices=devices, distributed=distributed, warn=warn)
     except BaseException:
         if writer and not resume and not _has_checkpoint(run):
             _directory.discard(run)  # nothing worth keeping; the retry starts clean
@@ -102,20 +75,18 @@ def _has_checkpoint(run: RunDirectory) -> bool:
 
 
 def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices,
-           distributed, warn, dataset):
+           distributed, warn):
     from tqdm import tqdm
 
     from jlvm import checkpoint, train
-    from jlvm.runs import _missing
 
-    setup = _setup.build(config, dataset, *((_missing.read_stored(run.path),
-                                             _missing.read_encoder_input(run.path))
-                                            if resume else ()))
+    stored = run.read_config()[1] if resume else None
+    setup = _setup.build(config, run, stored, warn=warn if writer else lambda m: None)
+    config = setup.config
     if setup.dropped and writer:
         warn(f"{setup.dropped} training examples observe nothing under the run's mask and "
              "are left out.")
-    mesh = _setup.resolve_mesh(devices, setup.batch_size, config.model,
-                               distributed=distributed)
+    mesh = _setup.resolve_mesh(devices, setup.batch_size, setup, distributed=distributed)
     state = _setup.initial_state(setup)
     start_epoch, records, last_saved = 1, [], None
     if resume:
@@ -130,18 +101,23 @@ def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices
                  "epoch 1 with the stored settings.")
     if writer:
         if setup.train_mask_stored is not None and not resume:
-            _missing.store(run.path, setup.train_mask_stored, setup.encoder_input)
-        write(run.config, config, data_dim=int(setup.dataset.train.shape[1]),
-              steps_per_epoch=setup.steps_per_epoch)
+            run.write_mask(setup.train_mask_stored)
+        run.write_config(config, setup.facts)
         if not resume:  # a resumed run's records are rewritten after its next epoch
             run.write_metrics(records)
     seeds = config.num_seeds
     steps = setup.steps_per_epoch
+    name = setup.dataset.name
     bar = tqdm(total=config.epochs * steps, initial=(start_epoch - 1) * steps, unit="step",
-               desc=f"{config.model} on {config.data}" + (f", {seeds} seeds" if seeds > 1
-                                                          else ""),
+               desc=f"{_title(config, name)}" + (f", {seeds} seeds" if seeds > 1 else ""),
                file=sys.stderr, disable=None if writer else True, mininterval=0.5)
-    epoch_fn = _epoch_function(setup, bar, mesh)
+
+    def progress(done: int) -> None:  # after each chunk of steps: a safe place to stop
+        bar.update(done)
+        _interrupt.check()
+
+    epoch_fn = train.make_epoch(setup.learner, setup.batch_size, progress=progress, mesh=mesh,
+                                num_seeds=seeds if seeds > 1 else None)
     if mesh is not None:  # once, not each epoch
         setup.train_data = train.replicate(setup.train_data, mesh)
     saved: list[int] = []
@@ -151,7 +127,7 @@ def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices
             _interrupt.check()
             records, state = _epochs(config, run, setup, epoch_fn, state, records, start_epoch,
                                      checkpoint_every, eval_every, writer, bar, started,
-                                     saved=lambda epoch: saved.append(epoch))
+                                     saved=saved.append)
         except _interrupt.Interrupted as stop:
             last = saved[-1] if saved else last_saved
             kept = (f"checkpoint {last} is kept: continue with jlvm train --out {run.path} "
@@ -167,6 +143,13 @@ def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices
     return _result(config, run, setup, final, time.perf_counter() - started)
 
 
+def _title(config, data_name: str) -> str:
+    from jlvm.runs import _user
+
+    model = config.model.rpartition(":")[2] if _user.is_spec(config.model) else config.model
+    return f"{model} on {data_name}"
+
+
 def _epochs(config, run, setup, epoch_fn, state, records, start_epoch, checkpoint_every,
             eval_every, writer, bar, started, saved):
     """Epochs start_epoch..config.epochs: train, record, checkpoint. Returns (records,
@@ -177,9 +160,11 @@ def _epochs(config, run, setup, epoch_fn, state, records, start_epoch, checkpoin
 
     seeds = config.num_seeds
     last_saved = start_epoch - 1 if start_epoch > 1 else None
-    eval_rows = _setup.subset(setup.train_x.shape[0], _setup.EVAL_SUBSET, 0)
-    valid_rows = (None if setup.dataset.valid is None
-                  else _setup.subset(setup.dataset.valid.shape[0], _setup.EVAL_SUBSET, 0))
+    eval_rows = _setup.subset(setup.data.train_x.shape[0], _setup.EVAL_SUBSET, 0)
+    valid = setup.dataset.valid
+    valid_rows = None if valid is None else _setup.subset(valid.shape[0], _setup.EVAL_SUBSET,
+                                                          0)
+    reported = setup.built.reported
     for epoch in range(start_epoch, config.epochs + 1):
         state, metrics = epoch_fn(state, setup.train_data)
         summaries = _summaries(metrics, seeds)
@@ -189,9 +174,9 @@ def _epochs(config, run, setup, epoch_fn, state, records, start_epoch, checkpoin
             kept = (f"checkpoint {last_saved} is intact" if last_saved is not None
                     else "no checkpoint was written, so nothing was kept")
             which = f" (seed {', '.join(map(str, failed))})" if seeds > 1 else ""
-            raise RunError(f"training produced a non-finite loss in epoch {epoch}{which} "
-                           f"(the parameters were not updated with it); {kept}. Lower "
-                           "--learning-rate, or choose another --seed.")
+            raise RunError(f"training produced a non-finite loss or gradient in epoch "
+                           f"{epoch}{which} (the parameters were not updated with it); "
+                           f"{kept}. Lower --learning-rate, or choose another --seed.")
         # one process: evaluate and save the arrays where they are; several: this
         # process's copy of them (the parameters are replicated on every device)
         local_state = state if jax.process_count() == 1 else train.to_host(state)
@@ -203,9 +188,11 @@ def _epochs(config, run, setup, epoch_fn, state, records, start_epoch, checkpoin
                            for name, value in summary.items()})
             if evaluated:
                 key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), epoch)
-                record.update(_bounds(setup, run_state, eval_rows, "train", key))
+                record.update(_evaluation.train_bounds(setup, run_state, eval_rows, "train",
+                                                       key))
                 if valid_rows is not None:
-                    record.update(_bounds(setup, run_state, valid_rows, "valid", key))
+                    record.update(_evaluation.train_bounds(setup, run_state, valid_rows,
+                                                           "valid", key))
             record["seconds"] = round(time.perf_counter() - started, 3)
             records.append(record)
         if writer:
@@ -225,28 +212,20 @@ def _epochs(config, run, setup, epoch_fn, state, records, start_epoch, checkpoin
                 raise RunError(str(error)) from None
             last_saved = epoch
             saved(epoch)
-        if writer:
-            if evaluated and (epoch == config.epochs
-                              or epoch % max(1, config.epochs // 10) == 0):
-                bar.write(f"epoch {epoch:4d}: " + progress_line(
-                    config, records[-seeds:], setup.likelihood_type), file=sys.stderr)
+        if writer and evaluated and (epoch == config.epochs
+                                     or epoch % max(1, config.epochs // 10) == 0):
+            bar.write(f"epoch {epoch:4d}: " + progress_line(
+                reported, records[-seeds:], setup.likelihood_type), file=sys.stderr)
         _interrupt.check()
     return records, state
 
 
-def _bounds(setup, state, rows, split, key) -> dict[str, float]:
-    bounds = _evaluation.train_bounds(setup, state, rows, split, key)
-    return {f"{split}_{name}": float(np.mean(np.asarray(values)))
-            for name, values in bounds.items()}
-
-
-def _result(config: Config, run: RunDirectory, setup, final: list[dict],
-            seconds: float) -> dict:
-    """The record ``jlvm train`` prints: the trained bound under its own name."""
-    field = HEADLINE.get(config.model, ("elbo",))[0]
+def _result(config, run: RunDirectory, setup, final: list[dict], seconds: float) -> dict:
+    """The record ``jlvm train`` prints: the reported bounds, the trained one first."""
+    names = [f"train_{field}" for field, _ in setup.built.reported]
+    field = setup.built.reported[0][0]
     result = {"run_dir": str(run.path), "model": config.model, "epochs": config.epochs,
               "likelihood_type": setup.likelihood_type}
-    names = [f"train_{field}"] + (["train_elbo"] if config.model == "iwae" else [])
     if final and "valid_" + field in final[0]:
         names.append(f"valid_{field}")
     for name in names:
