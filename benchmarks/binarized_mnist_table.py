@@ -50,8 +50,8 @@ ROWS = {  # name: (model, K, gradient estimator, ELBO form, reference NLL at def
 # the rows' settings beyond the protocol's MLP, diagonal posterior and N(0, I) prior
 FAMILY = {"full": ["--posterior", "full"], "flow": ["--posterior", "flow"],
           "mixture": ["--prior", "mixture:10"],
-          "conv": ["--architecture", "conv", "--hidden", "32", "64"],
-          "conv-flow-mixture": ["--architecture", "conv", "--hidden", "32", "64",
+          "conv": ["--architecture", "conv", "--hidden-dims", "32", "64"],
+          "conv-flow-mixture": ["--architecture", "conv", "--hidden-dims", "32", "64",
                                 "--posterior", "flow", "--prior", "mixture:10"]}
 DEFAULT_EPOCHS = {"vae": 1000, "iwae": 600}
 
@@ -107,8 +107,8 @@ def main() -> None:
         started = time.perf_counter()
         trained = _jlvm("train", "--model", model, "--data", "binarized-mnist",
                         "--latent-dim", "50",
-                        *([] if "--hidden" in FAMILY.get(name, []) else ["--hidden", "200",
-                                                                          "200"]),
+                        *([] if "--hidden-dims" in FAMILY.get(name, [])
+                          else ["--hidden-dims", "200", "200"]),
                         "--batch-size", "100",
                         "--learning-rate", "1e-3", "--num-samples", str(K),
                         "--grad-estimator", estimator, "--epochs", str(epochs),

@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                        "NaN is missing). Without a test split 10%% of the rows, chosen with "
                        "--seed, are held out; data other than 0/1 is standardized per column "
                        "and every number reported is in the file's units")
+    train.add_argument("--data-path", help="file or folder for binarized-mnist "
+                       "(default $JLVM_DATA_DIR)")
     train.add_argument("--image-shape", type=int, nargs=2, metavar=("H", "W"),
                        help="the rows of a data file are H x W images (for --architecture "
                        "conv, --missing top-half and pictures)")
@@ -63,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
                        f"{_DEFAULTS.epochs}; for gmm: EM iterations, default 100)")
     train.add_argument("--latent-dim", type=int,
                        help=f"L, dimensions of z (default {_DEFAULTS.latent_dim})")
-    train.add_argument("--hidden-dims", "--hidden", type=int, nargs="+", dest="hidden_dims",
+    train.add_argument("--hidden-dims", type=int, nargs="+",
                        metavar="WIDTH", help="hidden widths (default "
                        f"{' '.join(map(str, _DEFAULTS.hidden_dims))})")
     train.add_argument("--batch-size", type=int, help=f"default {_DEFAULTS.batch_size}")

@@ -46,7 +46,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")
 
 # small networks on the bundled digits: every run below trains in seconds
-TINY = ["--latent-dim", "2", "--hidden", "16", "--batch-size", "100"]
+TINY = ["--latent-dim", "2", "--hidden-dims", "16", "--batch-size", "100"]
 EXTRA = {"svi": ["--inner-steps", "2"], "semi": ["--inner-steps", "2"],
          "gmm": ["--components", "3"]}
 

@@ -104,7 +104,7 @@ def test_what_cannot_be_encoded_is_one_line_and_writes_nothing(trained, tmp_path
 def test_a_flows_moments_are_monte_carlo_estimates_within_their_error(tmp_path):
     """A flow's E_q[z|x] has no closed form: the K-draw mean written lies within 4
     standard errors (scale / sqrt(K)) of a 50,000-draw reference."""
-    config = runs.make_config(model="vae", epochs=1, latent_dim=2, hidden=(16,),
+    config = runs.make_config(model="vae", epochs=1, latent_dim=2, hidden_dims=(16,),
                               posterior="flow")
     out = tmp_path / "flow"
     runs.train(config, out)

@@ -113,8 +113,8 @@ def test_the_chunk_of_draws_keeps_the_temporaries_within_the_budget(model):
     params = vae.init(jax.random.PRNGKey(0), data_dim=10, latent_dim=2, hidden_dims=(4096,))
     budget = 2**23  # 8 MiB
     chunk = evaluate.chunk_size_for(wide, params, X, 200, batch_size=20, budget_bytes=budget)
-    temp = evaluate._per_row.lower(jax.random.PRNGKey(0), wide, params, X, None, "is", 200,
-                                   20, chunk, None).compile().memory_analysis()
+    temp = evaluate._compiled(wide, "is", 200, 20, chunk, None).lower(
+        jax.random.PRNGKey(0), params, X, None, None).compile().memory_analysis()
     assert 8 <= chunk < 200 and temp.temp_size_in_bytes <= budget, (chunk, temp)
     # the chunk changes the memory, not the values
     key = jax.random.PRNGKey(3)
@@ -131,3 +131,40 @@ def test_the_chunk_of_draws_keeps_the_temporaries_within_the_budget(model):
     assert evaluate.chunk_size_for(wide, flow, X, 300) == 300
     with pytest.raises(ValueError, match="num_samples"):
         evaluate.chunk_size_for(wide, model, X, 0)
+    for name in ("most", "budget_bytes"):
+        with pytest.raises(ValueError, match=name):
+            evaluate.chunk_size_for(wide, model, X, 10, **{name: 0})
+
+
+def test_an_identical_new_model_is_not_compiled_again():
+    """Two models built alike (a notebook cell run twice) share one compiled evaluation:
+    the second call compiles nothing, and the cache of compiled evaluations is bounded."""
+    compiled = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, seconds, **kwargs: compiled.append(name)
+        if name == "/jax/core/compile/backend_compile_duration" else None)
+    X = (jax.random.uniform(jax.random.PRNGKey(7), (30, 12)) < 0.4).astype(jnp.float32)
+    values = []
+    for seed in range(2):
+        model = vae.model(12, 2, hidden_dims=(8,))  # a new model, the same settings
+        params = model.init(jax.random.PRNGKey(0))
+        compiled.clear()
+        values.append(evaluate.log_likelihood(jax.random.PRNGKey(seed), model, params, X, 16))
+        if seed == 0:
+            assert compiled  # the first call compiles
+    assert compiled == []  # the second does not
+    assert not np.array_equal(values[0], values[1])  # it did run, with its own key
+    assert evaluate._compile.cache_info().maxsize == evaluate.COMPILED_MOST
+
+    # a model whose functions cannot be compared (an unhashable callable) is evaluated too,
+    # compiled for each call
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, params, x, mask=None):
+            return vae.encoder(params, x, mask)
+
+    model = vae.model(12, 2, hidden_dims=(8,))._replace(encoder=Unhashable())
+    np.testing.assert_allclose(
+        evaluate.log_likelihood(jax.random.PRNGKey(0), model, params, X, 16), values[0],
+        rtol=1e-6)

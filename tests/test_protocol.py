@@ -123,6 +123,66 @@ def test_masked_batches_reach_the_model_and_nan_at_missing_entries_does_not(data
         np.testing.assert_array_equal(a, b)
 
 
+def _naive_log_joint(params, x, z, mask=None):
+    """What a user writes first: x enters the arithmetic before the mask leaves its holes
+    out (NaN * 0 = NaN, in the value and in every gradient)."""
+    mean = params["decoder"]["w"] * z[0] + params["decoder"]["b"]
+    per_dim = -0.5 * (x - mean) ** 2 - 0.5 * jnp.log(2 * jnp.pi)
+    seen = jnp.ones_like(x) if mask is None else mask.astype(x.dtype)
+    return _prior(params).log_prob(z) + jnp.sum(per_dim * seen)
+
+
+def _naive_encoder(params, x, mask=None):
+    e = params["encoder"]
+    return posteriors.diagonal(jnp.dot(e["a"], x)[None] + e["c"], e["d"][None])
+
+
+@pytest.mark.parametrize("learner", ["amortized", "semi_amortized", "svi"])
+def test_a_naive_model_trained_on_nan_holes_keeps_finite_parameters(data, learner):
+    """The learners never hand a model NaN at a missing entry: a naive user model trained
+    on (x with NaN holes, mask) batches learns from the observed entries only."""
+    naive = jlvm.Model(_init, _naive_log_joint, _naive_encoder)
+    mask = np.ones(data.shape, bool)
+    mask[::3, 1] = False
+    mask[1::3, 0] = False
+    holes = jnp.where(jnp.asarray(mask), data, jnp.nan)
+    if learner == "svi":
+        fit = svi(naive, optax.adam(1e-2), data.shape[0], inner_steps=2)
+        batch = (jnp.arange(data.shape[0], dtype=jnp.int32), holes, jnp.asarray(mask))
+    else:
+        fit = (amortized if learner == "amortized" else semi_amortized)(
+            naive, optax.adam(1e-2))
+        batch = (holes, jnp.asarray(mask))
+    state = fit.init(jax.random.PRNGKey(0), batch)
+    theta = state.params.model if learner == "svi" else state.params
+    start = np.asarray(theta["decoder"]["w"])
+    step = jax.jit(fit.step)
+    for _ in range(5):
+        state, metrics = step(state, batch)
+        assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
+    leaves = jax.tree_util.tree_leaves(state.params)
+    assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in leaves)
+    theta = state.params.model if learner == "svi" else state.params
+    assert not np.allclose(theta["decoder"]["w"], start)  # it learned
+
+
+def test_a_non_finite_gradient_under_a_finite_loss_never_reaches_the_parameters(data):
+    """A log_joint whose value is finite but whose gradient is not (sqrt at 0): the step
+    keeps the old parameters and says so."""
+
+    def log_joint(params, x, z, mask=None):
+        return _log_joint(params, x, z) + jnp.sqrt(jnp.abs(params["decoder"]["b"][0]))
+
+    learner = amortized(jlvm.Model(_init, log_joint, _encoder), optax.sgd(0.1))
+    state = learner.init(jax.random.PRNGKey(0), data[:8])  # b = 0: d sqrt|b| / db = inf
+    new, metrics = jax.jit(learner.step)(state, data[:8])
+    assert np.isfinite(float(metrics["loss"])) and not bool(metrics["finite"])
+    for a, b in zip(jax.tree_util.tree_leaves(new.params),
+                    jax.tree_util.tree_leaves(state.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(new.step) == 1
+
+
 def test_a_model_is_checked_before_anything_compiles(data):
     with pytest.raises(TypeError, match=r"model must be a jlvm\.Model"):
         amortized({"init": _init}, optax.adam(1e-3))

@@ -10,6 +10,7 @@ import pytest
 from jlvm import cli, data, missing, runs
 from jlvm.models import gmm
 from jlvm.runs import _missing
+from jlvm.runs._directory import RunDirectory
 
 
 def _run(argv, capsys):
@@ -42,64 +43,70 @@ def test_a_run_learns_from_its_holes_and_keeps_them(tmp_path, capsys):
     holes, and a run written from a mask file equals it."""
     out = tmp_path / "holes"
     code, stdout, err = _run(["train", "--missing", "mcar:0.5", "--epochs", "1",
-                              "--latent-dim", "2", "--hidden", "16", "--out", out], capsys)
+                              "--latent-dim", "2", "--hidden-dims", "16", "--out", out], capsys)
     assert code == 0, err
-    stored = _missing.read_stored(out)
+    stored = RunDirectory(out).read_mask()
     X = data.digits().train
     np.testing.assert_array_equal(stored, _missing.mask_for("mcar:0.5", X.shape, (8, 8), 0))
     assert json.loads((out / "config.json").read_text())["config"]["missing"] == "mcar:0.5"
     run = runs.load(out)
-    np.testing.assert_array_equal(np.asarray(run.setup.train_mask), stored)
+    np.testing.assert_array_equal(np.asarray(run.setup.data.train_mask), stored)
     # the encoder sees x with its holes at 0 (not the mask: MIWAE's zero imputation), and
     # the run directory says so
-    assert _missing.read_encoder_input(out) is False
+    assert _facts(out)["model"]["encoder_sees_mask"] is False
     assert run.state.params.encoder_sees_mask is False
     # the bound it reports is of half the pixels: far above a complete image's
     assert json.loads(stdout)["train_elbo"] > -30
     code, _, err = _run(["train", "--resume", "--epochs", "2", "--out", out], capsys)
     assert code == 0, err
-    np.testing.assert_array_equal(_missing.read_stored(out), stored)
+    np.testing.assert_array_equal(RunDirectory(out).read_mask(), stored)
     np.savez(tmp_path / "mask.npz", mask=stored)
     again = tmp_path / "from-file"
     code, stdout_file, err = _run(["train", "--missing-file", tmp_path / "mask.npz",
-                                   "--epochs", "1", "--latent-dim", "2", "--hidden", "16",
+                                   "--epochs", "1", "--latent-dim", "2", "--hidden-dims", "16",
                                    "--out", again], capsys)
     assert code == 0, err
     assert json.loads(stdout_file)["train_elbo"] == json.loads(stdout)["train_elbo"]
 
 
+def _facts(out) -> dict:
+    return json.loads((out / "config.json").read_text())["facts"]
+
+
 def test_a_run_whose_encoder_took_the_mask_as_a_second_input_still_loads(tmp_path, capsys,
                                                                           monkeypatch):
-    """Runs written before their train_mask.npz said what the encoder takes (the mask
-    alone) had encoders with the mask as a second input per pixel: they evaluate and
-    resume."""
-    from jlvm.runs import _setup
+    """Runs of jlvm 0.1 (config.json format 1, no facts) written before train_mask.npz said
+    what the encoder takes had encoders with the mask as a second input per pixel: they
+    evaluate and resume."""
+    from jlvm.runs.kinds import vae as vae_kind
 
-    build = _setup.build
-
-    def old_build(config, dataset=None, stored_mask=None, stored_input=None):
-        return build(config, dataset, stored_mask, True)
-
-    def old_store(run_path, mask, encoder_sees_mask=True):
-        np.savez_compressed(run_path / _missing.MASK_NAME, mask=mask)
-
-    monkeypatch.setattr(_setup, "build", old_build)
-    monkeypatch.setattr(_missing, "store", old_store)
+    model = vae_kind.model
+    monkeypatch.setattr(vae_kind, "model", lambda config, data, stored: model(
+        config, data, {**stored, "encoder_sees_mask": True}))
     out = tmp_path / "old"
     code, _, err = _run(["train", "--missing", "top-half", "--epochs", "1", "--latent-dim",
-                         "2", "--hidden", "16", "--out", out], capsys)
+                         "2", "--hidden-dims", "16", "--out", out], capsys)
     assert code == 0, err
     monkeypatch.undo()
-    assert _missing.read_encoder_input(out) is True
+    # what jlvm 0.1 wrote: config.json format 1, the mask alone in train_mask.npz
+    stored = json.loads((out / "config.json").read_text())
+    config = stored["config"]
+    config["hidden"] = config.pop("hidden_dims")
+    for name in ("objective", "model_args", "image_shape"):
+        del config[name]
+    (out / "config.json").write_text(json.dumps({"format": 1, "config": config,
+                                                 "data_dim": 64, "steps_per_epoch": 14}))
+    np.savez_compressed(out / "train_mask.npz", mask=RunDirectory(out).read_mask())
     assert runs.load(out).state.params.encoder_sees_mask is True
     code, stdout, err = _run(["evaluate", out, "--num-samples", "20", "--num-examples", "50"],
                              capsys)
     assert code == 0 and np.isfinite(json.loads(stdout)["log_likelihood"]), err
     code, _, err = _run(["train", "--resume", "--epochs", "2", "--out", out], capsys)
     assert code == 0, err
-    assert _missing.read_encoder_input(out) is True
+    assert _facts(out)["model"]["encoder_sees_mask"] is True  # now in config.json
+    assert runs.load(out).state.params.encoder_sees_mask is True
     # a damaged train_mask.npz: one line naming it, for evaluate and resume alike
-    path = out / _missing.MASK_NAME
+    path = out / "train_mask.npz"
     path.write_bytes(path.read_bytes()[:100])
     for argv in (["evaluate", out, "--num-samples", "5"],
                  ["train", "--resume", "--epochs", "3", "--out", out]):
@@ -149,7 +156,7 @@ def test_what_cannot_be_used_is_one_line(tmp_path, capsys):
         (["--missing-file", tmp_path / "none.npz"], "does not exist"),
     ]
     for argv, message in cases:
-        code, stdout, err = _run(["train", "--epochs", "1", "--latent-dim", "2", "--hidden",
+        code, stdout, err = _run(["train", "--epochs", "1", "--latent-dim", "2", "--hidden-dims",
                                   "16", *argv, "--out", tmp_path / "run"], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
         assert stdout == "" and not (tmp_path / "run").exists()
@@ -186,7 +193,7 @@ def test_impute_fills_every_hole_with_the_models_conditional_mean(trained, tmp_p
     run = runs.load(vae_run)
     keys = jax.random.split(jax.random.PRNGKey(2), 12)
     expected = jax.vmap(lambda k, x, m: missing.impute(
-        k, run.setup.model, run.state.params, x, m, 64, chunk_size=64).mean)(
+        k, run.setup.built.model, run.state.params, x, m, 64, chunk_size=64).mean)(
             keys, np.nan_to_num(holes), observed)
     with np.load(tmp_path / "vae.npz") as written:
         assert not np.isnan(written["x"]).any()
@@ -211,3 +218,39 @@ def test_impute_fills_every_hole_with_the_models_conditional_mean(trained, tmp_p
              "--draws must be")):
         code, stdout, err = _run(["impute", vae_run, *argv], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_holes_are_never_lost_or_blamed_on_the_wrong_setting(tmp_path, capsys):
+    """A run whose train_mask.npz was deleted is refused, not trained on other holes; data
+    that observe nothing names where the holes came from."""
+    out = tmp_path / "holes"
+    np.savez(tmp_path / "mask.npz", mask=_missing.mask_for("mcar:0.3", (1438, 64), None, 1))
+    code, _, err = _run(["train", "--missing-file", tmp_path / "mask.npz", "--epochs", "1",
+                         "--latent-dim", "2", "--hidden-dims", "16", "--out", out], capsys)
+    assert code == 0, err
+    (out / "train_mask.npz").unlink()
+    np.savez(tmp_path / "mask.npz", mask=np.ones((1438, 64), bool))  # the file changed too
+    for argv in (["train", "--resume", "--epochs", "2", "--out", out],
+                 ["evaluate", out, "--num-samples", "5"]):
+        code, stdout, err = _run(argv, capsys)
+        assert code == 2 and "train_mask.npz is missing" in err, err
+        assert len(err.strip().splitlines()) == 1 and stdout == ""
+    np.save(tmp_path / "nothing.npy", np.full((30, 4), np.nan))
+    np.savez(tmp_path / "none.npz", mask=np.zeros((1438, 64), bool))
+    for argv, source in ((["--data", tmp_path / "nothing.npy", "--batch-size", "5"],
+                          "the NaN entries of nothing.npy"),
+                         (["--missing-file", tmp_path / "none.npz"], "--missing-file")):
+        code, _, err = _run(["train", "--epochs", "1", *argv, "--out", tmp_path / "x"], capsys)
+        assert code == 2 and f"observe nothing under {source}" in err, err
+
+
+def test_impute_keeps_a_float64_input_bit_for_bit(trained, tmp_path, capsys):
+    X = np.asarray(data.digits().test[:6], np.float64)
+    X[:, ::3] = np.nan
+    np.savez(tmp_path / "in.npz", x=X)
+    code, _, err = _run(["impute", trained("vae").path, "--input", tmp_path / "in.npz",
+                         "--out", tmp_path / "out.npz", "--num-samples", "8"], capsys)
+    assert code == 0, err
+    written = np.load(tmp_path / "out.npz")["x"]
+    assert written.dtype == np.float64 and not np.isnan(written).any()
+    np.testing.assert_array_equal(written[~np.isnan(X)], X[~np.isnan(X)])

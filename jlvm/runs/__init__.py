@@ -37,7 +37,8 @@ from typing import Any
 from jlvm.runs._config import SEED_LIMIT, Config, make_config
 from jlvm.runs._directory import DATA_NAME, RunDirectory
 from jlvm.runs._errors import RunError
-from jlvm.runs._setup import Run, load as _load
+from jlvm.runs._setup import Run
+from jlvm.runs._setup import load as _load
 
 __all__ = ["Config", "Run", "RunError", "default_out", "encode", "evaluate", "impute",
            "load", "make_config", "resume", "sample", "start_distributed", "train"]

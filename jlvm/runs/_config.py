@@ -74,7 +74,7 @@ _PATHS = ("missing_file", "data_path")
 LIMITS = {"latent_dim": 2**16, "hidden_dims": 2**16, "batch_size": 2**24,
           "num_samples": 2**20, "components": 2**16, "inner_steps": 2**20,
           "num_seeds": 2**16, "epochs": 2**31 - 1}
-# config.json of jlvm before 0.2 called hidden_dims "hidden"
+# config.json of jlvm 0.1 called hidden_dims "hidden" (read; make_config takes one name)
 RENAMED = {"hidden": "hidden_dims"}
 
 
@@ -99,10 +99,12 @@ def make_config(**given: Any) -> Config:
     Relative paths (``data``, ``missing_file``, a ``FILE.py`` model) are resolved against
     the current directory, so that the run can be resumed and evaluated from anywhere.
     """
-    given = {RENAMED.get(name, name): value for name, value in given.items()}
     unknown = sorted(set(given) - set(FIELDS))
     if unknown:
-        raise RunError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}.")
+        renamed = "".join(f" ({old} is called {RENAMED[old]} now)" for old in unknown
+                          if old in RENAMED)
+        raise RunError(f"unknown setting(s) {', '.join(unknown)}{renamed}; known: "
+                       f"{', '.join(FIELDS)}.")
     given = {name: plain(name, value) for name, value in given.items()}
     model = given.get("model", Config.model)
     kind = _kind(model)

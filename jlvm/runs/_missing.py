@@ -4,8 +4,9 @@
 ``--missing-file MASK.npz`` reads it, and NaN in the training data marks missing entries
 too. The mask [N, D] (True = observed) is stored in the run directory
 (``RunDirectory.write_mask``) when the run starts, so that ``--resume`` and ``jlvm
-evaluate`` see the very same holes whatever happens to the file it came from. Training examples that observe
-nothing carry no information and are left out, with a warning that counts them.
+evaluate`` see the very same holes whatever happens to the file it came from. Training
+examples that observe nothing carry no information and are left out, with a warning that
+counts them.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import numpy as np
 
 from jlvm.runs import _directory, _evaluation, _figures, _interrupt, _setup
-from jlvm.runs._errors import RunError
 from jlvm.runs._directory import RunDirectory
+from jlvm.runs._errors import RunError
 
 
 def _summaries(metrics, num_seeds: int) -> list[dict[str, float]]:
@@ -95,7 +95,16 @@ def _train(config, run, *, resume, writer, checkpoint_every, eval_every, devices
         if checkpoint.steps(run.checkpoints):
             restored = run.restore(state, warn=warn, quarantine=writer)
             state, start_epoch, last_saved = restored.state, restored.step + 1, restored.step
-            records = [r for r in run.read_metrics() if r.get("epoch", 0) <= restored.step]
+            recorded = run.read_metrics()
+            records = [r for r in recorded if r.get("epoch", 0) <= restored.step]
+            newest = max((r.get("epoch", 0) for r in recorded), default=0)
+            if newest > restored.step and not restored.damaged:
+                # a checkpoint that was never completed (the process stopped while orbax
+                # wrote it) is no checkpoint: say that those epochs are trained again
+                warn(f"{run.metrics} records epoch {newest}, but the newest complete "
+                     f"checkpoint is {restored.step}: training continues from epoch "
+                     f"{restored.step + 1}, and epochs {restored.step + 1}..{newest} are "
+                     "trained again.")
         elif run.read_metrics():
             warn(f"{run.path} has no checkpoint to continue from: training starts again at "
                  "epoch 1 with the stored settings.")

@@ -65,8 +65,18 @@ def moments(q, key, num_samples: int):
         return jnp.mean(draws, axis=0), jnp.std(draws, axis=0), False
 
 
+ENCODER = Proposal()  # the model's own encoder
+
+
+def _rows(tree, rows):
+    """Rows ``rows`` of every leaf of ``tree`` (None stays None)."""
+    import jax
+
+    return jax.tree_util.tree_map(lambda a: a[rows], tree)
+
+
 def built(model, learner, *, batch_size: int, reported, likelihood_type: str, facts: dict,
-          iwae_samples: int | None = None, proposal: Proposal = Proposal(),
+          iwae_samples: int | None = None, proposal: Proposal = ENCODER,
           params: Callable = lambda state: state.params, train_data=None) -> Built:
     """A ``Built`` for ``model`` trained by ``learner``. ``reported``: (metric, what it is)
     pairs, the trained bound first; the per-epoch bounds are the ELBO (one draw) and, with
@@ -74,7 +84,7 @@ def built(model, learner, *, batch_size: int, reported, likelihood_type: str, fa
     import jax
     import jax.numpy as jnp
 
-    from jlvm import evaluate, missing, train
+    from jlvm import evaluate, missing
     from jlvm.models import protocol
 
     def phi_of(model_params, X, mask, key):
@@ -138,10 +148,10 @@ def built(model, learner, *, batch_size: int, reported, likelihood_type: str, fa
         first = jax.tree_util.tree_map(lambda a: a[0], phi)
         exact = moments(q_of(model_params, X[0], masks[0], first), draw_key, 1)[2]
         keys = jax.random.split(draw_key, X.shape[0])
-        pieces = [_moments(model_params, X[i:i + ENCODE_ROWS], masks[i:i + ENCODE_ROWS],
-                           keys[i:i + ENCODE_ROWS], num_samples,
-                           jax.tree_util.tree_map(lambda a: a[i:i + ENCODE_ROWS], phi))
-                  for i in range(0, X.shape[0], ENCODE_ROWS)]
+        pieces = [_moments(model_params, X[rows], masks[rows], keys[rows], num_samples,
+                           _rows(phi, rows))
+                  for rows in (slice(i, i + ENCODE_ROWS)
+                               for i in range(0, X.shape[0], ENCODE_ROWS))]
         return (np.concatenate([np.asarray(p[0]) for p in pieces]),
                 np.concatenate([np.asarray(p[1]) for p in pieces]), exact)
 
@@ -168,15 +178,14 @@ def built(model, learner, *, batch_size: int, reported, likelihood_type: str, fa
                            "model.decoder(params, z) -> p(x | z).")
         model_params = params(state)
         X, M = jnp.asarray(X), _mask_rows(mask, np.shape(X))
-        fit_key, key = jax.random.split(key)
-        phi = phi_of(model_params, X, M, fit_key)
-        keys = jax.random.split(key, X.shape[0])
+        phi = phi_of(model_params, X, M, jax.random.fold_in(key, 1))
+        keys = jax.random.split(key, X.shape[0])  # row n's draws: keys[n], whatever N is
         pieces = []
         for start in range(0, X.shape[0], IMPUTE_ROWS):
             rows = slice(start, start + IMPUTE_ROWS)
             pieces.append(jax.tree_util.tree_map(np.asarray, _impute(
-                model_params, keys[rows], X[rows], M[rows],
-                jax.tree_util.tree_map(lambda a: a[rows], phi), num_samples, num_draws)))
+                model_params, keys[rows], X[rows], M[rows], _rows(phi, rows), num_samples,
+                num_draws)))
         arrays = {"x": np.concatenate([p.mean for p in pieces]),
                   "effective_sample_size": np.concatenate([p.effective_sample_size
                                                            for p in pieces])}
