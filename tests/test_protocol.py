@@ -197,6 +197,20 @@ def test_a_model_is_checked_before_anything_compiles(data):
     with pytest.raises(TypeError, match="the mask of batch must be a boolean"):
         amortized(MODEL, optax.adam(1e-3)).init(jax.random.PRNGKey(0),
                                                 (data[:4], jnp.ones((4, 2))))
+    # each names the culprit, not a line deep inside JAX or distrax
+    as_tuple = jlvm.Model(_init, _log_joint, lambda p, x, mask=None: (x, x))
+    with pytest.raises(ValueError, match=r"model\.encoder\(params, x\) must be a distrax"):
+        amortized(as_tuple, optax.adam(1e-3)).init(jax.random.PRNGKey(0), data[:4])
+    wider = jlvm.Model(_init, lambda p, x, z, mask=None: _log_joint(p, x, z) + z @ jnp.ones(1),
+                       lambda p, x, mask=None: posteriors.diagonal(jnp.zeros(3), jnp.zeros(3)))
+    # a draw z [3], where log_joint takes z [1]
+    with pytest.raises(Exception, match=r"model\.log_joint\(params, x, z\) on one example x "
+                                        r"\(2,\) and a draw z \(3,\) of the encoder's q failed"):
+        amortized(wider, optax.adam(1e-3)).init(jax.random.PRNGKey(0), data[:4])
+    counts = jlvm.Model(lambda key: {**_init(key), "n": jnp.ones(2, jnp.int32)}, _log_joint,
+                        _encoder)
+    with pytest.raises(TypeError, match=r"model\.init\(key\)\['n'\] has dtype int32"):
+        amortized(counts, optax.adam(1e-3)).init(jax.random.PRNGKey(0), data[:4])
 
 
 def test_the_vae_is_one_model_and_its_learner_is_unchanged():

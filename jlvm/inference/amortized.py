@@ -81,7 +81,7 @@ def init_params(model: Model, key: jax.Array, batch) -> object:
     mask); None skips the check) by tracing only: a q over several z, or a log_joint that
     is not a scalar, is named before anything compiles."""
     params = model.init(key)
-    _checks.numeric_leaves(params, "model.init(key)")
+    protocol.check_params(params)
     if batch is not None:
         x, mask = protocol.split_batch(batch)
         protocol.check_against(model, params, x[0], None if mask is None else mask[0])

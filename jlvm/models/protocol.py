@@ -108,17 +108,55 @@ def log_likelihood(model: Model, params: Any, x: jax.Array, z: Any,
     return model.log_likelihood(params, x, z, mask)
 
 
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _traced(what: str, fn, *args):
+    """``jax.eval_shape(fn, *args)``; what a model's function raises there (a bug of its
+    own, or shapes that do not fit) is a ``ValueError`` that names the function."""
+    try:
+        return jax.eval_shape(fn, *args)
+    except (TypeError, ValueError) as error:
+        if str(error).startswith("model."):  # already says which function
+            raise
+        raise type(error)(f"{what} failed: {_one_line(error)}") from error
+
+
 def latent_example(model: Model, params: Any, x: jax.Array | None,
                    mask: Any = None) -> Any:
     """The shape and dtype of one z (a ``jax.ShapeDtypeStruct``), from a draw of the
     encoder's q(z | x) or, without an encoder or an x, of the prior; traced only."""
     key = jax.random.PRNGKey(0)
     if model.encoder is not None and x is not None:
-        return jax.eval_shape(
-            lambda p, x: _checks.sample(encoder(model, p, x, mask), key, 1)[0], params, x)
+        def draw(p, x):
+            q = encoder(model, p, x, mask)
+            _checks.scalar_distribution(q, "model.encoder(params, x)")
+            return _checks.sample(q, key, 1)[0]
+
+        return _traced("model.encoder(params, x) on one example", draw, params, x)
     if model.prior is not None:
-        return jax.eval_shape(lambda p: _checks.sample(model.prior(p), key, 1)[0], params)
+        def prior_draw(p):
+            q = model.prior(p)
+            _checks.scalar_distribution(q, "model.prior(params)")
+            return _checks.sample(q, key, 1)[0]
+
+        return _traced("model.prior(params)", prior_draw, params)
     raise TypeError("the model needs an encoder or a prior for jlvm to know the shape of z.")
+
+
+def check_params(params: Any, name: str = "model.init(key)") -> None:
+    """Parameters that gradients can move: every leaf an array of floating-point numbers
+    (an integer leaf, which ``jax.grad`` refuses, is named here with its path)."""
+    _checks.numeric_leaves(params, name)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        dtype = jax.numpy.result_type(leaf)
+        if not jax.numpy.issubdtype(dtype, jax.numpy.floating):
+            raise TypeError(f"{name}{jax.tree_util.keystr(path)} has dtype {dtype}: "
+                            "parameters are learned by gradients and must be floating point "
+                            "(e.g. jnp.float32; keep integers such as sizes in the model's "
+                            "closure, not in params).")
 
 
 def check_against(model: Model, params: Any, x: jax.Array, mask: Any = None) -> None:
@@ -126,12 +164,9 @@ def check_against(model: Model, params: Any, x: jax.Array, mask: Any = None) -> 
     log_joint on one example: a q over several z, or a log_joint that does not return a
     scalar, is named here rather than deep inside a compiled step."""
     z = latent_example(model, params, x, mask)
-    if model.encoder is not None:
-        def check_q(p, x):  # inside the trace: a flow's q infers its shapes by tracing
-            _checks.scalar_distribution(encoder(model, p, x, mask), "model.encoder(params, x)")
-
-        jax.eval_shape(check_q, params, x)
-    value = jax.eval_shape(lambda p, x, z: log_joint(model, p, x, z, mask), params, x, z)
+    value = _traced(f"model.log_joint(params, x, z) on one example x {tuple(x.shape)} and a "
+                    f"draw z {tuple(z.shape)} of the encoder's q",
+                    lambda p, x, z: log_joint(model, p, x, z, mask), params, x, z)
     if getattr(value, "shape", None) != ():
         raise ValueError(f"model.log_joint(params, x, z) must return a scalar for one x "
                          f"{tuple(x.shape)} and one z {tuple(z.shape)}, got shape "
