@@ -15,23 +15,30 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def positive_int(value: Any, name: str, maximum: int = 2**31 - 1) -> int:
-    """Returns ``value`` as a Python int in [1, maximum], else raises ``ValueError`` naming
-    ``name``."""
+def positive_int(value: Any, name: str, maximum: int = 2**31 - 1, *, minimum: int = 1) -> int:
+    """Returns ``value`` as a Python int in [minimum, maximum], else raises ``ValueError``
+    naming ``name``. Anything ``operator.index`` takes is an int (NumPy's integers
+    included); a bool is not."""
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive Python int, got {value!r}.")
+        raise ValueError(f"{name} must be a Python int >= {minimum}, got {value!r}.")
     try:
         as_int = operator.index(value)
     except TypeError:
         raise ValueError(
-            f"{name} must be a positive Python int (it fixes an array shape), "
+            f"{name} must be a Python int >= {minimum} (it fixes an array shape), "
             f"got {value!r} of type {type(value).__name__}."
         ) from None
-    if as_int < 1:
-        raise ValueError(f"{name} must be >= 1, got {as_int}.")
+    if as_int < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {as_int}.")
     if as_int > maximum:  # JAX indexes arrays with int32
         raise ValueError(f"{name} must be at most {maximum}, got {as_int}.")
     return as_int
+
+
+def nonnegative_int(value: Any, name: str) -> int:
+    """``value`` as a Python int >= 0 (NumPy integers welcome, bools not), else
+    ``ValueError`` naming ``name``."""
+    return positive_int(value, name, minimum=0)
 
 
 def one_of(value: Any, name: str, allowed: tuple[str, ...]) -> str:

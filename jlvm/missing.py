@@ -287,13 +287,13 @@ def impute(key: jax.Array, model: Any, params: Any, x: jax.Array, mask: Any,
     _checks.prng_key(key)
     num_samples = _checks.positive_int(num_samples, "num_samples")
     chunk_size = min(_checks.positive_int(chunk_size, "chunk_size"), num_samples)
-    if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 0:
-        raise ValueError(f"num_draws must be an int >= 0, got {num_draws!r}.")
+    num_draws = _checks.nonnegative_int(num_draws, "num_draws")
     x = _checks.float_array(x, "x")
     mask = _checks.observation_mask(mask, x.shape[0])
     x = jnp.where(mask, x, 0.0)  # a NaN at a missing entry reaches nothing
     if q is None:
         q = protocol.encoder(model, params, x, mask)
+    _check_decoder(model, params, q, x)
     draw_key, resample_key = jax.random.split(key)
 
     def chunk(indices):
@@ -307,7 +307,11 @@ def impute(key: jax.Array, model: Any, params: Any, x: jax.Array, mask: Any,
         top, total, weighted = carry
         log_w, means = chunk(indices)
         new_top = jnp.maximum(top, jnp.max(log_w))
-        scale, weights = jnp.exp(top - new_top), jnp.exp(log_w - new_top)
+        # while every weight so far is 0 (log w = -inf), shift by 0: -inf - -inf is NaN
+        shift = jnp.where(jnp.isfinite(new_top), new_top, 0.0)
+        scale, weights = jnp.exp(top - shift), jnp.exp(log_w - shift)
+        # a draw of weight 0 adds 0, even where its E[x | z] is not a number
+        means = jnp.where(weights[:, None] > 0, means, 0.0)
         return (new_top, total * scale + jnp.sum(weights),
                 weighted * scale + weights @ means), log_w
 
@@ -327,3 +331,24 @@ def impute(key: jax.Array, model: Any, params: Any, x: jax.Array, mask: Any,
             jax.random.split(sample_key, num_draws), z)
         draws = jnp.where(mask[None], x[None], samples.astype(x.dtype))
     return Imputation(mean, draws, estimators.effective_sample_size(log_w))
+
+
+def _check_decoder(model: Any, params: Any, q: Any, x: jax.Array) -> None:
+    """``model.decoder(params, z)`` at a draw of q must be a distrax distribution over x
+    [D] (its mean is E[x | z]): an array would pass its own ``mean()``, one number, as
+    every entry's imputation. Traced only (``jax.eval_shape``): nothing runs."""
+    import distrax
+
+    def check(params, z):
+        p = model.decoder(params, z)
+        if not isinstance(p, distrax.Distribution):
+            raise TypeError(f"model.decoder(params, z) must return a distrax distribution "
+                            f"p(x | z) over x [D] (its mean is E[x | z]), got "
+                            f"{type(p).__name__}.")
+        if jnp.shape(p.mean()) != x.shape:
+            raise ValueError(f"model.decoder(params, z) must be a distribution over x of "
+                             f"shape {x.shape}; its mean has shape {jnp.shape(p.mean())}.")
+        return jnp.zeros(())
+
+    z = jax.eval_shape(lambda: _checks.sample(q, jax.random.PRNGKey(0), 1)[0])
+    jax.eval_shape(check, params, z)

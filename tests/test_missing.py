@@ -3,6 +3,7 @@
 import functools
 import math
 
+import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -243,3 +244,41 @@ def test_impute_is_the_exact_conditional_mean_within_its_error():
     zeros = missing.impute(jax.random.PRNGKey(0), model, params, jnp.nan_to_num(x), mask, 4000,
                            chunk_size=1500)
     np.testing.assert_allclose(zeros.mean, out.mean, rtol=1e-6)
+
+
+def test_impute_names_a_decoder_that_returns_no_distribution():
+    """An array's own mean() is one number: every missing entry got it."""
+    model, params = _linear_gaussian_model()
+    x, mask = jnp.array([0.3, 0.0, 1.0, 0.0, 0.2, -1.0]), np.arange(6) % 2 == 0
+    for decoder, error in ((lambda p, z: p.W @ z + p.b, TypeError),
+                           (lambda p, z: {"mean": p.W @ z + p.b}, TypeError),
+                           (lambda p, z: distrax.MultivariateNormalDiag(jnp.zeros(4),
+                                                                        jnp.ones(4)),
+                            ValueError)):
+        with pytest.raises(error, match=r"model\.decoder"):
+            missing.impute(jax.random.PRNGKey(0), model._replace(decoder=decoder), params, x,
+                           mask, 10)
+
+
+def test_impute_is_the_same_for_every_chunk_size_when_some_weights_are_zero():
+    """A chunk of draws that all have weight 0 (log w = -inf) made the running
+    logsumexp NaN (-inf - -inf), so the answer depended on the chunk size."""
+    model, params = _linear_gaussian_model()
+
+    def log_joint(p, x, z, mask=None):  # probability 0 wherever z_0 < 0
+        return jnp.where(z[0] < 0, -jnp.inf, model.log_joint(p, x, z, mask))
+
+    cut = model._replace(log_joint=log_joint)
+    x, mask = jnp.array([0.3, np.nan, 1.0, np.nan, 0.2, -1.0]), np.arange(6) % 2 == 0
+    results = [missing.impute(jax.random.PRNGKey(0), cut, params, x, mask, 12, chunk_size=size,
+                              num_draws=np.int64(3)) for size in (1, 5, 12)]
+    assert np.all(np.isfinite(np.asarray(results[0].mean)))
+    for other in results[1:]:
+        np.testing.assert_allclose(other.mean, results[0].mean, rtol=1e-5)
+        np.testing.assert_allclose(other.effective_sample_size,
+                                   results[0].effective_sample_size, rtol=1e-5)
+    assert results[0].draws.shape == (3, 6)
+    with pytest.raises(ValueError, match="num_draws must be >= 0"):
+        missing.impute(jax.random.PRNGKey(0), cut, params, x, mask, 12, num_draws=-1)
+    with pytest.raises(ValueError, match="num_draws"):
+        missing.impute(jax.random.PRNGKey(0), cut, params, x, mask, 12, num_draws=True)

@@ -46,6 +46,12 @@ def test_each_family_is_what_its_phi_says():
         posteriors.parameters(distrax.Normal(0.0, 1.0))
     with pytest.raises(ValueError, match="family must be one of"):
         posteriors.standard(2, "flow")
+    flow = distrax.Transformed(posteriors.diagonal(mean, log_scale),
+                               distrax.Block(distrax.Tanh(), 1))
+    for q in (posteriors.diagonal(mean, log_scale), flow):  # 0 draws: NaN moments
+        with pytest.raises(ValueError, match="num_samples must be >= 1"):
+            posteriors.moments(q, jax.random.PRNGKey(0), 0)
+    assert posteriors.moments(flow, jax.random.PRNGKey(0), np.int64(3))[0].shape == (2,)
 
 
 def test_stl_and_dreg_gradients_vanish_at_the_exact_posterior_for_the_full_family(key):

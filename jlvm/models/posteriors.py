@@ -68,6 +68,7 @@ def moments(q: Any, key: jax.Array, num_samples: int = 1000) -> tuple[jax.Array,
     """(E_q[z], the standard deviation of each coordinate), [L] each: exact for the
     Gaussian families, else a Monte Carlo estimate from ``num_samples`` draws with ``key``
     (a flow's moments have no closed form)."""
+    num_samples = _checks.positive_int(num_samples, "num_samples")  # 0 draws: NaN moments
     if isinstance(q, (distrax.MultivariateNormalDiag, distrax.MultivariateNormalTri,
                       distrax.MultivariateNormalFullCovariance)):
         return q.mean(), q.stddev()
