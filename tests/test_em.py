@@ -44,6 +44,8 @@ def test_an_em_step_that_breaks_down_never_reaches_the_parameters():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(TypeError, match="reg_covar"):
         em(2, reg_covar="none")
+    with pytest.raises(ValueError, match="reg_covar must be finite and >= 0"):
+        em(2, reg_covar=-1e-3)  # covariances that are not positive definite: NaN
 
 
 def test_a_batch_of_another_dimension_is_named():

@@ -143,15 +143,17 @@ def test_bad_inputs_raise_value_errors(params, key):
 
 
 def test_a_component_index_outside_the_mixture_is_never_another_component(params):
-    """JAX clamps out-of-range indices; log p(x, z) of an impossible z is -inf (under jit,
-    where its value is unknown) or a ValueError (a concrete mistake), never the last
-    component's value."""
+    """JAX clamps out-of-range indices; an impossible z has probability 0, log p(x, z) =
+    -inf, eagerly and under jit alike (it was a ValueError eagerly and -inf under jit),
+    never the last component's value; its p(x | z) has NaN parameters."""
     x = jnp.array([0.5, -0.2, 1.0])
+    jitted = jax.jit(gmm.log_joint)
     for z in (3, -1, 10):
-        with pytest.raises(ValueError, match=r"z must be a component index in \[0, 3\)"):
-            gmm.log_joint(params, x, jnp.int32(z))
-        assert float(jax.jit(gmm.log_joint)(params, x, jnp.int32(z))) == -np.inf
-    assert np.isfinite(float(jax.jit(gmm.log_joint)(params, x, jnp.int32(2))))
+        assert float(gmm.log_joint(params, x, jnp.int32(z))) == -np.inf
+        assert float(jitted(params, x, jnp.int32(z))) == -np.inf
+        assert float(gmm.log_likelihood(params, x, z)) == -np.inf
+        assert np.all(np.isnan(np.asarray(gmm.decoder(params, z).mean())))
+    assert np.isfinite(float(jitted(params, x, jnp.int32(2))))
     with pytest.raises(TypeError, match="z must be an integer"):
         gmm.log_joint(params, x, jnp.float32(1.0))
 
@@ -263,38 +265,136 @@ def _incomplete_blobs():
     return X, mask
 
 
+def _scipy_conditional(params, x, o):
+    """(log p(x_obs) and E[x | x_obs]) by SciPy and explicit sub-matrices, in float64."""
+    covariances = np.einsum("kij,klj->kil", params.scale_tril, params.scale_tril)
+    weights = np.exp(np.asarray(jax.nn.log_softmax(params.logits), np.float64))
+    means = np.asarray(params.means, np.float64)
+    m = ~o
+    joint = np.log(weights) + np.array([stats.multivariate_normal.logpdf(
+        x[o], means[k][o], covariances[k][np.ix_(o, o)]) for k in range(3)])
+    log_marginal = np.logaddexp.reduce(joint)
+    filled = np.where(o, x, 0.0)
+    if m.any():
+        parts = [means[k][m] + covariances[k][np.ix_(m, o)]
+                 @ np.linalg.solve(covariances[k][np.ix_(o, o)], x[o] - means[k][o])
+                 for k in range(3)]
+        filled[m] = np.exp(joint - log_marginal) @ np.array(parts)
+    return joint, log_marginal, filled
+
+
 def test_masked_marginals_and_conditional_means_match_scipy(params):
     """log p(x_obs) = logsumexp_k log pi_k N(x_obs; mu_k,o, Sigma_k,oo), and E[x_mis |
     x_obs] = sum_k p(k | x_obs) (mu_k,m + Sigma_k,mo Sigma_k,oo^-1 (x_o - mu_k,o)); NaN at
     a missing entry changes nothing."""
-    covariances = np.einsum("kij,klj->kil", params.scale_tril, params.scale_tril)
-    weights = np.exp(np.asarray(jax.nn.log_softmax(params.logits), np.float64))
     for x, observed in (([0.1, np.nan, 0.3], [True, False, True]),
                         ([np.nan, np.nan, 1.5], [False, False, True]),
                         ([2.5, -0.5, 0.2], [True, True, True])):
         x, o = np.array(x), np.array(observed)
-        m = ~o
-        densities = np.array([stats.multivariate_normal.logpdf(
-            x[o], params.means[k][o], covariances[k][np.ix_(o, o)]) for k in range(3)])
-        joint = np.log(weights) + densities
-        expected = np.logaddexp.reduce(joint)
+        joint, expected, filled = _scipy_conditional(params, x, o)
         value = gmm.log_marginal(params, jnp.asarray(x), jnp.asarray(o))
         np.testing.assert_allclose(value, expected, rtol=1e-5)
         np.testing.assert_allclose(gmm.log_marginal(params, jnp.nan_to_num(x), o), value,
                                    rtol=1e-6)
         np.testing.assert_allclose(gmm.posterior(params, jnp.asarray(x), o).probs,
                                    np.exp(joint - expected), atol=1e-5)
-        filled = np.where(o, x, 0.0)
-        if m.any():
-            parts = [np.asarray(params.means[k])[m] + covariances[k][np.ix_(m, o)]
-                     @ np.linalg.solve(covariances[k][np.ix_(o, o)],
-                                       x[o] - np.asarray(params.means[k])[o])
-                     for k in range(3)]
-            filled[m] = np.exp(joint - expected) @ np.array(parts)
         np.testing.assert_allclose(gmm.conditional_mean(params, jnp.asarray(x), o), filled,
                                    rtol=1e-5, atol=1e-5)
+        for k in range(3):  # log_joint takes the mask too
+            np.testing.assert_allclose(gmm.log_joint(params, jnp.asarray(x), k, o), joint[k],
+                                       rtol=1e-5)
     with pytest.raises(ValueError, match="x at observed entries"):
         gmm.log_marginal(params, jnp.array([np.nan, 0.0, 1.0]), jnp.array([True, True, False]))
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e30])
+def test_a_point_far_out_has_responsibilities_not_nan(params, scale):
+    """x = scale * v: float32's squared Mahalanobis distances overflow (1e40, 1e60), yet
+    the answer is well defined: the responsibilities are the float64 ones (the component
+    widest along v takes everything), log p(x) is -inf (its value, about -1e40 or -1e60,
+    is no float32) and E[x_mis | x_obs] the float64 one; eagerly and under jit, never NaN."""
+    x = scale * np.array([1.0, -0.5, 0.3])
+    table = gmm_log_joint_table(params.logits, params.means, params.scale_tril, x)
+    probs = np.exp(table - np.logaddexp.reduce(table))
+    x32 = jnp.asarray(x, jnp.float32)
+    for posterior, log_marginal in ((gmm.posterior, gmm.log_marginal),
+                                    (jax.jit(gmm.posterior), jax.jit(gmm.log_marginal))):
+        np.testing.assert_allclose(posterior(params, x32).probs, probs, atol=1e-6)
+        assert float(log_marginal(params, x32)) == -np.inf
+    for k in range(3):
+        assert float(gmm.log_joint(params, x32, k)) == -np.inf  # about -1e40: no float32
+    o = np.array([True, True, False])
+    _, _, filled = _scipy_conditional(params, x, o)
+    for conditional_mean in (gmm.conditional_mean, jax.jit(gmm.conditional_mean)):
+        np.testing.assert_allclose(conditional_mean(params, x32, o), filled, rtol=1e-4)
+    np.testing.assert_allclose(gmm.posterior(params, x32, o).probs,
+                               np.exp(_scipy_conditional(params, x, o)[0]
+                                      - _scipy_conditional(params, x, o)[1]), atol=1e-6)
+
+
+def test_the_mixture_is_a_jlvm_model_with_its_exact_posterior_as_encoder(params, key):
+    """Importance sampling with the exact posterior as proposal has zero variance: every
+    draw's weight is p(x_obs), so log_marginal_is equals log_marginal for any K, with and
+    without a mask; enumeration over the K components agrees too."""
+    import jlvm
+
+    model = gmm.model(3, 3)
+    start = model.init(key)
+    assert start.means.shape == (3, 3) and np.all(np.asarray(start.logits) == 0)
+    np.testing.assert_array_equal(start.scale_tril, np.broadcast_to(np.eye(3), (3, 3, 3)))
+    x = jnp.array([0.7, -0.4, 1.2])
+    for mask in (None, jnp.array([True, False, True])):
+        log_joint = functools.partial(model.log_joint, params, x, mask=mask)
+        exact = gmm.log_marginal(params, x, mask)
+        q = model.encoder(params, x, mask)
+        for num_samples in (1, 7):
+            np.testing.assert_allclose(jlvm.log_marginal_is(key, log_joint, q, num_samples),
+                                       exact, rtol=1e-6)
+        np.testing.assert_allclose(jlvm.log_marginal_exact(log_joint, jnp.arange(3)), exact,
+                                   rtol=1e-6)
+        # log p(x_obs, z) = log p(z) + log p(x_obs | z), and p(x | z) is the component
+        for z in range(3):
+            np.testing.assert_allclose(
+                log_joint(z), model.prior(params).log_prob(z)
+                + model.log_likelihood(params, x, z, mask), rtol=1e-6)
+    np.testing.assert_allclose(model.decoder(params, 1).log_prob(x),
+                               gmm.log_likelihood(params, x, 1), rtol=1e-6)
+    with pytest.raises(ValueError, match="num_components"):
+        gmm.model(0, 3)
+
+
+def test_em_and_gmm_import_one_way():
+    """gmm imports its EM and the shared pieces; EM imports only the shared pieces (it
+    imported gmm, which imported it back at its bottom)."""
+    import ast
+    import pathlib
+
+    folder = pathlib.Path(gmm.__file__).parent
+
+    def imported(name):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+
+    assert "jlvm.models.gmm" not in imported("_gmm_em") | imported("_mixture")
+    assert {"jlvm.models._gmm_em", "jlvm.models._mixture"} <= imported("gmm")
+    for name in ("fit_em", "init_from_data", "e_step", "m_step", "em_iteration",
+                 "masked_em_iteration", "masked_em_step", "mean_imputed"):
+        assert callable(getattr(gmm, name)) and name in gmm.__all__
+
+
+def test_a_negative_reg_covar_is_named_not_nan(params, key):
+    X = jax.random.normal(key, (20, 3))
+    log_resp, _ = gmm.e_step(params, X)
+    mask = jnp.ones(X.shape, bool)
+    for call in (lambda: gmm.m_step(X, log_resp, -1e-3),
+                 lambda: gmm.em_iteration(params, X, -1e-3),
+                 lambda: gmm.masked_em_step(params, X, mask, -1e-3),
+                 lambda: gmm.masked_em_iteration(params, X, mask, -1e-3, 20),
+                 lambda: gmm.fit_em(params, X, 2, reg_covar=-1e-3),
+                 lambda: gmm.init_from_data(key, X, 2, reg_covar=-1e-3)):
+        with pytest.raises(ValueError, match="reg_covar must be finite and >= 0"):
+            call()
+    assert np.all(np.isfinite(np.asarray(gmm.m_step(X, log_resp, 0.0).scale_tril)))
 
 
 def test_em_with_missing_entries_equals_an_independent_numpy_em(key):
@@ -347,3 +447,20 @@ def test_multiple_imputation_draws_follow_the_exact_conditional(params, key):
     np.testing.assert_array_equal(draws[:, [0, 2]],
                                   np.broadcast_to(np.float32([0.5, 0.2]), (20000, 2)))
     assert draws[:, 1].std() > 0.1
+
+
+def test_a_start_is_drawn_the_same_way_eagerly_under_jit_and_under_vmap():
+    """Distinct means were drawn again on the host when the first draw repeated a row:
+    not under jit (repeated means), and under vmap over keys (several starts at once)
+    it failed, converting a traced array to NumPy."""
+    X = jnp.array([[0.0, 1.0]] * 8 + [[2.0, 3.0], [4.0, 1.0], [1.0, 1.0]])  # 4 distinct
+    keys = jnp.stack([jax.random.PRNGKey(seed) for seed in range(6)])
+    batched = jax.vmap(gmm.init_from_data, in_axes=(0, None, None))(keys, X, 4)
+    for key, means in zip(keys, batched.means, strict=True):
+        np.testing.assert_array_equal(means, gmm.init_from_data(key, X, 4).means)
+        np.testing.assert_array_equal(means, jax.jit(gmm.init_from_data, static_argnums=2)(
+            key, X, 4).means)
+        assert np.unique(np.asarray(means), axis=0).shape[0] == 4
+    # under jit, too few distinct rows cannot be an error: the start is NaN, never repeated
+    assert np.all(np.isnan(np.asarray(jax.jit(gmm.init_from_data, static_argnums=2)(
+        keys[0], X[:9], 3).means)))

@@ -4,6 +4,9 @@ complete data, and data with missing entries (EM on the observed entries).
 E-step: q(z_n) = p(z_n | x_n) (and, with missing entries, the Gaussian of the missing
 coordinates given the observed ones, per component); M-step: the closed-form maximizer of
 the ELBO from the expected sufficient statistics.
+
+Each function checks what is static (shapes, types, a reg_covar given as a number) at
+its entry; inside ``fit_em``'s compiled loop those checks cost nothing at run time.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import numpy as np
 
 from jlvm import _checks
 from jlvm.models._gaussian import conditional_gaussian
-from jlvm.models.gmm import _HIGHEST, Params, _log_joint_all, _sizes
+from jlvm.models._mixture import HIGHEST as _HIGHEST
+from jlvm.models._mixture import Params, log_joint_table, normalizable, sizes
 
 
 def init_from_data(key: jax.Array, X: jax.Array, num_components: int, *,
@@ -32,17 +36,11 @@ def init_from_data(key: jax.Array, X: jax.Array, num_components: int, *,
         raise ValueError(f"X must have shape [N, D] with N >= max(2, num_components="
                          f"{num_components}) (a covariance needs two points), got {X.shape}.")
     _checks.finite_if_concrete(X, "X")
-    rows = jax.random.choice(key, X.shape[0], (num_components,), replace=False)
-    means = X[rows]
+    if _checks.is_concrete(X) and np.unique(np.asarray(X), axis=0).shape[0] < num_components:
+        raise ValueError(f"X has {np.unique(np.asarray(X), axis=0).shape[0]} distinct rows, "
+                         f"fewer than num_components={num_components}.")
+    means = _distinct_rows(key, X, num_components)
     dim = X.shape[1]
-    if _checks.is_concrete(X) and np.unique(np.asarray(means), axis=0).shape[0] < num_components:
-        # repeated rows were drawn: draw again among the distinct ones
-        distinct = np.unique(np.asarray(X), axis=0)
-        if distinct.shape[0] < num_components:
-            raise ValueError(f"X has {distinct.shape[0]} distinct rows, fewer than "
-                             f"num_components={num_components}.")
-        means = jnp.asarray(distinct)[jax.random.choice(key, distinct.shape[0],
-                                                        (num_components,), replace=False)]
     covariance = jnp.cov(X, rowvar=False).reshape(dim, dim) + reg_covar * jnp.eye(dim)
     scale_tril = jnp.linalg.cholesky(covariance)
     if _checks.is_concrete(scale_tril) and (
@@ -59,10 +57,40 @@ def init_from_data(key: jax.Array, X: jax.Array, num_components: int, *,
     )
 
 
+def _distinct_rows(key: jax.Array, X: jax.Array, count: int) -> jax.Array:
+    """``count`` rows of X drawn without replacement among its distinct rows (a repeated
+    row is one candidate), the same eagerly, under jit and under vmap over keys; NaN if
+    X has fewer distinct rows (under jit, where that cannot be an error)."""
+    order = jnp.lexsort(X.T)  # equal rows end up side by side
+    ordered = X[order]
+    repeat = jnp.concatenate([jnp.zeros(1, bool),
+                              jnp.all(ordered[1:] == ordered[:-1], axis=1)])
+    distinct = jnp.zeros(X.shape[0], bool).at[order].set(~repeat)
+    rows = jax.random.choice(key, X.shape[0], (count,), replace=False,
+                             p=distinct / jnp.sum(distinct))
+    return jnp.where(jnp.sum(distinct) >= count, X[rows], jnp.nan)
+
+
 def _nearly_singular(covariance: np.ndarray) -> bool:
     """Whether float32 cannot tell ``covariance`` from a singular matrix."""
     eigenvalues = np.linalg.eigvalsh(covariance)
     return eigenvalues.min() <= 10 * np.finfo(np.float32).eps * max(eigenvalues.max(), 1e-30)
+
+
+def _regularization(reg_covar: Any) -> Any:
+    """reg_covar >= 0 where its value is known (a negative one makes covariances that are
+    not positive definite: NaN); a traced one passes, checked where it was a number."""
+    if _checks.is_concrete(reg_covar):
+        return _checks.positive_number(reg_covar, "reg_covar", allow_zero=True)
+    return reg_covar
+
+
+def _data(params: Params, X: Any) -> jax.Array:
+    _, dim = sizes(params)
+    X = _checks.float_array(X, "X").astype(params.means.dtype)
+    if X.ndim != 2 or X.shape[1] != dim or X.shape[0] < 1:
+        raise ValueError(f"X must have shape [N, D] with D={dim} and N >= 1, got {X.shape}.")
+    return X
 
 
 def e_step(params: Params, X: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -70,9 +98,10 @@ def e_step(params: Params, X: jax.Array) -> tuple[jax.Array, jax.Array]:
 
     With q(z_n) = p(z_n | x_n) the ELBO is tight, so the mean log-likelihood is returned too.
     """
-    log_joint_table = jax.vmap(_log_joint_all, in_axes=(None, 0))(params, X)
-    log_norm = jax.nn.logsumexp(log_joint_table, axis=1, keepdims=True)
-    return log_joint_table - log_norm, jnp.mean(log_norm)
+    X = _data(params, X)
+    relative, shift = jax.vmap(log_joint_table, in_axes=(None, 0))(params, X)
+    log_norm = jax.nn.logsumexp(relative, axis=1, keepdims=True)
+    return relative - log_norm, jnp.mean(log_norm[:, 0] - shift)
 
 
 def m_step(X: jax.Array, log_resp: jax.Array, reg_covar: float) -> Params:
@@ -80,7 +109,15 @@ def m_step(X: jax.Array, log_resp: jax.Array, reg_covar: float) -> Params:
 
     pi_k = N_k / N, mu_k = sum_n r_nk x_n / N_k,
     Sigma_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k + reg_covar I.
+
+    X: [N, D], log_resp: [N, K], reg_covar >= 0.
     """
+    X = _checks.float_array(X, "X")
+    log_resp = _checks.float_array(log_resp, "log_resp")
+    if X.ndim != 2 or log_resp.ndim != 2 or log_resp.shape[0] != X.shape[0]:
+        raise ValueError(f"X must have shape [N, D] and log_resp [N, K] with the same N, got "
+                         f"{X.shape} and {log_resp.shape}.")
+    reg_covar = _regularization(reg_covar)
     resp = jnp.exp(log_resp)
     # the 10 eps keeps an emptied component from dividing by zero (as scikit-learn does)
     counts = jnp.sum(resp, axis=0) + 10 * jnp.finfo(resp.dtype).eps
@@ -100,7 +137,7 @@ def m_step(X: jax.Array, log_resp: jax.Array, reg_covar: float) -> Params:
 def em_iteration(params: Params, X: jax.Array, reg_covar: float) -> tuple[Params, jax.Array]:
     """One EM iteration: returns the new parameters and the mean log p(x) of the OLD ones."""
     log_resp, mean_log_likelihood = e_step(params, X)
-    return m_step(X, log_resp, reg_covar), mean_log_likelihood
+    return m_step(_data(params, X), log_resp, reg_covar), mean_log_likelihood
 
 
 # data points per block of the masked E-step: each holds K [D, D] conditional covariances
@@ -112,6 +149,7 @@ def masked_em_iteration(params: Params, X: jax.Array, mask: jax.Array, reg_covar
     """One EM iteration on the observed entries: returns the new parameters and the mean
     log p(x_obs) of the OLD ones. X: [N, D] (missing entries 0), mask: [N, D] bool;
     N a multiple of ``block`` (rows with an all-False mask row count for nothing: padding).
+    ``masked_em_step`` takes data of any size, with anything at missing entries.
 
     E-step, per point n and component k: r_nk = p(k | x_obs), x_hat_nk = x with its
     missing entries at E[x_mis | x_obs, k], C_nk = Cov[x_mis | x_obs, k] (0 outside the
@@ -121,7 +159,8 @@ def masked_em_iteration(params: Params, X: jax.Array, mask: jax.Array, reg_covar
     accumulated around the old means (no cancellation in float32) a block of points at a
     time, so memory holds ``block`` x K covariances, not N x K.
     """
-    num_components, dim = params.means.shape
+    num_components, dim = sizes(params)
+    reg_covar = _regularization(reg_covar)
     log_weights = jax.nn.log_softmax(params.logits)
 
     def one(x, observed):
@@ -130,11 +169,12 @@ def masked_em_iteration(params: Params, X: jax.Array, mask: jax.Array, reg_covar
 
     def accumulate(totals, rows):
         x, observed = rows
-        log_densities, filled, covariances = jax.vmap(one)(x, observed)  # [B,K], [B,K,D], ..
+        constants, squared, norms, filled, covariances = jax.vmap(one)(x, observed)  # [B, K]..
         real = jnp.any(observed, axis=1)  # padding rows observe nothing
-        table = log_weights[None] + log_densities
+        table, shift = jax.vmap(normalizable)(log_weights[None] + constants, squared, norms)
         log_norm = jax.nn.logsumexp(table, axis=1)
         resp = jnp.where(real[:, None], jnp.exp(table - log_norm[:, None]), 0.0)
+        log_norm = log_norm - shift
         shifted = filled - params.means[None]
         counts, first, second, total = totals
         second = second + jnp.einsum("bk,bki,bkj->kij", resp, shifted, shifted,
@@ -192,10 +232,8 @@ def fit_em(params: Params, X: jax.Array, num_iters: int, *, mask: Any = None,
       trace never decreases.
     """
     num_iters = _checks.positive_int(num_iters, "num_iters")
-    num_components, dim = _sizes(params)
-    X = _checks.float_array(X, "X").astype(params.means.dtype)
-    if X.ndim != 2 or X.shape[1] != dim or X.shape[0] < 1:
-        raise ValueError(f"X must have shape [N, D] with D={dim} and N >= 1, got {X.shape}.")
+    X = _data(params, X)
+    num_components = params.means.shape[0]
     reg_covar = _checks.positive_number(reg_covar, "reg_covar", allow_zero=True)
     if mask is None:
         _checks.finite_if_concrete(X, "X")
@@ -220,8 +258,8 @@ def masked_em_step(params: Params, X: jax.Array, mask: Any,
     """``masked_em_iteration`` on data of any size N: X [N, D] (anything at missing
     entries), mask [N, D] bool. Returns the new parameters and the mean log p(x_obs) of the
     old ones."""
-    num_components, _ = _sizes(params)
-    X, mask, block = _masked_data(X, mask, num_components)
+    X = _data(params, X)
+    X, mask, block = _masked_data(X, mask, params.means.shape[0])
     return masked_em_iteration(params, X, mask, reg_covar, block)
 
 
