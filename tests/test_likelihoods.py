@@ -21,7 +21,10 @@ def test_specs_are_parsed_and_bad_ones_named():
     assert str(likelihoods.parse("gaussian-fixed:0.10")) == "gaussian-fixed:0.1"
     for bad in ("poisson", "categorical:1", "categorical:x", "categorical", "gaussian:2",
                 "gaussian-fixed:0", "gaussian-fixed:-1", "gaussian-fixed:nan",
-                "gaussian-fixed:inf", "bernoulli:2", ""):
+                "gaussian-fixed:inf", "bernoulli:2", "", "bernoulli:",
+                # other scripts' digits, which int() and float() read: not spec numbers
+                "categorical:\u00b2", "categorical:\u0663", "gaussian-fixed:\u0663",
+                "gaussian-fixed:1_0", "gaussian-fixed: 1", "categorical:1_7"):
         with pytest.raises(ValueError, match="likelihood must be one of"):
             likelihoods.parse(bad)
     with pytest.raises(TypeError, match="likelihood must be a string"):
@@ -45,6 +48,11 @@ def test_pixel_log_probs_against_scipy():
                                         index / 4.0)
     expected = special.log_softmax(logits, axis=0)[index, np.arange(6)]
     np.testing.assert_allclose(value, expected, rtol=1e-5)
+    # a value a Bernoulli cannot take has probability 0; NaN stays NaN
+    off = likelihoods.pixel_log_probs(likelihoods.parse("bernoulli"), outputs[:1],
+                                      np.array([0.3, 1, np.inf, -1, np.nan, 0], np.float32))
+    np.testing.assert_array_equal(np.isneginf(off), [True, False, True, True, False, False])
+    assert np.isnan(off[4])
     off_grid = likelihoods.pixel_log_probs(likelihoods.parse("categorical:5"), logits,
                                            np.full(6, 0.3, np.float32))
     assert np.all(np.isneginf(off_grid))  # no probability off the grid
@@ -115,5 +123,6 @@ def test_vae_likelihoods_on_gray_digits(spec):
         assert float(metrics["elbo"]) < 0
         x, _ = vae.sample(jax.random.PRNGKey(2), params, 4)
         likelihoods.check_values(likelihoods.parse(spec), np.asarray(x))  # on the grid
-        with pytest.raises(ValueError, match="gray levels"):
-            vae.log_joint(params, X[0] + 0.01, z)
+        # off the grid: probability 0, eagerly and under jit alike
+        assert float(vae.log_joint(params, X[0] + 0.01, z)) == -np.inf
+        assert float(jax.jit(vae.log_joint)(params, X[0] + 0.01, z)) == -np.inf

@@ -16,7 +16,8 @@ def test_specs_are_parsed_and_bad_ones_named():
     assert priors.parse("normal") == priors.Spec("normal")
     assert priors.parse("mixture:10") == priors.Spec("mixture", 10)
     assert str(priors.parse("mixture:3")) == "mixture:3"
-    for bad in ("mixture", "mixture:0", "mixture:-2", "mixture:2.5", "gmm:3", "Normal", ""):
+    for bad in ("mixture", "mixture:0", "mixture:-2", "mixture:2.5", "gmm:3", "Normal", "",
+                "mixture:\u00b2", "mixture:\u0663", "mixture:1_0", "mixture: 3"):
         with pytest.raises(ValueError, match="prior must be 'normal' or 'mixture:K'"):
             priors.parse(bad)
     with pytest.raises(TypeError, match="prior must be a string"):

@@ -169,10 +169,16 @@ def test_masks_and_observations_follow_one_rule_everywhere(bernoulli, key):
                  lambda: missing.check_mask(half, 12)):
         with pytest.raises(ValueError, match="mask must hold booleans or 0/1 values"):
             call()
-    with pytest.raises(ValueError, match="0/1 values at observed entries"):
-        vae.log_joint(bernoulli, x.at[0].set(0.3), z)
+    # a value the Bernoulli cannot take has probability 0, eagerly and under jit alike (it
+    # was a ValueError eagerly and a finite number under jit); data sets are checked where
+    # they are read (likelihoods.check_values: tests/test_likelihoods.py)
+    jitted = jax.jit(vae.log_joint)
+    for log_joint in (vae.log_joint, jitted):
+        assert float(log_joint(bernoulli, x.at[0].set(0.3), z)) == -np.inf
+        assert float(log_joint(bernoulli, x.at[0].set(0.3), z, jnp.arange(12) > 0)) > -np.inf
     with pytest.raises(ValueError, match="NaN or infinite values at observed entries"):
         vae.log_joint(bernoulli, x.at[0].set(jnp.nan), z)
+    assert np.isnan(float(jitted(bernoulli, x.at[0].set(jnp.nan), z)))  # NaN, not -inf
     mask = jnp.arange(12) >= 4
     holey = x.at[:4].set(jnp.nan)
     np.testing.assert_allclose(vae.log_joint(bernoulli, holey, z, mask=mask),
@@ -252,3 +258,38 @@ def test_an_encoder_that_sees_the_mask_tells_a_missing_pixel_from_a_zero():
         zero = vae.encoder(params, x).mean()
         assert bool(jnp.any(missing != zero)) == differ
         np.testing.assert_array_equal(missing, vae.encoder(params, x, mask).mean())
+
+
+def test_settings_of_the_wrong_kind_are_named(key):
+    """encoder_sees_mask="false" was taken as True; a conv net without channels failed
+    deep in Flax; NumPy integers are integers."""
+    for bad in ("false", 0, None):
+        with pytest.raises(TypeError, match="encoder_sees_mask must be a bool"):
+            vae.init(key, 4, 2, hidden_dims=(4,), encoder_sees_mask=bad)
+        with pytest.raises(TypeError, match="encoder_sees_mask must be a bool"):
+            vae.model(4, 2, hidden_dims=(4,), encoder_sees_mask=bad)
+    assert vae.model(4, 2, hidden_dims=(4,), encoder_sees_mask=np.bool_(True)).init(
+        key).encoder_sees_mask is True
+    for make in (lambda: vae.model(16, 2, hidden_dims=(), architecture="conv",
+                                   image_shape=(4, 4)),
+                 lambda: vae.init(key, 16, 2, hidden_dims=(), architecture="conv",
+                                  image_shape=(4, 4))):
+        with pytest.raises(ValueError, match="hidden_dims must hold at least one channel"):
+            make()
+    # an MLP without hidden layers is linear, a flow's coupling layers included
+    linear = vae.init(key, np.int64(4), np.int32(2), hidden_dims=(), posterior="flow")
+    assert linear.data_dim == 4 and type(linear.data_dim) is int
+    assert np.isfinite(float(vae.log_joint(linear, jnp.ones(4), jnp.zeros(2))))
+    assert vae.sample(key, linear, np.int64(3))[0].shape == (3, 4)
+
+
+def test_a_log_joint_checks_its_parameters_once_per_call(bernoulli, monkeypatch):
+    """Static checks run once, at the public function's entry, not again in the functions
+    it calls (the spec strings were parsed four times per call, x checked twice)."""
+    calls = []
+    check = vae._check_params
+    monkeypatch.setattr(vae, "_check_params", lambda p: calls.append(1) or check(p))
+    x, z = jnp.ones(12), jnp.zeros(3)
+    jax.jit(lambda p, x, z: vae.log_joint(p, x, z)).lower(bernoulli, x, z)  # a fresh trace
+    vae.log_likelihood(bernoulli, x, z, jnp.arange(12) > 2)
+    assert len(calls) == 2

@@ -17,7 +17,9 @@ log p(x | z) = sum_d log p(x_d | z), and a missing pixel is summed out by leavin
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from typing import Any, NamedTuple
 
 import distrax
@@ -45,30 +47,40 @@ class Spec(NamedTuple):
             f"{self.name}:{self.argument}"
 
 
+# spec numbers in ASCII digits only: Python's int() and float() also read other scripts'
+# digits ("²", "٣"), underscores and surrounding spaces, which a spec must not hold
+_INTEGER = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
 def parse(spec: Any, name: str = "likelihood") -> Spec:
     """``Spec`` of a spec string (or a ``Spec``); ``ValueError`` naming ``name`` if it is
-    not one of "bernoulli", "gaussian", "gaussian-pixel", "gaussian-fixed:S" (S > 0) or
-    "categorical:M" (an integer M >= 2)."""
+    not one of "bernoulli", "gaussian", "gaussian-pixel", "gaussian-fixed:S" (S > 0 in
+    decimal digits) or "categorical:M" (an integer M >= 2). Cached: a repeated spec costs
+    a dictionary lookup."""
     if isinstance(spec, Spec):
         spec = str(spec)
     if not isinstance(spec, str):
         raise TypeError(f"{name} must be a string such as 'bernoulli' or 'categorical:17', "
                         f"got {type(spec).__name__}.")
-    base, _, argument = spec.partition(":")
-    expected = ("one of 'bernoulli', 'gaussian', 'gaussian-pixel', 'gaussian-fixed:S' (a "
-                "scale S > 0) or 'categorical:M' (M >= 2 gray levels)")
-    if base in ("bernoulli", "gaussian", "gaussian-pixel") and not argument and ":" not in spec:
+    return _parse(spec, name)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(spec: str, name: str) -> Spec:
+    base, colon, argument = spec.partition(":")
+    if base in ("bernoulli", "gaussian", "gaussian-pixel") and not colon:
         return Spec(base)
-    if base == "gaussian-fixed" and argument:
-        try:
-            scale = float(argument)
-        except ValueError:
-            scale = math.nan
+    if base == "gaussian-fixed" and _DECIMAL.fullmatch(argument):
+        scale = float(argument)
         if math.isfinite(scale) and scale > 0:
             return Spec(base, scale)
-    if base == "categorical" and argument.isdigit() and 2 <= int(argument) <= MAX_LEVELS:
+    if base == "categorical" and _INTEGER.fullmatch(argument) and \
+            2 <= int(argument) <= MAX_LEVELS:
         return Spec(base, int(argument))
-    raise ValueError(f"{name} must be {expected}, got {spec!r}.")
+    raise ValueError(f"{name} must be one of 'bernoulli', 'gaussian', 'gaussian-pixel', "
+                     f"'gaussian-fixed:S' (a scale S > 0) or 'categorical:M' (M >= 2 gray "
+                     f"levels), got {spec!r}.")
 
 
 def rows(spec: Spec) -> int:
@@ -99,12 +111,13 @@ def pixel_log_probs(spec: Spec, outputs: jax.Array, x: jax.Array) -> jax.Array:
     """log p(x_d | z) for each pixel: outputs [P, D], x [D] -> [D].
 
     Bernoulli: x l - softplus(l), the stable form of x log s + (1 - x) log(1 - s).
-    Categorical: log softmax(logits_d)[k_d] with k_d = round(x_d (M - 1)); a value off the
-    grid has probability 0 (-inf), as it must.
+    Categorical: log softmax(logits_d)[k_d] with k_d = round(x_d (M - 1)).
+    A value the likelihood cannot take (not 0/1 for the Bernoulli, off the grid for the
+    categorical) has probability 0: -inf, as it must; a NaN stays NaN.
     """
     if spec.name == "bernoulli":
         logits = outputs[0]
-        return x * logits - jax.nn.softplus(logits)
+        return _off_support(x, (x == 0) | (x == 1), x * logits - jax.nn.softplus(logits))
     if spec.name == "categorical":
         count = spec.argument
         index = jnp.round(x * (count - 1))
@@ -113,8 +126,13 @@ def pixel_log_probs(spec: Spec, outputs: jax.Array, x: jax.Array) -> jax.Array:
         index = jnp.clip(index, 0, count - 1).astype(jnp.int32)
         log_probs = jax.nn.log_softmax(outputs, axis=0)  # over the M levels
         chosen = jnp.take_along_axis(log_probs, index[None], axis=0)[0]
-        return jnp.where(on_grid, chosen, -jnp.inf)
+        return _off_support(x, on_grid, chosen)
     return normal_log_prob_elementwise(x, outputs[0], outputs[1])
+
+
+def _off_support(x: jax.Array, possible: jax.Array, value: jax.Array) -> jax.Array:
+    """``value`` where x is a value of the likelihood's support, -inf elsewhere, NaN at NaN."""
+    return jnp.where(possible, value, jnp.where(jnp.isnan(x), jnp.nan, -jnp.inf))
 
 
 def mean(spec: Spec, outputs: jax.Array) -> jax.Array:

@@ -10,6 +10,8 @@ of the ELBO with it (the KL form is refused).
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any, NamedTuple
 
 import distrax
@@ -32,17 +34,23 @@ class Spec(NamedTuple):
 
 
 def parse(spec: Any, name: str = "prior") -> Spec:
-    """``Spec`` of "normal" or "mixture:K" (K >= 1 an integer); ``ValueError`` naming
-    ``name`` otherwise."""
+    """``Spec`` of "normal" or "mixture:K" (K >= 1 an integer in decimal digits);
+    ``ValueError`` naming ``name`` otherwise. Cached: a repeated spec costs a lookup."""
     if isinstance(spec, Spec):
         spec = str(spec)
     if not isinstance(spec, str):
         raise TypeError(f"{name} must be a string, 'normal' or 'mixture:K', got "
                         f"{type(spec).__name__}.")
+    return _parse(spec, name)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(spec: str, name: str) -> Spec:
     if spec == "normal":
         return Spec("normal")
     base, _, count = spec.partition(":")
-    if base == "mixture" and count.isdigit() and 1 <= int(count) <= MAX_COMPONENTS:
+    # ASCII digits only: int() also reads other scripts' digits ("²", "٣")
+    if base == "mixture" and re.fullmatch(r"[0-9]+", count) and 1 <= int(count) <= MAX_COMPONENTS:
         return Spec("mixture", int(count))
     raise ValueError(f"{name} must be 'normal' or 'mixture:K' with K an integer in [1, "
                      f"{MAX_COMPONENTS}] (e.g. 'mixture:10'), got {spec!r}.")

@@ -71,9 +71,10 @@ class Params(struct.PyTreeNode):
 
 
 def _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
-              architecture, image_shape):
-    """The VAE's settings checked, as plain values: (data_dim, latent_dim, hidden_dims,
-    likelihood spec string, prior spec string, image_shape or None)."""
+              architecture, image_shape, encoder_sees_mask):
+    """The VAE's settings checked once, as plain values: (data_dim, latent_dim,
+    hidden_dims, likelihood spec string, prior spec string, image_shape or None,
+    encoder_sees_mask)."""
     likelihood = str(likelihoods.parse(likelihood))
     prior = str(priors.parse(prior))
     _checks.one_of(activation, "activation", tuple(networks.ACTIVATIONS))
@@ -90,7 +91,14 @@ def _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posteri
     if architecture == "conv" and image_shape is None:
         raise ValueError("architecture='conv' needs image_shape=(height, width): "
                          "convolutions are for images.")
-    return data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape
+    if architecture == "conv" and not hidden_dims:
+        raise ValueError("hidden_dims must hold at least one channel count for "
+                         "architecture='conv' (one stride-2 convolution each), got ().")
+    if not isinstance(encoder_sees_mask, (bool, np.bool_)):
+        raise TypeError(f"encoder_sees_mask must be a bool (True or False), got "
+                        f"{encoder_sees_mask!r} of type {type(encoder_sees_mask).__name__}.")
+    return (data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape,
+            bool(encoder_sees_mask))
 
 
 def init(key: jax.Array, data_dim: int, latent_dim: int, *,
@@ -104,9 +112,9 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *,
       key: PRNG key for the initial weights.
       data_dim: D, pixels per image.
       latent_dim: L.
-      hidden_dims: "mlp": the decoder's hidden widths (the encoder mirrors them); "conv":
-        the encoder's channel counts, one stride-2 convolution each (the decoder mirrors
-        them with transposed convolutions).
+      hidden_dims: "mlp": the decoder's hidden widths (the encoder mirrors them; () for
+        linear nets); "conv": the encoder's channel counts, at least one, one stride-2
+        convolution each (the decoder mirrors them with transposed convolutions).
       likelihood: a spec of ``jlvm.models.likelihoods``: "bernoulli" (binary data),
         "gaussian", "gaussian-pixel", "gaussian-fixed:S" or "categorical:M".
       activation: one of ``networks.ACTIVATIONS``.
@@ -116,13 +124,13 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *,
       prior: "normal" (N(0, I)) or "mixture:K" (learned; ``jlvm.models.priors``).
       architecture: "mlp" or "conv" (needs ``image_shape``).
       image_shape: (height, width) with height * width = D, for "conv".
-      encoder_sees_mask: the encoder takes the mask beside x (missing entries 0), so that
-        it can tell a missing pixel from a 0: for learning from incomplete data.
+      encoder_sees_mask: a bool: the encoder takes the mask beside x (missing entries 0),
+        so that it can tell a missing pixel from a 0: for learning from incomplete data.
     """
     _checks.prng_key(key)
-    data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape = _settings(
-        data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
-        architecture, image_shape)
+    data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape, encoder_sees_mask = \
+        _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
+                  architecture, image_shape, encoder_sees_mask)
     key_decoder, key_encoder, key_prior = jax.random.split(key, 3)
     spec = likelihoods.parse(likelihood)
     net = networks.decoder_net(architecture, latent_dim, hidden_dims, data_dim,
@@ -137,12 +145,15 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *,
         architecture, data_dim, encoder_dims,
         posteriors.num_outputs(posterior, latent_dim, networks.FLOW_CONTEXT), activation,
         image_shape, rngs=nnx.Rngs(key_encoder), in_channels=2 if encoder_sees_mask else 1)
-    encoder_module = networks.Encoder(encoder_net, posterior, latent_dim,
-                                      flow_hidden=hidden_dims[-1], activation=activation,
+    # a flow's coupling layers are as wide as the last hidden layer (linear nets: the
+    # Encoder's default width)
+    widths = {"flow_hidden": hidden_dims[-1]} if hidden_dims else {}
+    encoder_module = networks.Encoder(encoder_net, posterior, latent_dim, **widths,
+                                      activation=activation,
                                       rngs=nnx.Rngs(jax.random.fold_in(key_encoder, 1)))
     return _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim,
                          posterior=posterior, latent_prior=prior, architecture=architecture,
-                         encoder_sees_mask=bool(encoder_sees_mask))
+                         encoder_sees_mask=encoder_sees_mask)
 
 
 def _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim,
@@ -181,14 +192,14 @@ def model(data_dim: int, latent_dim: int, *, hidden_dims: Sequence[int] = (200, 
     """The VAE as a ``jlvm.Model``: ``init`` is ``vae.init`` with these settings, and
     ``log_joint``, ``encoder``, ``log_likelihood``, ``prior`` and ``decoder`` are this
     module's functions. Arguments as for ``init`` (checked here, at once)."""
-    data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape = _settings(
-        data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
-        architecture, image_shape)
+    data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape, encoder_sees_mask = \
+        _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
+                  architecture, image_shape, encoder_sees_mask)
     return _as_model(functools.partial(
         init, data_dim=data_dim, latent_dim=latent_dim, hidden_dims=hidden_dims,
         likelihood=likelihood, activation=activation, posterior=posterior, prior=prior,
         architecture=architecture, image_shape=image_shape,
-        encoder_sees_mask=bool(encoder_sees_mask)))
+        encoder_sees_mask=encoder_sees_mask))
 
 
 def lecture_model(*, latent_dim: int = 2, data_dim: int = 2,
@@ -207,65 +218,67 @@ def _as_model(init_fn) -> Model:
                  log_likelihood=log_likelihood, prior=prior, decoder=decoder)
 
 
-def _check_params(params: Any) -> None:
+# ------------------------------------------------------------------ the model's functions
+# Each public function checks its arguments once, on its first line (static: types, shapes,
+# spec strings; and, where an argument is concrete, its values); the private ones after
+# them take checked arguments and hold the arithmetic alone.
+
+
+def _check_params(params: Any) -> tuple[likelihoods.Spec, priors.Spec]:
+    """The parsed (likelihood, prior) of a ``vae.Params`` (parsing is cached: a dict
+    lookup per call)."""
     if not isinstance(params, Params):
         raise TypeError(f"params must be a vae.Params (from vae.init), got "
                         f"{type(params).__name__}.")
-    likelihoods.parse(params.likelihood, "params.likelihood")
-    priors.parse(params.latent_prior, "params.latent_prior")
     _checks.one_of(params.posterior, "params.posterior", POSTERIORS)
+    return (likelihoods.parse(params.likelihood, "params.likelihood"),
+            priors.parse(params.latent_prior, "params.latent_prior"))
+
+
+def _latent(params: Params, z: Any) -> jax.Array:
+    z = _checks.float_array(z, "z")
+    _checks.shape_is(z, "z", (params.latent_dim,), "[L]")
+    _checks.finite_if_concrete(z, "z")
+    return z
+
+
+def _observed(params: Params, x: Any, mask: Any) -> tuple[jax.Array, Any]:
+    """(x [D] with its missing entries 0, the mask as booleans or None for complete data),
+    with the rules of every mask in jlvm (``_checks.observation_mask``). Where x and the
+    mask are concrete, the observed entries must be finite; entries at missing positions
+    may hold anything, NaN included: they are replaced before any arithmetic (a
+    ``jnp.where`` after it would still pass 0 * NaN = NaN to the gradient)."""
+    x = _checks.float_array(x, "x")
+    _checks.shape_is(x, "x", (params.data_dim,), "[D]")
+    observed = None if mask is None else _checks.observation_mask(mask, params.data_dim)
+    if _checks.is_concrete(x) and _checks.is_concrete(observed):
+        seen = np.asarray(x) if observed is None else np.asarray(x)[np.asarray(observed)]
+        if not np.all(np.isfinite(seen)):
+            raise ValueError("x holds NaN or infinite values at observed entries; mark "
+                             "missing entries with a mask (True = observed).")
+    if observed is None:
+        return x, None
+    observed = jnp.asarray(observed)
+    return jnp.where(observed, x, 0.0), observed
 
 
 def _decode(params: Params, z: jax.Array) -> jax.Array:
     """The likelihood's parameters [P, D] at z [L]."""
-    _check_params(params)
-    z = _checks.float_array(z, "z")
-    _checks.shape_is(z, "z", (params.latent_dim,), "[L]")
-    _checks.finite_if_concrete(z, "z")
     return jnp.asarray(nnx.merge(params.decoder_graph, params.decoder)(z))
 
 
 def prior(params: Params) -> distrax.Distribution:
     """p(z): N(0, I_L), or the learned mixture of Gaussians of a "mixture:K" prior."""
-    _check_params(params)
-    if priors.parse(params.latent_prior).name == "normal":
+    _, prior_spec = _check_params(params)
+    if prior_spec.name == "normal":
         return priors.standard_normal(params.latent_dim)
     return nnx.merge(params.decoder_graph, params.decoder).prior()
 
 
-def _log_prior(params: Params, z: jax.Array) -> jax.Array:
-    if priors.parse(params.latent_prior).name == "normal":
-        return standard_normal_log_prob(z)  # a few operations, no distrax bijector
-    return prior(params).log_prob(z)
-
-
 def decoder(params: Params, z: jax.Array) -> distrax.Distribution:
     """p_theta(x | z) for one z: [L], a distrax distribution over x: [D]."""
-    return likelihoods.distribution(likelihoods.parse(params.likelihood), _decode(params, z))
-
-
-def _observed(params: Params, x: Any, mask: Any) -> Any:
-    """Checks one observation x [D] and its mask; returns the mask as booleans (None for
-    complete data), with the rules of every mask in jlvm (``_checks.observation_mask``).
-
-    Where x and the mask are concrete, the observed entries must be finite and have a
-    probability under the likelihood (0/1 for the Bernoulli, gray levels for the
-    categorical); entries at missing positions may hold anything, NaN included.
-    """
-    _check_params(params)
-    _checks.shape_is(x, "x", (params.data_dim,), "[D]")
-    observed = None if mask is None else _checks.observation_mask(mask, params.data_dim)
-    if not (_checks.is_concrete(x) and _checks.is_concrete(observed)):
-        return observed
-    values = np.asarray(x)
-    if values.dtype.kind not in "biuf":
-        raise TypeError(f"x must hold real numbers, got dtype {values.dtype}.")
-    seen = values if observed is None else values[np.asarray(observed)]
-    if not np.all(np.isfinite(seen)):
-        raise ValueError("x holds NaN or infinite values at observed entries; mark missing "
-                         "entries with a mask (True = observed).")
-    likelihoods.check_values(likelihoods.parse(params.likelihood), seen)
-    return observed
+    spec, _ = _check_params(params)
+    return likelihoods.distribution(spec, _decode(params, _latent(params, z)))
 
 
 def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.Distribution:
@@ -277,33 +290,33 @@ def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.Distribut
     (whatever they held, NaN included), and, where ``params.encoder_sees_mask``, the mask
     too (as MIWAE's encoder does), so that a missing pixel is not read as a 0.
     """
-    x = _checks.float_array(x, "x")
-    observed = _observed(params, x, mask)
-    if observed is not None:
-        x = jnp.where(observed, x, 0.0)
+    _check_params(params)
+    x, observed = _observed(params, x, mask)
     if params.encoder_sees_mask:
         seen = jnp.ones_like(x) if observed is None else observed.astype(x.dtype)
         x = jnp.concatenate([x, seen])
     return nnx.merge(params.encoder_graph, params.encoder)(x)
 
 
+def _log_likelihood(params: Params, spec: likelihoods.Spec, x: jax.Array, z: jax.Array,
+                    observed: Any) -> jax.Array:
+    per_pixel = likelihoods.pixel_log_probs(spec, _decode(params, z), x)
+    if observed is not None:
+        per_pixel = jnp.where(observed, per_pixel, 0.0)
+    return jnp.sum(per_pixel)
+
+
 def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
     """log p_theta(x | z) for x: [D], z: [L]; with ``mask`` [D], of the observed pixels only.
 
     Given z the pixels are independent, so leaving a missing pixel out of the sum is
-    summing it out exactly: log p(x_obs | z) = sum_{d observed} log p(x_d | z).
+    summing it out exactly: log p(x_obs | z) = sum_{d observed} log p(x_d | z). An
+    observed value the likelihood cannot take (not 0/1 for the Bernoulli, off the gray
+    levels for the categorical) has probability 0: -inf, eagerly and under jit alike.
     """
-    x = _checks.float_array(x, "x")
-    observed = _observed(params, x, mask)
-    outputs = _decode(params, z)
-    if observed is not None:
-        # a missing pixel may hold anything, NaN included: replaced before any arithmetic,
-        # since jnp.where after it would still pass 0 * NaN = NaN to the gradient
-        x = jnp.where(observed, x, 0.0)
-    per_pixel = likelihoods.pixel_log_probs(likelihoods.parse(params.likelihood), outputs, x)
-    if observed is not None:
-        per_pixel = jnp.where(observed, per_pixel, 0.0)
-    return jnp.sum(per_pixel)
+    spec, _ = _check_params(params)
+    x, observed = _observed(params, x, mask)
+    return _log_likelihood(params, spec, x, _latent(params, z), observed)
 
 
 def log_joint(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
@@ -313,17 +326,20 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> j
     ``functools.partial(vae.log_joint, params, x, mask=mask)`` and every estimator in
     ``jlvm`` estimates log p(x_obs).
     """
-    _check_params(params)
-    z = _checks.float_array(z, "z")
-    return _log_prior(params, z) + log_likelihood(params, x, z, mask)
+    spec, prior_spec = _check_params(params)
+    x, observed = _observed(params, x, mask)
+    z = _latent(params, z)
+    # N(0, I): a few operations, no distrax bijector
+    log_prior = (standard_normal_log_prob(z) if prior_spec.name == "normal"
+                 else nnx.merge(params.decoder_graph, params.decoder).prior().log_prob(z))
+    return log_prior + _log_likelihood(params, spec, x, z, observed)
 
 
 def sample_latents(key: jax.Array, params: Params, n: int) -> jax.Array:
     """n draws z ~ p(z): [n, L]."""
     _checks.prng_key(key)
-    _check_params(params)
     n = _checks.positive_int(n, "n")
-    if priors.parse(params.latent_prior).name == "normal":
+    if _check_params(params)[1].name == "normal":
         return jax.random.normal(key, (n, params.latent_dim))
     return prior(params).sample(seed=key, sample_shape=(n,))
 
@@ -331,16 +347,15 @@ def sample_latents(key: jax.Array, params: Params, n: int) -> jax.Array:
 def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
     """Ancestral sampling z ~ p(z), x ~ p(x|z). Returns (x [n, D], z [n, L])."""
     _checks.prng_key(key)
-    _check_params(params)
-    n = _checks.positive_int(n, "n")
     key_z, key_x = jax.random.split(key)
     z = sample_latents(key_z, params, n)
-    keys = jax.random.split(key_x, n)
-    x = jax.vmap(lambda k, z_i: _checks.sample(decoder(params, z_i), k, 1)[0])(keys, z)
+    x = jax.vmap(lambda k, z_i: _checks.sample(decoder(params, z_i), k, 1)[0])(
+        jax.random.split(key_x, z.shape[0]), z)
     return x.astype(z.dtype), z
 
 
 def mean_image(params: Params, z: jax.Array) -> jax.Array:
     """E[x | z]: the Bernoulli probabilities, the Gaussian mean or the expected gray level,
     [D]. For pictures."""
-    return likelihoods.mean(likelihoods.parse(params.likelihood), _decode(params, z))
+    spec, _ = _check_params(params)
+    return likelihoods.mean(spec, _decode(params, _latent(params, z)))
