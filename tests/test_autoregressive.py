@@ -74,8 +74,13 @@ def test_bad_inputs(params):
 
 
 def test_non_binary_vectors_are_refused(params):
-    with pytest.raises(ValueError, match="0/1 values"):
-        autoregressive.log_prob(params, jnp.full(6, 0.5))
+    """A vector that is not binary has probability 0, eagerly and under jit alike (it was
+    a ValueError eagerly and a finite number under jit); training data is refused."""
+    for log_prob in (autoregressive.log_prob, jax.jit(autoregressive.log_prob)):
+        assert float(log_prob(params, jnp.full(6, 0.5))) == -np.inf
+        assert float(log_prob(params, jnp.zeros(6).at[2].set(2.0))) == -np.inf
+        assert np.isnan(float(log_prob(params, jnp.zeros(6).at[2].set(jnp.nan))))
+        assert np.isfinite(float(log_prob(params, jnp.zeros(6).at[2].set(1.0))))
     with pytest.raises(ValueError, match="0/1 values"):
         autoregressive.fit(jax.random.PRNGKey(0), params, jnp.full((4, 6), 0.5), num_steps=1,
                            batch_size=2)

@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jlvm import _checks
@@ -62,15 +61,6 @@ def _check_params(params: Any) -> int:
     return data_dim
 
 
-def _check_x(params: Params, x: jax.Array) -> None:
-    _checks.shape_is(x, "x", (_check_params(params),), "[D]")
-    if _checks.is_concrete(x):
-        values = np.asarray(x)
-        if not np.all((values == 0) | (values == 1)):
-            raise ValueError("x must hold 0/1 values (NADE models binary vectors); for missing "
-                             "entries use jlvm.missing.log_joint_with_missing.")
-
-
 def conditional_logits(params: Params, x: jax.Array) -> jax.Array:
     """logit p(x_d = 1 | x_{<d}) for every d: [D], all at once (teacher forcing).
 
@@ -78,7 +68,7 @@ def conditional_logits(params: Params, x: jax.Array) -> jax.Array:
     sum, so the whole vector costs O(D H) rather than O(D^2 H).
     """
     x = _checks.float_array(x, "x")
-    _check_x(params, x)
+    _checks.shape_is(x, "x", (_check_params(params),), "[D]")
     contributions = x[:, None] * params.W.T  # [D, H]: x_j W[:, j]
     exclusive = jnp.cumsum(contributions, axis=0) - contributions
     hidden = jax.nn.sigmoid(params.c[None, :] + exclusive)
@@ -86,9 +76,13 @@ def conditional_logits(params: Params, x: jax.Array) -> jax.Array:
 
 
 def log_prob(params: Params, x: jax.Array) -> jax.Array:
-    """Exact log p(x) = sum_d x_d l_d - softplus(l_d), l = conditional_logits. x: [D] in {0,1}."""
+    """Exact log p(x) = sum_d x_d l_d - softplus(l_d), l = conditional_logits. x: [D] in
+    {0,1}; an x with another value has probability 0: -inf, eagerly and under jit alike
+    (NaN stays NaN)."""
     logits = conditional_logits(params, x)
-    return jnp.sum(x * logits - jax.nn.softplus(logits))
+    value = jnp.sum(x * logits - jax.nn.softplus(logits))
+    binary = jnp.all((x == 0) | (x == 1))
+    return jnp.where(binary | jnp.any(jnp.isnan(x)), value, -jnp.inf)
 
 
 def sample(key: jax.Array, params: Params, n: int) -> jax.Array:
