@@ -11,7 +11,6 @@ gradients are ``jax.grad`` of the returned scalar.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -316,9 +315,7 @@ def binary_support(num_bits: int, dtype: Any = jnp.float32) -> jax.Array:
     row 2**n - 1 all ones). Values are 0/1 in ``dtype`` (float32 by default, ready for
     models that multiply by z).
     """
-    if isinstance(num_bits, bool) or not isinstance(num_bits, numbers.Integral) or num_bits < 0:
-        raise ValueError(f"num_bits must be an int >= 0, got {num_bits!r}.")
-    num_bits = int(num_bits)
+    num_bits = _checks.nonnegative_int(num_bits, "num_bits")
     try:
         dtype = jnp.dtype(dtype)
     except TypeError:

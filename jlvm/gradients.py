@@ -120,12 +120,56 @@ def path_log_prob(q: Any, z: jax.Array) -> jax.Array:
     return _sg(values) + jnp.sum(displacement, axis=1)
 
 
+def log_probs(q: Any, z: jax.Array) -> jax.Array:
+    """log q(z_k) for a stack z [K, *event] -> [K]: in one call where q's ``log_prob``
+    takes a batch of z, else one draw at a time (a flow's coupling layers, distrax's
+    ``MaskedCoupling``, take one z: tried with ``jax.eval_shape``, nothing computed)."""
+    try:
+        batched = jax.eval_shape(lambda: _checks.log_prob(q, z)).shape == z.shape[:1]
+    except Exception:  # whatever a q's log_prob raises on a batch of z
+        batched = False
+    if batched:
+        return _checks.log_prob(q, z)
+    return jax.vmap(lambda one: _checks.log_prob(q, one))(z)
+
+
+def log_joints_weighed(log_joint: LogJoint, z: jax.Array):
+    """log p(x, z_k) [K] for draws that will be weighed against each other (the IWAE
+    bound), where a draw with log p = -inf (weight 0) contributes a zero gradient.
+
+    The "double where": such a draw's log p(x, z) is computed again at a draw whose log p
+    is finite, and its value replaced by -inf. Its gradient, 0 times the user model's
+    derivatives at z_k, would otherwise be 0 * inf = NaN wherever log p = -inf came from an
+    overflow (an exp past float32's range), under a finite bound. The price is a second
+    evaluation of ``log_joint`` where a gradient may be taken (traced); a single draw needs
+    none (its -inf is the bound's value).
+
+    Returns (log p [K] with -inf at those draws, the draws evaluated z_safe [K, *event],
+    log p(x, z_safe) [K]: finite at those draws).
+    """
+    values = log_joints(log_joint, z)
+    if jnp.shape(z)[0] == 1 or (_checks.is_concrete(values)
+                                and not bool(jnp.any(values == -jnp.inf))):
+        return values, z, values  # nothing to redo (eagerly, no gradient is taken)
+    first = _sg(values)
+    dead = first == -jnp.inf
+    reference = _sg(z[jnp.argmax(first)])  # a draw of finite log p, where there is one
+    safe = jnp.where(dead.reshape(dead.shape + (1,) * (z.ndim - 1)), reference[None], z)
+    values = log_joints(log_joint, safe)
+    return jnp.where(dead, -jnp.inf, values), safe, values
+
+
 def _leave_one_out_mean(values: jax.Array) -> jax.Array:
-    """b_k = mean_{j != k} values_j: a baseline independent of draw k, so it adds no bias."""
+    """b_k = mean_{j != k} values_j: a baseline independent of draw k, so it adds no bias.
+    A -inf among the others makes b_k -inf; one at k itself leaves b_k finite (summing
+    the -inf and subtracting it again would give NaN)."""
     count = values.shape[0]
     if count == 1:
         return jnp.zeros_like(values)
-    return (jnp.sum(values) - values) / (count - 1)
+    dead = values == -jnp.inf
+    finite = jnp.where(dead, 0.0, values)
+    others = (jnp.sum(finite) - finite) / (count - 1)
+    return jnp.where(jnp.sum(dead) - dead > 0, -jnp.inf, others)
 
 
 def _log_mean_exp(log_weights: jax.Array) -> jax.Array:
@@ -160,22 +204,28 @@ def elbo_score_function(key, log_joint, q, num_samples):
     """REINFORCE: grad = E[(f(z) - b) grad log q(z)] + E[grad f(z)], f = log p(x,z) - log q(z).
 
     z carries no gradient (discrete q welcome). b is the leave-one-out mean of f over the
-    other K-1 draws, independent of draw k, so the estimator stays unbiased.
+    other K-1 draws, independent of draw k, so the estimator stays unbiased. A draw of
+    f = -inf makes the ELBO -inf, as for every estimator (not NaN: its learning signal,
+    infinite, is left out of the surrogate's value).
     """
     z, _ = draw(key, q, num_samples)
     z = _sg(z)
-    log_q = _checks.log_prob(q, z)
+    log_q = log_probs(q, z)
     f = log_joints(log_joint, z) - log_q
     learning_signal = _sg(f - _leave_one_out_mean(f))
+    learning_signal = jnp.where(jnp.isfinite(learning_signal), learning_signal, 0.0)
     return _with_gradient_of(jnp.mean(f), jnp.mean(learning_signal * log_q))
 
 
 # --------------------------------------------------------------------------- IWAE
+# A draw of log w = -inf has weight 0 in the bound and, through ``log_joints_weighed``,
+# contributes a zero gradient; +inf or NaN stay as they are, for the caller to see.
 
 
 def iwae_reparam(key, log_joint, q, num_samples):
     z, log_q = draw(key, q, num_samples)
-    return _log_mean_exp(log_joints(log_joint, z) - log_q)
+    log_p, _, _ = log_joints_weighed(log_joint, z)
+    return _log_mean_exp(log_p - log_q)
 
 
 def iwae_dreg(key, log_joint, q, num_samples):
@@ -187,10 +237,12 @@ def iwae_dreg(key, log_joint, q, num_samples):
     restores the missing (wt - wt^2) share with z stopped, so it touches theta only.
     """
     z, log_q = draw(key, q, num_samples)
-    log_w = log_joints(log_joint, z) - path_log_prob(q, z)
+    log_p, safe_z, safe_log_p = log_joints_weighed(log_joint, z)
+    path = safe_log_p - path_log_prob(q, z)  # finite where the draw's weight is 0
+    log_w = jnp.where(log_p == -jnp.inf, -jnp.inf, path)
     normalized = jax.nn.softmax(_sg(log_w))
-    log_w_fixed_z = log_joints(log_joint, _sg(z)) - _sg(log_q)
-    term = jnp.sum(normalized**2 * log_w) + jnp.sum((normalized - normalized**2) * log_w_fixed_z)
+    log_w_fixed_z = log_joints(log_joint, _sg(safe_z)) - _sg(log_q)
+    term = jnp.sum(normalized**2 * path) + jnp.sum((normalized - normalized**2) * log_w_fixed_z)
     return _with_gradient_of(_sg(_log_mean_exp(log_w)), term)
 
 
@@ -198,12 +250,14 @@ def iwae_score_function(key, log_joint, q, num_samples):
     """Score-function IWAE gradient with the VIMCO leave-one-out baseline (Mnih & Rezende 2016).
 
     For draw k the baseline replaces log w_k by the mean of the other log-weights; it does
-    not depend on z_k, so the estimator stays unbiased.
+    not depend on z_k, so the estimator stays unbiased. Where every other draw has weight
+    0 the baseline is -inf and draw k's learning signal infinite: it is left out.
     """
     z, _ = draw(key, q, num_samples)
     z = _sg(z)
-    log_q = _checks.log_prob(q, z)
-    log_w = log_joints(log_joint, z) - log_q
+    log_q = log_probs(q, z)
+    log_p, _, _ = log_joints_weighed(log_joint, z)
+    log_w = log_p - log_q
     bound = _log_mean_exp(log_w)
     if num_samples == 1:
         learning_signal = _sg(jnp.broadcast_to(bound, log_w.shape))
@@ -215,6 +269,7 @@ def iwae_score_function(key, log_joint, q, num_samples):
                             jnp.broadcast_to(held_out[None, :], (num_samples, num_samples)))
         baselines = jax.vmap(_log_mean_exp)(swapped)
         learning_signal = _sg(bound - baselines)
+    learning_signal = jnp.where(jnp.isfinite(learning_signal), learning_signal, 0.0)
     return _with_gradient_of(bound, jnp.sum(learning_signal * log_q))
 
 

@@ -593,6 +593,9 @@ def test_sizes_beyond_jax_int32_are_refused_and_numpy_ints_are_ints(problem, key
     with pytest.raises(ValueError, match="num_samples must be at most 2147483647"):
         jlvm.elbo(key, problem["log_joint"], problem["posterior"], 2**32)
     assert jlvm.binary_support(np.int64(3)).shape == (8, 3)
+    assert jlvm.binary_support(jnp.int32(2)).shape == (4, 2)
+    with pytest.raises(ValueError, match="num_bits"):
+        jlvm.binary_support(True)
 
 
 def test_a_degenerate_gaussian_q_is_named(problem, key):

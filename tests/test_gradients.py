@@ -12,6 +12,7 @@ import pytest
 from oracles import mean_and_standard_error
 
 import jlvm
+from jlvm import gradients
 from jlvm.models import linear_gaussian
 
 NUM_DRAWS = 3000
@@ -228,3 +229,71 @@ def test_path_estimators_refuse_discrete_q():
         jlvm.elbo(jax.random.PRNGKey(0), log_joint, q, 2, grad_estimator="stl")
     with pytest.raises(ValueError, match="score_function"):
         jlvm.iwae_bound(jax.random.PRNGKey(0), log_joint, q, 2, grad_estimator="dreg")
+
+
+# ------------------------------------------- draws of probability 0 (log w = -inf)
+
+
+def _overflowing(theta, z):
+    """log p(x, z) whose exp overflows float32 for z_0 > 88.7 / (100 theta_1): -inf there,
+    and an infinite derivative, both in z and in theta."""
+    return -0.5 * jnp.sum((z - theta) ** 2) - jnp.exp(100.0 * theta[1] * z[0])
+
+
+def _cut(theta, z):
+    """The same log p(x, z), written by a careful user: -inf where the exp overflows,
+    evaluated at a safe z there (the double where), so its gradient is finite."""
+    alive = jnp.isfinite(jnp.exp(100.0 * theta[1] * z[0]))
+    return jnp.where(alive, _overflowing(theta, jnp.where(alive, z, 0.0)), -jnp.inf)
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "dreg", "score_function"])
+def test_a_draw_of_probability_zero_adds_nothing_to_the_iwae_gradient(estimator):
+    """A draw whose log p(x, z) overflowed to -inf has weight 0 in the bound; its gradient,
+    0 times an infinite derivative, was NaN under a finite bound (and DReG's and VIMCO's
+    values NaN too). Now each estimator's value and gradient equal those with a log_joint
+    that cuts such draws out safely (the same draws: same key)."""
+    theta, phi = jnp.array([0.3, 1.0]), jnp.array([0.5, 0.0])
+
+    def bound(phi, theta, log_joint, key):
+        q = distrax.MultivariateNormalDiag(phi, jnp.ones(2))
+        return jlvm.iwae_bound(key, functools.partial(log_joint, theta), q, 8,
+                               grad_estimator=estimator)
+
+    value_and_grad = jax.jit(jax.value_and_grad(bound, argnums=(0, 1)), static_argnums=2)
+    dead = 0
+    for seed in range(3):
+        key = jax.random.PRNGKey(seed)
+        z, _ = gradients.draw(key, distrax.MultivariateNormalDiag(phi, jnp.ones(2)), 8)
+        dead += int(jnp.sum(jax.vmap(functools.partial(_overflowing, theta))(z) == -jnp.inf))
+        value, grads = value_and_grad(phi, theta, _overflowing, key)
+        expected_value, expected = value_and_grad(phi, theta, _cut, key)
+        assert np.isfinite(float(value))
+        np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+        for g, e in zip(grads, expected, strict=True):
+            assert np.all(np.isfinite(np.asarray(g)))
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+    assert dead > 0  # the test meets such draws
+
+
+def test_a_draw_of_probability_zero_makes_the_elbo_minus_infinity_for_every_estimator():
+    """The ELBO averages log w: one -inf draw makes it -inf, whatever the estimator (the
+    score function's value was NaN: -inf minus its own leave-one-out baseline)."""
+    q = distrax.MultivariateNormalDiag(jnp.array([0.5, 0.0]), jnp.ones(2))
+    log_joint = functools.partial(_overflowing, jnp.array([0.3, 1.0]))
+    for name in ("reparam", "stl", "score_function"):
+        assert float(jlvm.elbo(jax.random.PRNGKey(0), log_joint, q, 8,
+                               grad_estimator=name)) == -np.inf
+
+
+def test_a_nan_log_weight_stays_visible():
+    q = distrax.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+
+    def log_joint(z):
+        return jnp.where(z[0] > 0.5, jnp.nan, -0.5 * jnp.sum(z**2))
+
+    for name in ("reparam", "dreg", "score_function"):
+        value = jax.jit(lambda k, name=name: jlvm.iwae_bound(k, log_joint, q, 8,
+                                                             grad_estimator=name))(
+            jax.random.PRNGKey(0))
+        assert np.isnan(float(value))
