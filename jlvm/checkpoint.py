@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import numbers
+import operator
 import os
 import pathlib
 import re
@@ -114,8 +114,13 @@ def save(directory: str | os.PathLike, step: int, state: Any) -> None:
     cannot be written; the earlier checkpoints are then left as they were. Steps only grow:
     a ``step`` at or below the newest one is refused (orbax would skip it silently).
     """
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-        raise ValueError(f"step must be an int >= 0, got {step!r}.")
+    given = step
+    try:  # any integer (NumPy's and JAX's too), not a bool
+        step = None if isinstance(step, bool) else operator.index(step)
+    except TypeError:
+        step = None
+    if step is None or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {given!r}.")
     existing = steps(directory)
     if existing and step <= existing[-1]:
         raise CheckpointError(f"checkpoint {step} cannot be written in {directory}: its newest "
@@ -183,9 +188,10 @@ def _path_name(path: tuple) -> str:
 
 
 def _check_fits(directory: str | os.PathLike, step: int, like: Any) -> None:
-    """``CheckpointMismatch`` naming the first array of checkpoint ``step`` whose name or
-    shape differs from ``like``'s; silent when the metadata cannot be read (then restoring
-    fails, and says why)."""
+    """``CheckpointMismatch`` naming the first array of checkpoint ``step`` whose name,
+    shape or dtype differs from ``like``'s (orbax would convert a dtype silently: a float
+    into an integer loses its fraction); silent when the metadata cannot be read (then
+    restoring fails, and says why)."""
     try:
         with _quiet(), ocp.StandardCheckpointer() as reader:
             stored_tree = reader.metadata(
@@ -208,6 +214,16 @@ def _check_fits(directory: str | os.PathLike, step: int, like: Any) -> None:
             f"checkpoint {step} in {directory} does not fit this run's settings: {name} "
             f"is {stored[name]} there and {want} here (config.json edited, or another "
             "model's checkpoint?).")
+    stored_types = {_path_name(p): getattr(leaf, "dtype", None)
+                    for p, leaf in jax.tree_util.tree_leaves_with_path(stored_tree)}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(like):
+        name, dtype = _path_name(path), getattr(leaf, "dtype", None)
+        there = stored_types.get(name)
+        if dtype is not None and there is not None and str(there) != str(dtype):
+            raise CheckpointMismatch(
+                f"checkpoint {step} in {directory} does not fit this state: {name} is "
+                f"{there} there and {dtype} here (restoring would convert it silently; "
+                "another model's checkpoint?).")
 
 
 class Restored(NamedTuple):

@@ -127,3 +127,17 @@ def test_one_process_of_a_distributed_run_reads_the_steps_alone(tmp_path):
     printed = [[line for line in stdout.splitlines() if not line.startswith("[Gloo]")]
                for stdout, _ in outputs]
     assert printed == [["[1]", "[1, 2]"], ["[1, 2]"]]
+
+
+def test_an_array_of_another_dtype_is_refused_not_converted(tmp_path):
+    """orbax converts to the template's dtype silently: 0.7 restored into an int32 leaf
+    was 0."""
+    saved = {"w": np.arange(3, dtype=np.float32) + 0.7, "step": np.array(3, np.int32)}
+    checkpoint.save(tmp_path / "ck", np.int64(1), saved)  # a NumPy integer is an int
+    like = {"w": np.zeros(3, np.int32), "step": np.array(0, np.int32)}
+    for restore in (checkpoint.restore, checkpoint.restore_intact):
+        with pytest.raises(checkpoint.CheckpointMismatch, match="w is float32 there and int32"):
+            restore(tmp_path / "ck", like)
+    restored = checkpoint.restore(tmp_path / "ck", {"w": np.zeros(3, np.float32),
+                                                    "step": np.array(0, np.int32)})
+    np.testing.assert_array_equal(restored["w"], saved["w"])
