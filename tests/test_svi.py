@@ -101,3 +101,39 @@ def test_incomplete_batches_fit_each_q_to_the_observed_pixels():
     _, plain_metrics = jax.jit(learner.step)(state, (index, jnp.asarray(X)))
     np.testing.assert_allclose(complete_metrics["elbo"], plain_metrics["elbo"], rtol=1e-6)
     assert float(metrics["elbo"]) > float(plain_metrics["elbo"])
+
+
+def test_a_model_that_multiplies_x_before_masking_never_sees_a_nan():
+    """A naive model computes x * logits before leaving the missing entries out: a NaN
+    there gave NaN gradients (0 * NaN) and every step was refused. The learner hands the
+    model x with its missing entries at 0."""
+    import distrax
+
+    import jlvm
+
+    def init(key):
+        return {"W": 0.1 * jax.random.normal(key, (2, 8)), "b": jnp.zeros(8)}
+
+    def log_joint(params, x, z, mask=None):
+        logits = z @ params["W"] + params["b"]
+        per_entry = x * logits - jax.nn.softplus(logits)
+        if mask is not None:
+            per_entry = jnp.where(mask, per_entry, 0.0)
+        return -0.5 * z @ z + jnp.sum(per_entry)
+
+    model = jlvm.Model(init, log_joint,
+                       prior=lambda params: distrax.MultivariateNormalDiag(jnp.zeros(2),
+                                                                           jnp.ones(2)))
+    rng = np.random.default_rng(0)
+    mask = rng.random((6, 8)) > 0.3
+    x = jnp.asarray(np.where(mask, rng.random((6, 8)) > 0.5, np.nan), jnp.float32)
+    batch = (jnp.arange(6, dtype=jnp.int32), x, jnp.asarray(mask))
+    learner = svi(model, optax.adam(1e-2), num_data=6, inner_steps=2)
+    state = learner.init(jax.random.PRNGKey(0), batch)
+    step = jax.jit(learner.step)
+    for _ in range(3):
+        state, metrics = step(state, batch)
+        assert bool(metrics["finite"])
+    assert int(state.step) == 3
+    for leaf in jax.tree_util.tree_leaves(state.params):
+        assert np.all(np.isfinite(np.asarray(leaf)))

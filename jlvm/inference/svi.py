@@ -86,7 +86,8 @@ def svi(model: Model, optimizer: optax.GradientTransformation, num_data: int, *,
     Returns:
       ``Learner`` whose batches are ``(index [B] int32, x [B, D])``, or with a third
       member ``mask [B, D]`` bool (True = observed) for incomplete data, which the model's
-      ``log_joint`` then receives: each phi^i fits q(z | x_obs); ``step`` reports
+      ``log_joint`` then receives, with x at 0 where it is missing (whatever it held, NaN
+      included): each phi^i fits q(z | x_obs); ``step`` reports
       ``loss``, ``elbo`` (at phi*, nats per example), ``elbo_before_inner`` and
       ``inner_gain`` (= elbo - elbo_before_inner), and ``finite``.
     """
@@ -118,6 +119,10 @@ def svi(model: Model, optimizer: optax.GradientTransformation, num_data: int, *,
             raise TypeError(f"state must be a TrainState (from learner.init), got "
                             f"{type(state).__name__}.")
         index, x, mask = _check_batch(batch)
+        if mask is not None:
+            # the model never sees what a missing entry held: a model that computes with x
+            # before masking would turn a NaN there into NaN gradients (0 * NaN)
+            x = jnp.where(mask, x, 0.0)
         key, inner_key, theta_key = jax.random.split(state.key, 3)
         params = state.params
         # an index outside [0, N) reads NaN (JAX would wrap a negative one and clamp a large
