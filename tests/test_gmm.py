@@ -343,20 +343,25 @@ def test_the_mixture_is_a_jlvm_model_with_its_exact_posterior_as_encoder(params,
     assert start.means.shape == (3, 3) and np.all(np.asarray(start.logits) == 0)
     np.testing.assert_array_equal(start.scale_tril, np.broadcast_to(np.eye(3), (3, 3, 3)))
     x = jnp.array([0.7, -0.4, 1.2])
-    for mask in (None, jnp.array([True, False, True])):
+
+    @jax.jit
+    def values(params, x, mask):  # [exact, IS with K = 1 and 7, enumeration], [per z]
         log_joint = functools.partial(model.log_joint, params, x, mask=mask)
-        exact = gmm.log_marginal(params, x, mask)
         q = model.encoder(params, x, mask)
-        for num_samples in (1, 7):
-            np.testing.assert_allclose(jlvm.log_marginal_is(key, log_joint, q, num_samples),
-                                       exact, rtol=1e-6)
-        np.testing.assert_allclose(jlvm.log_marginal_exact(log_joint, jnp.arange(3)), exact,
-                                   rtol=1e-6)
+        estimates = jnp.stack([gmm.log_marginal(params, x, mask),
+                               *(jlvm.log_marginal_is(key, log_joint, q, num_samples)
+                                 for num_samples in (1, 7)),
+                               jlvm.log_marginal_exact(log_joint, jnp.arange(3))])
         # log p(x_obs, z) = log p(z) + log p(x_obs | z), and p(x | z) is the component
-        for z in range(3):
-            np.testing.assert_allclose(
-                log_joint(z), model.prior(params).log_prob(z)
-                + model.log_likelihood(params, x, z, mask), rtol=1e-6)
+        by_parts = jnp.stack([jnp.stack([log_joint(z), model.prior(params).log_prob(z)
+                                         + model.log_likelihood(params, x, z, mask)])
+                              for z in range(3)])
+        return estimates, by_parts
+
+    for mask in (None, jnp.array([True, False, True])):
+        estimates, by_parts = values(params, x, mask)
+        np.testing.assert_allclose(estimates, estimates[0], rtol=1e-6)
+        np.testing.assert_allclose(by_parts[:, 0], by_parts[:, 1], rtol=1e-6)
     np.testing.assert_allclose(model.decoder(params, 1).log_prob(x),
                                gmm.log_likelihood(params, x, 1), rtol=1e-6)
     with pytest.raises(ValueError, match="num_components"):
@@ -384,7 +389,7 @@ def test_em_and_gmm_import_one_way():
 
 def test_a_negative_reg_covar_is_named_not_nan(params, key):
     X = jax.random.normal(key, (20, 3))
-    log_resp, _ = gmm.e_step(params, X)
+    log_resp = jnp.full((20, 3), -np.log(3.0))
     mask = jnp.ones(X.shape, bool)
     for call in (lambda: gmm.m_step(X, log_resp, -1e-3),
                  lambda: gmm.em_iteration(params, X, -1e-3),
@@ -394,7 +399,6 @@ def test_a_negative_reg_covar_is_named_not_nan(params, key):
                  lambda: gmm.init_from_data(key, X, 2, reg_covar=-1e-3)):
         with pytest.raises(ValueError, match="reg_covar must be finite and >= 0"):
             call()
-    assert np.all(np.isfinite(np.asarray(gmm.m_step(X, log_resp, 0.0).scale_tril)))
 
 
 def test_em_with_missing_entries_equals_an_independent_numpy_em(key):
@@ -454,13 +458,12 @@ def test_a_start_is_drawn_the_same_way_eagerly_under_jit_and_under_vmap():
     not under jit (repeated means), and under vmap over keys (several starts at once)
     it failed, converting a traced array to NumPy."""
     X = jnp.array([[0.0, 1.0]] * 8 + [[2.0, 3.0], [4.0, 1.0], [1.0, 1.0]])  # 4 distinct
-    keys = jnp.stack([jax.random.PRNGKey(seed) for seed in range(6)])
+    keys = jnp.stack([jax.random.PRNGKey(seed) for seed in range(3)])
     batched = jax.vmap(gmm.init_from_data, in_axes=(0, None, None))(keys, X, 4)
+    jitted = jax.jit(gmm.init_from_data, static_argnums=2)
     for key, means in zip(keys, batched.means, strict=True):
         np.testing.assert_array_equal(means, gmm.init_from_data(key, X, 4).means)
-        np.testing.assert_array_equal(means, jax.jit(gmm.init_from_data, static_argnums=2)(
-            key, X, 4).means)
+        np.testing.assert_array_equal(means, jitted(key, X, 4).means)
         assert np.unique(np.asarray(means), axis=0).shape[0] == 4
     # under jit, too few distinct rows cannot be an error: the start is NaN, never repeated
-    assert np.all(np.isnan(np.asarray(jax.jit(gmm.init_from_data, static_argnums=2)(
-        keys[0], X[:9], 3).means)))
+    assert np.all(np.isnan(np.asarray(jitted(keys[0], X[:9], 3).means)))
