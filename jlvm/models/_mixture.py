@@ -1,6 +1,6 @@
 """The Gaussian mixture's parameters, their checks and its table of log-joints, shared by
-``jlvm.models.gmm`` and its EM (``jlvm.models._gmm_em``), which both import this module
-(and nothing of each other's but what gmm re-exports).
+``jlvm.models.gmm`` and its EM (``jlvm.models._gmm_em``): both import this module, and
+gmm imports (and re-exports) the EM, never the other way round.
 """
 
 from __future__ import annotations
