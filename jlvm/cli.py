@@ -1,6 +1,6 @@
 """The ``jlvm`` command: parsing and printing over ``jlvm.runs``.
 
-    jlvm train [--model {vae,iwae,semi,svi,gmm} | FILE.py:FACTORY [--model-arg NAME=VALUE]]
+    jlvm train [--model KIND | FILE.py:FACTORY [--model-arg NAME=VALUE]]
                [--data NAME | FILE.npz | FILE.npy | FILE.csv] [--epochs N] [--out RUN_DIR]
                [--seed S] [--num-seeds S] [--devices N] [--resume] ...
     jlvm evaluate RUN_DIR [--num-samples K] [--split test] [--num-examples N] [--devices N]
@@ -20,7 +20,7 @@ import os
 import sys
 
 from jlvm import _files, runs
-from jlvm.runs import _config, _interrupt, _user
+from jlvm.runs import _config, _interrupt, _user, kinds
 from jlvm.runs.kinds import vae as _vae
 
 _DEFAULTS = _config.Config()
@@ -37,11 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jlvm", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a model; writes a run directory")
-    train.add_argument("--model", metavar="{vae,iwae,semi,svi,gmm} | FILE.py:FACTORY",
-                       help="vae (ELBO), iwae, semi (semi-amortized), svi (per-datapoint), gmm "
-                       "(EM); or a model of your own: FACTORY(data_dim, **model_args) -> "
+    table = kinds.kinds()
+    train.add_argument("--model", metavar="{" + ",".join(table) + "} | FILE.py:FACTORY",
+                       help="; ".join(f"{name}: {kind.describe}" for name, kind in
+                                      table.items())
+                       + "; or a model of your own: FACTORY(data_dim, **model_args) -> "
                        "jlvm.Model in FILE.py or package.module, trained by the amortized "
-                       "learner (default vae)")
+                       f"learner (default {_DEFAULTS.model})")
     train.add_argument("--model-arg", action="append", metavar="NAME=VALUE",
                        help="a keyword argument of your FACTORY (repeatable); VALUE is read "
                        "as JSON where it parses (numbers, true, lists...), else as a string")

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 import pathlib
 import shutil
@@ -71,8 +72,10 @@ def digits(*, binarize: bool = True, test_fraction: float = 0.2, split_seed: int
     if isinstance(test_fraction, (bool, str)) or not isinstance(test_fraction, (int, float)) \
             or not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}.")
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+    if isinstance(split_seed, bool) or not isinstance(split_seed, numbers.Integral) or \
+            split_seed < 0:
         raise ValueError(f"split_seed must be an int >= 0, got {split_seed!r}.")
+    split_seed = int(split_seed)
     from sklearn.datasets import load_digits  # bundled with scikit-learn, read from disk
 
     bunch = load_digits()
@@ -260,9 +263,10 @@ def lecture_2d(n: int = 2000, *, seed: int = 0) -> Dataset:
 
 def _seed(seed: object) -> int:
     """A seed JAX keeps whole: 2**32 would give the same draws as 0."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32 - 1000:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or \
+            not 0 <= seed < 2**32 - 1000:
         raise ValueError(f"seed must be an int in [0, {2**32 - 1001}], got {seed!r}.")
-    return seed
+    return int(seed)
 
 
 def load(name: str, *, path: str | os.PathLike | None = None) -> Dataset:

@@ -131,7 +131,14 @@ def data_mesh(num_devices: int | None = None, devices: Sequence[Any] | None = No
         ``jax.distributed.initialize()``) to use; None for all of them.
       devices: the devices themselves, instead of ``num_devices``.
     """
-    if devices is None:
+    if devices is not None:
+        if num_devices is not None:
+            raise ValueError("give num_devices or devices, not both.")
+        devices = list(devices)
+        if not devices or not all(isinstance(d, jax.Device) for d in devices):
+            raise ValueError(f"devices must be one or more JAX devices (e.g. "
+                             f"jax.devices()[:2]), got {devices!r}.")
+    else:
         available = jax.devices()
         if num_devices is None:
             num_devices = len(available)

@@ -136,6 +136,10 @@ def test_splits_seeds_downloads_and_paths_are_named(tmp_path):
         data.digits(test_fraction=1e-9)
     with pytest.raises(ValueError, match="split_seed must be an int"):
         data.digits(split_seed=-1)
+    # NumPy integers are integers
+    np.testing.assert_array_equal(data.digits(split_seed=np.int64(3)).test,
+                                  data.digits(split_seed=3).test)
+    assert data.blobs(50, seed=np.int32(1)).train.shape == (40, 2)
     with pytest.raises(TypeError, match="sha256 must be a dict"):
         data.download_binarized_mnist(tmp_path / "cache", sha256="abc")
     # no network here (nor in CI): a clean error naming the address, and no files left

@@ -6,7 +6,7 @@ import json
 import jax
 import numpy as np
 
-from jlvm import _checks, cli, runs
+from jlvm import _checks, cli, data, runs
 from jlvm.models import gmm, vae
 
 
@@ -95,10 +95,27 @@ def test_what_cannot_be_encoded_is_one_line_and_writes_nothing(trained, tmp_path
     assert (tmp_path / "taken.npz").read_bytes() == b"mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "empty_row.npz", "gray.npz", "narrow.npz", "taken.npz", "wrong.npz"]
-    np.savez(tmp_path / "nan.npz", x=x)
-    code, _, err = _run(["encode", trained("gmm").path, "--input", tmp_path / "nan.npz",
-                         "--out", tmp_path / "i.npz"], capsys)
-    assert code == 2 and "missing (NaN) entries" in err
+
+
+def test_every_model_encodes_incomplete_rows(trained, tmp_path, capsys):
+    """NaN = missing for every model: a GMM's responsibilities are p(k | x_obs), exactly."""
+    X = np.array(data.digits().test[:5])
+    X[:, :20] = np.nan
+    np.savez(tmp_path / "holes.npz", x=X)
+    out = trained("gmm").path
+    code, _, err = _run(["encode", out, "--input", tmp_path / "holes.npz", "--out",
+                         tmp_path / "r.npz"], capsys)
+    assert code == 0, err
+    params = runs.load(out).state.params
+    expected = jax.vmap(lambda x, m: gmm.posterior(params, x, m).probs)(
+        np.nan_to_num(X), ~np.isnan(X))
+    np.testing.assert_allclose(np.load(tmp_path / "r.npz")["responsibilities"], expected,
+                               rtol=1e-4, atol=1e-6)
+    for model in ("svi", "vae"):
+        code, _, err = _run(["encode", trained(model).path, "--input", tmp_path / "holes.npz",
+                             "--out", tmp_path / f"{model}.npz"], capsys)
+        assert code == 0, err
+        assert np.all(np.isfinite(np.load(tmp_path / f"{model}.npz")["mean"]))
 
 
 def test_a_flows_moments_are_monte_carlo_estimates_within_their_error(tmp_path):
