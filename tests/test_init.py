@@ -46,7 +46,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         state[node] = "open"
         for successor in sorted(graph.get(node, ())):
             if state.get(successor) == "open":
-                cycles.append(path[path.index(successor):] + [successor])
+                cycles.append([*path[path.index(successor):], successor])
             elif successor not in state:
                 visit(successor, [*path, successor])
         state[node] = "done"

@@ -198,7 +198,7 @@ def test_data_mesh_checks_its_arguments():
         train.data_mesh(0)
     assert train.data_mesh(devices=jax.devices()[1:3]).devices.size == 2
     for devices in ([], ["cpu"], None):
-        with pytest.raises(ValueError, match="devices must be one or more JAX devices|not both"):
+        with pytest.raises(ValueError, match=r"devices must be one or more JAX devices|not both"):
             train.data_mesh(1 if devices is None else None,
                             devices=jax.devices()[:1] if devices is None else devices)
     assert train.data_mesh(np.int64(2)).devices.size == 2  # NumPy integers are integers
