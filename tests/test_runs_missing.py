@@ -124,10 +124,10 @@ def test_em_on_holes_and_the_exact_masked_test_likelihood(tmp_path, capsys):
     assert code == 0, err
     assert "training examples observe nothing" in err  # 2-D points: some lose both entries
     run = runs.load(out)
-    kept = run.setup.train_mask
+    kept = run.setup.data.train_mask
     # the run's start: the learner's init with the run's seed, as jlvm train makes it
     initial = run.setup.learner.init(jax.random.PRNGKey(0), run.setup.train_data)
-    expected, trace = gmm.fit_em(initial.params, run.setup.train_x, 5, mask=kept,
+    expected, trace = gmm.fit_em(initial.params, run.setup.data.train_x, 5, mask=kept,
                                  reg_covar=run.config.reg_covar)
     for a, b in zip(run.state.params, expected, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
