@@ -354,3 +354,11 @@ def test_encoder_input_compares_what_the_encoder_sees_on_the_same_holes(capsys):
                and r["train_elbo_last_epoch"] < 0 for r in rows)
     with pytest.raises(SystemExit):
         _script(capsys, "encoder_input.py", "--patterns", "mcar:1")
+
+
+def test_compile_once_times_a_second_identical_model(capsys):
+    """benchmarks/compile_once.py: one JSON line, the four calls' seconds side by side."""
+    line = _run(capsys, "compile_once.py", "--num-samples", "4")
+    assert line["data"] == "digits" and line["images"] == 100 and line["num_samples"] == 4
+    for name in ("first_call_s", "second_model_s", "compiled_again_s", "run_only_s"):
+        assert line[name] > 0, name
