@@ -111,11 +111,10 @@ def test_every_model_encodes_incomplete_rows(trained, tmp_path, capsys):
         np.nan_to_num(X), ~np.isnan(X))
     np.testing.assert_allclose(np.load(tmp_path / "r.npz")["responsibilities"], expected,
                                rtol=1e-4, atol=1e-6)
-    for model in ("svi", "vae"):
-        code, _, err = _run(["encode", trained(model).path, "--input", tmp_path / "holes.npz",
-                             "--out", tmp_path / f"{model}.npz"], capsys)
-        assert code == 0, err
-        assert np.all(np.isfinite(np.load(tmp_path / f"{model}.npz")["mean"]))
+    code, _, err = _run(["encode", trained("vae").path, "--input", tmp_path / "holes.npz",
+                         "--out", tmp_path / "vae.npz"], capsys)
+    assert code == 0, err
+    assert np.all(np.isfinite(np.load(tmp_path / "vae.npz")["mean"]))
 
 
 def test_a_flows_moments_are_monte_carlo_estimates_within_their_error(tmp_path):

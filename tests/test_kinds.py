@@ -119,7 +119,7 @@ def _linear_kind():
 def test_a_kind_added_to_the_table_gets_every_command(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(kinds.kinds(), "ppca", _linear_kind())
     out = tmp_path / "run"
-    assert cli.main(["train", "--model", "ppca", "--data", "blobs", "--epochs", "3",
+    assert cli.main(["train", "--model", "ppca", "--data", "blobs", "--epochs", "1",
                      "--batch-size", "100", "--learning-rate", "0.05", "--out",
                      str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -135,7 +135,7 @@ def test_a_kind_added_to_the_table_gets_every_command(monkeypatch, tmp_path, cap
                  ["impute", str(out), "--input", str(tmp_path / "in.npz"), "--out",
                   str(tmp_path / "x.npz")],
                  ["sample", str(out), "--out", str(tmp_path / "s.png")],
-                 ["train", "--out", str(out), "--resume", "--epochs", "4"]):
+                 ["train", "--out", str(out), "--resume", "--epochs", "2"]):
         assert cli.main(argv) == 0, capsys.readouterr().err
     assert not np.isnan(np.load(tmp_path / "x.npz")["x"]).any()
     with pytest.raises(runs.RunError, match="--latent-dim does not apply to --model ppca"):

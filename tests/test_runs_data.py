@@ -179,10 +179,11 @@ def test_a_dataset_from_python_is_kept_in_the_run_directory(tmp_path):
     assert line["num_examples"] == 50
     assert runs.resume(moved, epochs=2)["epochs"] == 2
     assert runs.load(moved).setup.facts["steps_per_epoch"] == 3
-    real = data.blobs()
-    config = runs.make_config(epochs=1, latent_dim=1, hidden_dims=(8,), batch_size=50)
-    runs.train(config, tmp_path / "blobs", dataset=real)  # the digits' Bernoulli default
-    assert runs.load(tmp_path / "blobs").config.likelihood == "gaussian"  # ... is its own
+    # the digits' Bernoulli default is not kept for real-valued data: its own is found
+    config = runs._in_memory(runs.make_config(epochs=1), data.blobs())
+    assert config.likelihood is None and config.data == "data.npz"
+    assert runs._in_memory(runs.make_config(likelihood="gaussian"),
+                           data.blobs()).likelihood == "gaussian"  # a given one is kept
 
 
 def test_units_convert_both_ways():

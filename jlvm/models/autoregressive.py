@@ -81,8 +81,11 @@ def log_prob(params: Params, x: jax.Array) -> jax.Array:
     (NaN stays NaN)."""
     logits = conditional_logits(params, x)
     value = jnp.sum(x * logits - jax.nn.softplus(logits))
-    binary = jnp.all((x == 0) | (x == 1))
-    return jnp.where(binary | jnp.any(jnp.isnan(x)), value, -jnp.inf)
+    # behind a barrier: where x is a constant of the program (data a jitted closure holds)
+    # XLA would otherwise fold this test over every row at compile time, seconds a program
+    seen = jax.lax.optimization_barrier(x)
+    binary = jnp.all((seen == 0) | (seen == 1))
+    return jnp.where(binary | jnp.any(jnp.isnan(seen)), value, -jnp.inf)
 
 
 def sample(key: jax.Array, params: Params, n: int) -> jax.Array:
