@@ -2,14 +2,17 @@
 real numbers, through the `jlvm` command in new processes, checked against closed forms
 in the file's units."""
 
+import atexit
 import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 
+import background
 import jax
 import numpy as np
 import pytest
@@ -72,11 +75,40 @@ def _data(rng) -> np.ndarray:
     return (x + np.array([10.0, -3.0, 100.0])) * np.array([1.0, 0.2, 50.0])
 
 
-def _jlvm(argv, cwd, timeout=600):
+def _jlvm(argv, cwd, timeout=600, cpu=None):
     done = subprocess.run([sys.executable, "-m", "jlvm", *map(str, argv)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(
+                              0, {cpu}))
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+FOLDER = pathlib.Path(tempfile.mkdtemp(prefix="jlvm-user-model-"))
+atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)
+
+
+def _train_and_evaluate():
+    """``jlvm train`` in the folder of ppca.py and data.csv, with relative paths; then
+    ``jlvm evaluate`` of the run from another folder: two new processes, on the background
+    runner's core (tests/background.py) while this process runs other tests."""
+    folder, elsewhere = FOLDER / "user", FOLDER / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (folder / "ppca.py").write_text(PPCA)
+    X = _data(np.random.default_rng(0))
+    lines = ["a,b,c"] + [",".join(repr(float(v)) for v in row) for row in X]
+    (folder / "data.csv").write_text("\n".join(lines) + "\n")
+    cpu = background.kernel_cpu()
+    (result,) = _jlvm(["train", "--model", "ppca.py:make", "--data", "data.csv", "--seed",
+                       SEED, "--out", "run", *TRAIN], cwd=folder, cpu=cpu)
+    (line,) = _jlvm(["evaluate", folder / "run", "--split", "train", "--num-samples", "500"],
+                    cwd=elsewhere, cpu=cpu)
+    return folder, X, result, line
+
+
+def start() -> None:
+    background.start("a model of your own", _train_and_evaluate)
 
 
 def _gaussian(params, scale):
@@ -86,22 +118,14 @@ def _gaussian(params, scale):
 
 
 @pytest.fixture(scope="module")
-def ppca_run(tmp_path_factory):
-    """A run of the model in ppca.py on data.csv, trained by `jlvm train` in a new process
-    in the folder of both, with relative paths."""
-    folder = tmp_path_factory.mktemp("user")
-    (folder / "ppca.py").write_text(PPCA)
-    X = _data(np.random.default_rng(0))
-    lines = ["a,b,c"] + [",".join(repr(float(v)) for v in row) for row in X]
-    (folder / "data.csv").write_text("\n".join(lines) + "\n")
-    (result,) = _jlvm(["train", "--model", "ppca.py:make", "--data", "data.csv", "--seed",
-                       SEED, "--out", "run", *TRAIN], cwd=folder)
-    return folder, X, result
+def ppca_run():
+    """(folder, X, what jlvm train printed, what jlvm evaluate --split train printed)."""
+    start()  # already queued when the session started, unless run on its own
+    return background.STARTED["a model of your own"].result()
 
 
-def test_a_model_of_your_own_on_a_csv_reaches_the_ppca_maximum_likelihood(ppca_run,
-                                                                           tmp_path):
-    folder, X, result = ppca_run
+def test_a_model_of_your_own_on_a_csv_reaches_the_ppca_maximum_likelihood(ppca_run):
+    folder, X, result, line = ppca_run
     run_dir = folder / "run"
     stored = json.loads((run_dir / "config.json").read_text())
     assert stored["config"]["model"] == f"{folder / 'ppca.py'}:make"
@@ -123,11 +147,7 @@ def test_a_model_of_your_own_on_a_csv_reaches_the_ppca_maximum_likelihood(ppca_r
     W = vectors[:, 2:] * np.sqrt(values[2:] - noise)
     best = stats.multivariate_normal(np.zeros(3), W @ W.T + noise * np.eye(3)).logpdf(
         standardized).mean() - np.log(scale).sum()
-    # a new process, in another folder, imports the factory again
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    (line,) = _jlvm(["evaluate", run_dir, "--split", "train", "--num-samples", "500"],
-                    cwd=elsewhere)
+    # a new process, in another folder, imported the factory again
     assert line["likelihood_type"] == "density" and line["bits_per_dim"] is None
     # the encoder is the exact posterior, so importance sampling is exact and so is the
     # learner's gradient: what is left is the optimizer's last steps (measured: 5e-5 nats;
@@ -141,7 +161,7 @@ def test_evaluate_encode_impute_sample_and_resume_work_on_it_from_anywhere(ppca_
                                                                             tmp_path,
                                                                             monkeypatch,
                                                                             capsys):
-    folder, X, _ = ppca_run
+    folder, X, _, _ = ppca_run
     run_dir = tmp_path / "copy"
     shutil.copytree(folder / "run", run_dir)
     monkeypatch.chdir(tmp_path)  # not the folder it was trained in
@@ -200,7 +220,7 @@ def test_evaluate_encode_impute_sample_and_resume_work_on_it_from_anywhere(ppca_
 
 def test_a_changed_model_file_is_a_warning_and_parameters_that_no_longer_fit_an_error(
         ppca_run, tmp_path, capsys):
-    folder, _, _ = ppca_run
+    folder, _, _, _ = ppca_run
     shutil.copytree(folder, tmp_path / "f")
     run_dir, source = tmp_path / "f" / "run", tmp_path / "f" / "ppca.py"
     stored = json.loads((run_dir / "config.json").read_text())
@@ -277,7 +297,7 @@ def test_a_package_module_factory_is_imported_again_from_its_root(ppca_run, tmp_
                                                                   monkeypatch, capsys):
     """package.module:FACTORY found from the folder jlvm train ran in: later commands find
     it there again, from anywhere."""
-    folder, _, _ = ppca_run
+    folder, _, _, _ = ppca_run
     package = tmp_path / "mymodels"
     package.mkdir()
     (package / "__init__.py").write_text("")
