@@ -64,14 +64,24 @@ def from_outputs(family: str, outputs: jax.Array, latent_dim: int):
                                                            outputs[2 * latent_dim:])
 
 
-def moments(q: Any, key: jax.Array, num_samples: int = 1000) -> tuple[jax.Array, jax.Array]:
-    """(E_q[z], the standard deviation of each coordinate), [L] each: exact for the
-    Gaussian families, else a Monte Carlo estimate from ``num_samples`` draws with ``key``
-    (a flow's moments have no closed form)."""
-    num_samples = _checks.positive_int(num_samples, "num_samples")  # 0 draws: NaN moments
-    if isinstance(q, (distrax.MultivariateNormalDiag, distrax.MultivariateNormalTri,
-                      distrax.MultivariateNormalFullCovariance)):
+def closed_form_moments(q: Any) -> tuple[jax.Array, jax.Array] | None:
+    """(E_q[z], the standard deviation of each coordinate) where distrax has them in
+    closed form (the Gaussian families, a product of Normals or Bernoullis...), else None
+    (a flow's, a categorical's)."""
+    try:
         return q.mean(), q.stddev()
+    except NotImplementedError:
+        return None
+
+
+def moments(q: Any, key: jax.Array, num_samples: int = 1000) -> tuple[jax.Array, jax.Array]:
+    """(E_q[z], the standard deviation of each coordinate), [L] each: exact where distrax
+    has them in closed form (``closed_form_moments``), else a Monte Carlo estimate from
+    ``num_samples`` draws with ``key`` (a flow's moments have no closed form)."""
+    num_samples = _checks.positive_int(num_samples, "num_samples")  # 0 draws: NaN moments
+    exact = closed_form_moments(q)
+    if exact is not None:
+        return exact
     draws = jax.vmap(lambda k: _checks.sample(q, k, 1)[0])(jax.random.split(key, num_samples))
     return jnp.mean(draws, axis=0), jnp.std(draws, axis=0)
 

@@ -48,23 +48,6 @@ def _mask_rows(mask: Any, shape: tuple) -> Any:
     return jnp.ones(shape, bool) if mask is None else jnp.asarray(mask)
 
 
-def moments(q, key, num_samples: int):
-    """(E_q[z], the standard deviation of each coordinate), [L] each, and whether exact:
-    q's own mean and stddev where distrax has them in closed form, else a Monte Carlo
-    estimate from ``num_samples`` draws (a flow's)."""
-    import jax
-    import jax.numpy as jnp
-
-    from jlvm import _checks
-
-    try:
-        return q.mean(), q.stddev(), True
-    except NotImplementedError:
-        draws = jax.vmap(lambda k: _checks.sample(q, k, 1)[0])(
-            jax.random.split(key, num_samples))
-        return jnp.mean(draws, axis=0), jnp.std(draws, axis=0), False
-
-
 ENCODER = Proposal()  # the model's own encoder
 
 
@@ -85,7 +68,7 @@ def built(model, learner, *, batch_size: int, reported, likelihood_type: str, fa
     import jax.numpy as jnp
 
     from jlvm import evaluate, missing
-    from jlvm.models import protocol
+    from jlvm.models import posteriors, protocol
 
     def phi_of(model_params, X, mask, key):
         return None if proposal.fit is None else proposal.fit(model_params, X, mask, key)
@@ -135,8 +118,8 @@ def built(model, learner, *, batch_size: int, reported, likelihood_type: str, fa
 
     @functools.partial(jax.jit, static_argnums=4)
     def _moments(model_params, X, mask, keys, num_samples, phi):
-        return jax.vmap(lambda x, m, k, p: moments(q_of(model_params, x, m, p), k,
-                                                   num_samples)[:2])(X, mask, keys, phi)
+        return jax.vmap(lambda x, m, k, p: posteriors.moments(q_of(model_params, x, m, p), k,
+                                                              num_samples))(X, mask, keys, phi)
 
     def codes(state, X, mask, key, num_samples):
         """(E_q[z | x] [N, L], sd [N, L], exact)."""
@@ -146,7 +129,8 @@ def built(model, learner, *, batch_size: int, reported, likelihood_type: str, fa
         fit_key, draw_key = jax.random.split(key)
         phi = phi_of(model_params, X, mask, fit_key)
         first = jax.tree_util.tree_map(lambda a: a[0], phi)
-        exact = moments(q_of(model_params, X[0], masks[0], first), draw_key, 1)[2]
+        exact = posteriors.closed_form_moments(q_of(model_params, X[0], masks[0],
+                                                    first)) is not None
         keys = jax.random.split(draw_key, X.shape[0])
         pieces = [_moments(model_params, X[rows], masks[rows], keys[rows], num_samples,
                            _rows(phi, rows))
