@@ -63,6 +63,9 @@ def pytest_configure(config):
         os.sched_setaffinity(0, _CPUS[1:])
         os.environ["JLVM_TESTS_KERNEL_CPU"] = str(_CPUS[0])
     config.addinivalue_line(
+        "markers", "background(work, ...): the test waits for work() (background.result), "
+        "queued on the background runner when the session starts")
+    config.addinivalue_line(
         "markers", "optimized: the test's programs are compiled with XLA's usual "
         "optimizations (conftest turns most of them off for the others): they run long enough "
         "to repay the longer compilation")
@@ -181,8 +184,13 @@ def pytest_collection_finish(session):
         return [item for item in session.items
                 if getattr(item, "originalname", None) == name]
 
-    if user := named("test_a_model_of_your_own_on_a_csv_reaches_the_ppca_maximum_likelihood"):
-        user[0].module.start()  # two short jlvm processes, needed early by this process
+    import background
+
+    for item in session.items:  # the tests' own jlvm processes first: they are short, and
+        # needed early by this process
+        marker = item.get_closest_marker("background")
+        for work in marker.args if marker else ():
+            background.start(background.key(work), work)
     if readme := named("test_every_python_block_runs_and_prints"):
         readme[0].module.start()
     if notebooks := named("test_notebook_runs"):  # the module pytest imported

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import background
 import jax
 import numpy as np
 import pytest
@@ -28,8 +29,8 @@ def _records(run_dir):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--model", "flow"], "--model must be one of vae, iwae, semi, svi, gmm, or a "
-                                   "model of your own as FILE.py:FACTORY"),
+    (["train", "--model", "flow"], "--model must be one of vae, iwae, semi, svi, gmm, ppca, or "
+                                   "a model of your own as FILE.py:FACTORY"),
     (["train", "--epochs", "-3"], "--epochs must be an integer >= 1, got -3"),
     (["train", "--hidden-dims", "0"], "--hidden-dims must be one or more integer widths in "
                                       "[1, 65536]"),
@@ -133,16 +134,24 @@ def test_outputs_are_valid_json_and_sample_writes_the_format_asked(trained, tmp_
     assert code == 2 and ".png" in err and not (tmp_path / "x.xyz").exists()
 
 
-def test_killing_train_leaves_a_loadable_checkpoint_and_resume_finishes(tmp_path, capsys):
-    run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "jlvm", "train", "--epochs", "400", "--out", str(run_dir),
-               *TINY]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _killed():
+    """A `jlvm train` process killed (SIGKILL) once it has written two checkpoints: its run
+    directory."""
+    run_dir = background.folder("killed") / "run"
+    process = subprocess.Popen(background.jlvm("train", "--epochs", "400", "--out", run_dir,
+                                                *TINY),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and len(checkpoint.steps(run_dir / "checkpoints")) < 2:
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)  # no chance to clean up: the hardest interruption
     process.wait()
+    return run_dir
+
+
+@pytest.mark.background.with_args(_killed)
+def test_killing_train_leaves_a_loadable_checkpoint_and_resume_finishes(capsys):
+    run_dir = background.result(_killed)
     step = checkpoint.latest_step(run_dir / "checkpoints")
     assert step is not None and step < 400
     run = runs.load(run_dir)
@@ -293,12 +302,11 @@ def _wait_until_catching(process, number, timeout=60.0):
                          f"{process.poll()})")
 
 
-def test_a_signal_stops_training_between_steps_with_one_line(tmp_path):
-    """Ctrl-C (SIGINT) or SIGTERM: the run stops at the next chunk of steps; before the
-    first checkpoint nothing is left (the retry is not refused), after it the newest
-    checkpoint is kept and --resume continues."""
-    early = tmp_path / "early"
-    command = [sys.executable, "-m", "jlvm", "train", "--epochs", "400", *TINY]
+def _signalled():
+    """Two `jlvm train` processes stopped by a signal: SIGTERM while still starting, SIGINT
+    after the first checkpoint. (exit status, stderr, run directory) of each."""
+    command = background.jlvm("train", "--epochs", "400", *TINY)
+    early, late = background.folder("early") / "run", background.folder("late") / "run"
     process = subprocess.Popen([*command, "--out", str(early)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     # still starting (importing, reading data, compiling), but past the moment jlvm takes
@@ -307,11 +315,7 @@ def test_a_signal_stops_training_between_steps_with_one_line(tmp_path):
     _wait_until_catching(process, signal.SIGTERM)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 2, err
-    assert err.strip().splitlines()[-1] == ("jlvm train: stopped by SIGTERM; no checkpoint was "
-                                            "written, so nothing was kept.")
-    assert not early.exists()
-    late = tmp_path / "late"
+    first = (process.returncode, err, early)
     process = subprocess.Popen([*command, "--out", str(late)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -319,9 +323,22 @@ def test_a_signal_stops_training_between_steps_with_one_line(tmp_path):
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 2, err
-    last = err.strip().splitlines()[-1]
+    return first, (process.returncode, err, late)
+
+
+@pytest.mark.background.with_args(_signalled)
+def test_a_signal_stops_training_between_steps_with_one_line():
+    """Ctrl-C (SIGINT) or SIGTERM: the run stops at the next chunk of steps; before the
+    first checkpoint nothing is left (the retry is not refused), after it the newest
+    checkpoint is kept and --resume continues."""
+    (code, err, early), (late_code, late_err, late) = background.result(_signalled)
+    assert code == 2, err
+    assert err.strip().splitlines()[-1] == ("jlvm train: stopped by SIGTERM; no checkpoint was "
+                                            "written, so nothing was kept.")
+    assert not early.exists()
+    assert late_code == 2, late_err
+    last = late_err.strip().splitlines()[-1]
     step = checkpoint.latest_step(late / "checkpoints")
     assert last == (f"jlvm train: stopped by SIGINT; checkpoint {step} is kept: continue with "
-                    f"jlvm train --out {late} --resume."), err
+                    f"jlvm train --out {late} --resume."), late_err
     assert [r["epoch"] for r in _records(late)] == list(range(1, step + 1))

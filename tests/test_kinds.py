@@ -7,6 +7,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from jlvm import cli, runs
 from jlvm.runs import kinds
@@ -67,76 +68,41 @@ def test_every_kind_takes_known_settings_and_says_what_it_is():
         kinds.kind_for("VAE")
 
 
-def _linear_kind():
-    """A kind written outside jlvm: probabilistic PCA with its exact posterior as encoder,
-    trained by the amortized learner, evaluated exactly; its settings one of the table's."""
-    import jax
-
-    from jlvm.runs.kinds import Kind, _latent
-
-    def build(config, data, stored, warn):
-        import distrax
-        import jax.numpy as jnp
-        import optax
-
-        import jlvm
-        from jlvm.inference import amortized
-        from jlvm.models import linear_gaussian
-
-        dim = data.dataset.train.shape[1]
-
-        def init(key):
-            return {"W": 0.1 * jax.random.normal(key, (dim, 1)), "b": jnp.zeros(dim)}
-
-        def exact(params):
-            return linear_gaussian.Params(params["W"], params["b"], jnp.asarray(0.5))
-
-        def log_joint(params, x, z, mask=None):
-            per = jax.scipy.stats.norm.logpdf(x, params["W"] @ z + params["b"], 0.5)
-            return jnp.sum(jax.scipy.stats.norm.logpdf(z)) + jnp.sum(
-                per if mask is None else jnp.where(mask, per, 0.0))
-
-        def encoder(params, x, mask=None):
-            return linear_gaussian.posterior(exact(params), x, mask)
-
-        def decoder(params, z):
-            return distrax.MultivariateNormalDiag(params["W"] @ z + params["b"],
-                                                  jnp.full(dim, 0.5))
-
-        def prior(params):
-            return distrax.MultivariateNormalDiag(jnp.zeros(1), jnp.ones(1))
-
-        model = jlvm.Model(init, log_joint, encoder, prior=prior, decoder=decoder)
-        learner = amortized(model, optax.adam(config.learning_rate))
-        return _latent.built(model, learner, batch_size=config.batch_size,
-                             reported=(("elbo", "ELBO"),), likelihood_type="density",
-                             facts={})
-
-    return Kind(settings=("learning_rate", "batch_size"), defaults=lambda given, facts: {},
-                check=lambda config: None, build=build, describe="PPCA, sigma = 0.5")
-
-
-def test_a_kind_added_to_the_table_gets_every_command(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(kinds.kinds(), "ppca", _linear_kind())
+def test_ppca_is_exact_in_evaluate_encode_and_impute(tmp_path, capsys):
+    """The kind added last (one module, one table entry): probabilistic PCA, its exact
+    posterior as q; every command, each value against the closed form of the run's own
+    parameters (x ~ N(b, W W^T + s^2 I))."""
     out = tmp_path / "run"
-    assert cli.main(["train", "--model", "ppca", "--data", "blobs", "--epochs", "1",
-                     "--batch-size", "100", "--learning-rate", "0.05", "--out",
-                     str(out)]) == 0
+    assert cli.main(["train", "--model", "ppca", "--data", "blobs", "--latent-dim", "1",
+                     "--epochs", "2", "--batch-size", "100", "--learning-rate", "0.05",
+                     "--out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["model"] == "ppca" and np.isfinite(result["train_elbo"])
-    assert cli.main(["evaluate", str(out), "--num-samples", "10"]) == 0
+    assert result["model"] == "ppca" and result["likelihood_type"] == "density"
+    run = runs.load(out)
+    params, test = run.state.params, np.asarray(run.setup.dataset.test, np.float64)
+    W, b = np.asarray(params["W"], np.float64), np.asarray(params["b"], np.float64)
+    noise = np.exp(2 * float(params["log_noise"]))
+    covariance = W @ W.T + noise * np.eye(2)
+    assert cli.main(["evaluate", str(out)]) == 0
     line = json.loads(capsys.readouterr().out)
-    # its q is the exact posterior: importance sampling is exact, every weight is p(x)
-    assert abs(line["gap"]) < 1e-3 and line["likelihood_type"] == "density"
-    holes = np.array(runs.load(out).setup.dataset.test[:5])
+    exact = stats.multivariate_normal(b, covariance).logpdf(test)
+    assert line["exact"] and line["num_samples"] is None and line["gap"] == 0.0
+    np.testing.assert_allclose(line["log_likelihood"], exact.mean(), atol=2e-4)
+    holes = test[:6].copy()
     holes[:, 1] = np.nan
     np.savez(tmp_path / "in.npz", x=holes)
-    for argv in (["encode", str(out), "--out", str(tmp_path / "z.npz")],
-                 ["impute", str(out), "--input", str(tmp_path / "in.npz"), "--out",
+    for argv in (["impute", str(out), "--input", str(tmp_path / "in.npz"), "--out",
                   str(tmp_path / "x.npz")],
+                 ["encode", str(out), "--out", str(tmp_path / "z.npz")],
                  ["sample", str(out), "--out", str(tmp_path / "s.png")],
-                 ["train", "--out", str(out), "--resume", "--epochs", "2"]):
+                 ["train", "--out", str(out), "--resume", "--epochs", "3"]):
         assert cli.main(argv) == 0, capsys.readouterr().err
-    assert not np.isnan(np.load(tmp_path / "x.npz")["x"]).any()
-    with pytest.raises(runs.RunError, match="--latent-dim does not apply to --model ppca"):
-        runs.make_config(model="ppca", latent_dim=3)
+    filled = np.load(tmp_path / "x.npz")["x"]
+    conditional = b[1] + covariance[1, 0] / covariance[0, 0] * (test[:6, 0] - b[0])
+    np.testing.assert_allclose(filled[:, 1], conditional, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(filled[:, 0], holes[:, 0])
+    posterior = 1.0 / (1.0 + W.T @ W / noise)
+    np.testing.assert_allclose(np.load(tmp_path / "z.npz")["mean"],
+                               (test - b) @ W * posterior / noise, rtol=1e-4, atol=1e-5)
+    with pytest.raises(runs.RunError, match="--components does not apply to --model ppca"):
+        runs.make_config(model="ppca", components=3)

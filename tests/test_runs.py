@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 
+import background
 import jax
 import numpy as np
 import pytest
@@ -206,15 +207,22 @@ def test_a_run_directory_in_use_is_refused_and_left_alone(tmp_path, capsys):
     assert code == 0, err
 
 
-def test_two_runs_started_together_one_owns_the_directory(tmp_path):
-    out = tmp_path / "same"
-    commands = [[sys.executable, "-m", "jlvm", "train", "--epochs", "1", "--seed", str(seed),
-                 "--out", str(out), *TINY] for seed in (1, 2)]
-    processes = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for c in commands]
+def _two_at_once():
+    """Two `jlvm train --out D` processes started together (seeds 1 and 2): D, and each
+    one's (exit status, stdout, stderr)."""
+    out = background.folder("same") / "run"
+    processes = [subprocess.Popen(background.jlvm("train", "--epochs", "1", "--seed", seed,
+                                                  "--out", out, *TINY),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for seed in (1, 2)]
     outputs = [p.communicate(timeout=300) for p in processes]
-    finished = [(p.returncode, stdout, stderr)
-                for p, (stdout, stderr) in zip(processes, outputs, strict=True)]
+    return out, [(p.returncode, stdout, stderr)
+                 for p, (stdout, stderr) in zip(processes, outputs, strict=True)]
+
+
+@pytest.mark.background.with_args(_two_at_once)
+def test_two_runs_started_together_one_owns_the_directory():
+    out, finished = background.result(_two_at_once)
     codes = sorted(code for code, _, _ in finished)
     assert codes == [0, 2], finished
     winner = next(i for i, (code, _, _) in enumerate(finished) if code == 0)

@@ -2,14 +2,12 @@
 real numbers, through the `jlvm` command in new processes, checked against closed forms
 in the file's units."""
 
-import atexit
 import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import background
@@ -75,40 +73,27 @@ def _data(rng) -> np.ndarray:
     return (x + np.array([10.0, -3.0, 100.0])) * np.array([1.0, 0.2, 50.0])
 
 
-def _jlvm(argv, cwd, timeout=600, cpu=None):
-    done = subprocess.run([sys.executable, "-m", "jlvm", *map(str, argv)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(
-                              0, {cpu}))
+def _jlvm(argv, cwd, timeout=600):
+    """What `jlvm ARGV...` printed, run in a new process on the background runner's core."""
+    done = subprocess.run(background.jlvm(*argv), cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-FOLDER = pathlib.Path(tempfile.mkdtemp(prefix="jlvm-user-model-"))
-atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)
-
-
 def _train_and_evaluate():
     """``jlvm train`` in the folder of ppca.py and data.csv, with relative paths; then
-    ``jlvm evaluate`` of the run from another folder: two new processes, on the background
-    runner's core (tests/background.py) while this process runs other tests."""
-    folder, elsewhere = FOLDER / "user", FOLDER / "elsewhere"
-    folder.mkdir()
-    elsewhere.mkdir()
+    ``jlvm evaluate`` of the run from another folder: two new processes."""
+    folder, elsewhere = background.folder("user-model"), background.folder("elsewhere")
     (folder / "ppca.py").write_text(PPCA)
     X = _data(np.random.default_rng(0))
     lines = ["a,b,c"] + [",".join(repr(float(v)) for v in row) for row in X]
     (folder / "data.csv").write_text("\n".join(lines) + "\n")
-    cpu = background.kernel_cpu()
     (result,) = _jlvm(["train", "--model", "ppca.py:make", "--data", "data.csv", "--seed",
-                       SEED, "--out", "run", *TRAIN], cwd=folder, cpu=cpu)
+                       SEED, "--out", "run", *TRAIN], cwd=folder)
     (line,) = _jlvm(["evaluate", folder / "run", "--split", "train", "--num-samples", "500"],
-                    cwd=elsewhere, cpu=cpu)
+                    cwd=elsewhere)
     return folder, X, result, line
-
-
-def start() -> None:
-    background.start("a model of your own", _train_and_evaluate)
 
 
 def _gaussian(params, scale):
@@ -120,10 +105,10 @@ def _gaussian(params, scale):
 @pytest.fixture(scope="module")
 def ppca_run():
     """(folder, X, what jlvm train printed, what jlvm evaluate --split train printed)."""
-    start()  # already queued when the session started, unless run on its own
-    return background.STARTED["a model of your own"].result()
+    return background.result(_train_and_evaluate)
 
 
+@pytest.mark.background.with_args(_train_and_evaluate)
 def test_a_model_of_your_own_on_a_csv_reaches_the_ppca_maximum_likelihood(ppca_run):
     folder, X, result, line = ppca_run
     run_dir = folder / "run"

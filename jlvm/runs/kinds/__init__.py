@@ -7,7 +7,7 @@ it (per-epoch bounds, evaluation, encoding, imputation, figures), each compiled 
 run, as optax's and blackjax's factories return their functions. The training loop, the
 commands and ``jlvm.runs`` call those functions and never ask which kind they hold.
 
-    KINDS = {"vae": ..., "iwae": ..., "semi": ..., "svi": ..., "gmm": ...}
+    KINDS = {"vae": ..., "iwae": ..., "semi": ..., "svi": ..., "gmm": ..., "ppca": ...}
     kind_for("vae")                     # a table entry
     kind_for("my_model.py:make_model")  # a model of your own (``user.KIND``)
 
@@ -107,10 +107,10 @@ class Kind(NamedTuple):
 
 
 def _table() -> dict[str, Kind]:
-    from jlvm.runs.kinds import gmm, semi, svi, vae
+    from jlvm.runs.kinds import gmm, ppca, semi, svi, vae
 
     return {"vae": vae.VAE, "iwae": vae.IWAE, "semi": semi.KIND, "svi": svi.KIND,
-            "gmm": gmm.KIND}
+            "gmm": gmm.KIND, "ppca": ppca.KIND}
 
 
 KINDS: dict[str, Kind] = {}  # filled on first use
