@@ -34,23 +34,16 @@ def done() -> bool:
 
 
 # the child sets its own affinity before anything starts threads (a preexec_fn would run
-# Python between fork and exec, which JAX's threads make unsafe); its children inherit it
+# Python between fork and exec, which JAX's threads make unsafe)
 _ON_THE_CORE = ("import os, runpy, sys; cpu = os.environ.get('JLVM_TESTS_KERNEL_CPU'); "
-                "cpu is None or os.sched_setaffinity(0, {int(cpu)}); ")
+                "cpu is None or os.sched_setaffinity(0, {int(cpu)}); "
+                "sys.argv = ['jlvm', *sys.argv[1:]]; "
+                "runpy.run_module('jlvm', run_name='__main__', alter_sys=True)")
 
 
 def jlvm(*arguments) -> list[str]:
     """The command line of ``python -m jlvm ARGUMENTS...`` on the background runner's core."""
-    code = (_ON_THE_CORE + "sys.argv = ['jlvm', *sys.argv[1:]]; "
-            "runpy.run_module('jlvm', run_name='__main__', alter_sys=True)")
-    return [sys.executable, "-c", code, *map(str, arguments)]
-
-
-def script(path, *arguments) -> list[str]:
-    """The command line of ``python PATH ARGUMENTS...`` on the background runner's core."""
-    code = _ON_THE_CORE + "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], " \
-        "run_name='__main__')"
-    return [sys.executable, "-c", code, str(path), *map(str, arguments)]
+    return [sys.executable, "-c", _ON_THE_CORE, *map(str, arguments)]
 
 
 def folder(name: str) -> pathlib.Path:

@@ -9,6 +9,7 @@ without a new process that starts JAX and compiles everything again (about 4 s a
 
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import pathlib
@@ -17,7 +18,6 @@ import subprocess
 import sys
 from unittest import mock
 
-import background
 import pytest
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
@@ -223,32 +223,33 @@ def test_handwritten_kl_form_has_the_joint_forms_expectation():
         train_throughput.jax_model(X.shape[1], "entropy")
 
 
-_NO_MNIST = not os.environ.get("JLVM_DATA_DIR") or not pathlib.Path(
-    os.environ.get("JLVM_DATA_DIR", "/nonexistent"), "binarized_mnist.npz").is_file()
+@pytest.mark.skipif(not os.environ.get("JLVM_DATA_DIR") or not pathlib.Path(
+    os.environ.get("JLVM_DATA_DIR", "/nonexistent"), "binarized_mnist.npz").is_file(),
+    reason="the shared binarized MNIST is not available (JLVM_DATA_DIR)")
+def test_binarized_mnist_table_runs_rows_through_the_jlvm_command(tmp_path, capsys):
+    """The table script's ``jlvm`` commands (``python -m jlvm train`` and ``evaluate``)
+    run in this process too: ``subprocess.run`` of ``[python, -m, jlvm, ...]`` is
+    ``jlvm.cli.main`` here, its exit status and stdout as a process gives them."""
+    from jlvm import cli
 
+    real_run, commands = subprocess.run, []
 
-def _table():
-    """The table script run as a user runs it, a process of its own that starts `python -m
-    jlvm train` and `evaluate`: (its exit status, stdout, stderr, its runs folder)."""
-    if _NO_MNIST:
-        return None
-    runs = background.folder("table") / "table"
-    done = subprocess.run(background.script(
-        BENCHMARKS / "binarized_mnist_table.py", "--only", "vaekl", "--vae-epochs", "1",
-        "--eval-samples", "20", "--eval-examples", "100", "--eval-every", "1", "--seed", "3",
-        "--runs", runs), capture_output=True, text=True, timeout=900)
-    return done.returncode, done.stdout, done.stderr, runs
+    def jlvm_in_this_process(command, *args, **kwargs):
+        if list(command[:3]) != [sys.executable, "-m", "jlvm"]:
+            return real_run(command, *args, **kwargs)
+        commands.append(command[3])
+        assert kwargs.get("stdout") == subprocess.PIPE and kwargs.get("text"), kwargs
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = cli.main(list(command[3:]))
+        return subprocess.CompletedProcess(command, code, printed.getvalue())
 
-
-@pytest.mark.skipif(_NO_MNIST, reason="the shared binarized MNIST is not available "
-                    "(JLVM_DATA_DIR)")
-@pytest.mark.background.with_args(_table)
-def test_binarized_mnist_table_runs_rows_through_the_jlvm_command(capsys):
-    """The table script's rows: `jlvm train` then `jlvm evaluate`, their numbers in the
-    table (the processes run on the background runner's core)."""
-    code, stdout, stderr, runs = background.result(_table)
-    assert code == 0, stderr[-3000:]
-    printed = stdout.strip().splitlines()
+    runs = tmp_path / "table"
+    with mock.patch.object(subprocess, "run", jlvm_in_this_process):
+        printed = _script(capsys, "binarized_mnist_table.py", "--only", "vaekl", "--vae-epochs",
+                          "1", "--eval-samples", "20", "--eval-examples", "100",
+                          "--eval-every", "1", "--seed", "3", "--runs", str(runs), data=())
+    assert commands == ["train", "evaluate"]
     rows = [json.loads(line) for line in (runs / "table.jsonl").read_text().splitlines()]
     assert [json.loads(line) for line in printed if line.startswith("{")] == rows
     # one row, the KL form: its option travels through jlvm train into config.json
@@ -261,7 +262,6 @@ def test_binarized_mnist_table_runs_rows_through_the_jlvm_command(capsys):
         # is at least the ELBO, and no reference is printed at 1 epoch of 1000
         assert 100 < r["test_nll"] < 250 and r["test_nll"] <= -r["test_elbo"] + 1.0, r
         assert r["reference_nll"] is None and r["eval_examples"] == 100
-        assert (runs / r["row"] / "metrics.jsonl").is_file()  # trained by jlvm train
     assert "ELBO (KL form)" in (runs / "table.md").read_text()
     with pytest.raises(SystemExit) as refused:  # argparse's parser.error
         _script(capsys, "binarized_mnist_table.py", "--only", "vae", "--runs", str(runs),
