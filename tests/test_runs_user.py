@@ -3,7 +3,6 @@ real numbers, through the `jlvm` command in new processes, checked against close
 in the file's units."""
 
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -192,7 +191,6 @@ def test_evaluate_encode_impute_sample_and_resume_work_on_it_from_anywhere(ppca_
     np.testing.assert_allclose(codes["mean"], expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(codes["scale"], np.sqrt(np.broadcast_to(
         np.diag(posterior), expected.shape)), rtol=1e-4)
-    assert cli.main(["sample", str(run_dir), "--out", str(tmp_path / "drawn.png")]) == 0
     # resumed from epoch 140 (its checkpoint 150 gone): the uninterrupted run's parameters
     # at epoch 150, bit for bit
     shutil.rmtree(run_dir / "checkpoints" / "150")
@@ -278,25 +276,22 @@ def test_model_arguments_are_json_where_they_parse(tmp_path):
         runs.make_config(model="m.py:make", latent_dim=3)
 
 
-def test_a_package_module_factory_is_imported_again_from_its_root(ppca_run, tmp_path,
-                                                                  monkeypatch, capsys):
-    """package.module:FACTORY found from the folder jlvm train ran in: later commands find
-    it there again, from anywhere."""
-    folder, _, _, _ = ppca_run
+def test_a_package_module_factory_is_imported_again_from_its_root(tmp_path, monkeypatch):
+    """package.module:FACTORY found from the folder jlvm train ran in: the run records that
+    folder, and later commands find the module there again, from anywhere."""
     package = tmp_path / "mymodels"
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "linear.py").write_text(PPCA)
-    shutil.copy(folder / "data.csv", tmp_path / "data.csv")
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["train", "--model", "mymodels.linear:make", "--data", "data.csv",
-                     "--epochs", "2", "--out", "run", "--batch-size", "50"]) == 0
-    facts = json.loads((tmp_path / "run" / "config.json").read_text())["facts"]["model"]
-    assert facts["model_source"]["root"] == str(tmp_path)
-    sys.modules.pop("mymodels.linear", None)
-    sys.modules.pop("mymodels", None)
-    monkeypatch.chdir(folder)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd(),
-                                                                       str(tmp_path))])
-    assert cli.main(["evaluate", str(tmp_path / "run"), "--num-samples", "5"]) == 0
-    capsys.readouterr()
+    model, facts = _user.build("mymodels.linear:make", 3, {"latent_dim": 2})
+    assert facts["root"] == str(tmp_path) and facts["path"] == str(package / "linear.py")
+    assert model.init(jax.random.PRNGKey(0))["W"].shape == (3, 2)
+    for name in ("mymodels.linear", "mymodels"):
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.chdir(pathlib.Path(tmp_path.anchor))
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    with pytest.raises(runs.RunError, match=r"cannot import mymodels\.linear"):
+        _user.build("mymodels.linear:make", 3, {}, stored={"sha256": "x"})
+    again, _ = _user.build("mymodels.linear:make", 3, {}, stored=facts)  # from its root
+    assert again.init(jax.random.PRNGKey(0))["W"].shape == (3, 1)
