@@ -26,16 +26,19 @@ _NAMES = {
     "elbo_with_kl": "jlvm.estimators",
     "importance_log_weights": "jlvm.estimators",
     "iwae_bound": "jlvm.estimators",
+    "log_marginal_ais": "jlvm.ais",
+    "log_marginal_ais_reverse": "jlvm.ais",
     "log_marginal_exact": "jlvm.estimators",
     "log_marginal_is": "jlvm.estimators",
     "log_marginal_naive": "jlvm.estimators",
 }
-_SUBMODULES = ("data", "diagnostics", "evaluate", "inference", "missing", "models", "plots",
+_SUBMODULES = ("ais", "data", "diagnostics", "evaluate", "inference", "missing", "models", "plots",
                "runs", "train")
 
 __all__ = [
     "GradientStatistics",
     "Model",
+    "ais",
     "binary_support",
     "data",
     "diagnostics",
@@ -46,6 +49,8 @@ __all__ = [
     "gradient_statistics",
     "importance_log_weights",
     "iwae_bound",
+    "log_marginal_ais",
+    "log_marginal_ais_reverse",
     "log_marginal_exact",
     "log_marginal_is",
     "log_marginal_naive",
@@ -71,7 +76,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what static tools and editors see
-    from jlvm import data, diagnostics, missing, models, runs
+    from jlvm import ais, data, diagnostics, missing, models, runs
+    from jlvm.ais import log_marginal_ais, log_marginal_ais_reverse
     from jlvm.diagnostics import GradientStatistics, gradient_statistics
     from jlvm.estimators import (
         binary_support,

@@ -4,6 +4,7 @@
                [--data NAME | FILE.npz | FILE.npy | FILE.csv] [--epochs N] [--out RUN_DIR]
                [--seed S] [--num-seeds S] [--devices N] [--resume] ...
     jlvm evaluate RUN_DIR [--num-samples K] [--split test] [--num-examples N] [--devices N]
+                  [--method {is,ais,bdmc}] [--ais-steps T] [--num-chains C]
     jlvm encode RUN_DIR [--split test | --input X.npz] --out Z.npz
     jlvm impute RUN_DIR --input IN.npz --out OUT.npz [--num-samples K] [--draws M]
     jlvm sample RUN_DIR [--n 64] --out FILE.png
@@ -142,6 +143,17 @@ def _parser() -> argparse.ArgumentParser:
                           + "}", help="treat these entries as missing and estimate log "
                           "p(x_obs): halves of images, or each entry with probability P "
                           "(drawn with --seed); exact for the GMM (default none)")
+    evaluate.add_argument("--method", choices=("is", "ais", "bdmc"), default="is",
+                          help="is: importance sampling with K=--num-samples draws of q; ais: "
+                          "annealed importance sampling from q (or the prior), --ais-steps "
+                          "temperatures, --num-chains chains per example; bdmc: forward and "
+                          "reverse AIS on --num-examples points simulated from the model "
+                          "(default 100): lower and upper bounds of log p(x) and their gap "
+                          "(default is)")
+    evaluate.add_argument("--ais-steps", type=int, default=1000, metavar="T",
+                          help="AIS temperatures (default 1000)")
+    evaluate.add_argument("--num-chains", type=int, default=16, metavar="C",
+                          help="AIS chains per example (default 16)")
     _add_device_arguments(evaluate)
 
     encode = commands.add_parser("encode", help="features of data through p(z|x): "
@@ -248,7 +260,8 @@ def _evaluate(args) -> None:
                               chunk_size=args.chunk_size, batch_size=args.batch_size,
                               num_examples=args.num_examples, seed=args.seed,
                               missing=args.missing, devices=args.devices,
-                              distributed=_distributed(args)):
+                              method=args.method, ais_steps=args.ais_steps,
+                              num_chains=args.num_chains, distributed=_distributed(args)):
         _print(line)
 
 

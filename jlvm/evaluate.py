@@ -12,66 +12,17 @@ import functools
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from jlvm import _checks, estimators, train
+from jlvm import _checks, ais, estimators, train
+from jlvm._batches import _check_mesh_type, map_over_data
 from jlvm.models import protocol
 from jlvm.models.protocol import Model
-
-
-def map_over_data(per_example: Callable[[jax.Array, Any], jax.Array], key: jax.Array,
-                  X: Any, batch_size: int, mesh: Mesh | None = None) -> jax.Array:
-    """per_example(key_n, x_n) for every row of X [N, D] -> [N, ...], batch by batch. X may
-    be a pytree of arrays with N rows each (e.g. (x [N, D], mask [N, D])); x_n is then the
-    same pytree of rows.
-
-    With ``mesh`` (``jlvm.train.data_mesh``), each batch is split over the mesh's devices
-    along its "data" axis (``batch_size`` must be a multiple of their number); row n's
-    value depends only on (key, n, x_n), so the result does not depend on the mesh.
-    """
-    if not callable(per_example):
-        raise TypeError(f"per_example must be a function (key, x) -> value, got "
-                        f"{type(per_example).__name__}.")
-    _checks.prng_key(key)
-    batch_size = _checks.positive_int(batch_size, "batch_size")
-    _check_mesh_type(mesh)
-    train.check_mesh(mesh, batch_size)
-    if not isinstance(X, (tuple, list, dict)) and not hasattr(X, "shape"):
-        X = jnp.asarray(_checks.float_array(X, "X"))
-    leaves = jax.tree_util.tree_leaves(X)
-    if not leaves or any(jnp.ndim(a) < 1 or a.shape[0] != leaves[0].shape[0] for a in leaves) \
-            or leaves[0].shape[0] < 1:
-        raise ValueError(f"X must have a leading axis of N >= 1 rows (every array of it the "
-                         f"same N), got shapes {[jnp.shape(a) for a in leaves]}.")
-    count = leaves[0].shape[0]
-    batches = -(-count // batch_size)
-    keys = jax.random.split(key, batches * batch_size)
-    shape = (batches, batch_size)
-
-    def batched(a):  # padded with copies of the first row, cut into batches
-        padded = jnp.concatenate([a, jnp.repeat(a[:1], batches * batch_size - count, axis=0)])
-        return padded.reshape(shape + a.shape[1:])
-
-    def one_batch(args):
-        if mesh is not None:
-            args = jax.lax.with_sharding_constraint(
-                args, NamedSharding(mesh, PartitionSpec(train.DATA_AXIS)))
-        return jax.vmap(per_example)(*args)
-
-    values = jax.lax.map(one_batch, (keys.reshape(shape + keys.shape[1:]),
-                                     jax.tree_util.tree_map(batched, X)))
-    return values.reshape((batches * batch_size, *values.shape[2:]))[:count]
-
-
-def _check_mesh_type(mesh: Any) -> None:
-    if mesh is not None and not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh (jlvm.train.data_mesh) or None, "
-                        f"got {type(mesh).__name__}.")
 
 
 def _vae_model() -> Model:
@@ -160,38 +111,70 @@ def _functions(model: Model) -> Model | None:
     return functions
 
 
-def _compiled(model: Model, estimator: str, num_samples: int, batch_size: int,
+def _compiled(model: Model, estimator: str, settings: Any, batch_size: int,
               chunk_size: int | None, mesh: Mesh | None, proposal: Callable | None = None):
     """``run(key, params, X, mask, phi) -> [N]``, jitted: one per model and settings (a
     bounded cache of them), however often and with however many fresh but identical
     models it is asked for, as optax's and blackjax's factories close over theirs.
 
-    q is the model's encoder, or ``proposal(*phi_n)`` with ``phi`` a pytree of per-row
-    arrays (a q fitted per example). ``mask``: None, [D] shared by every row, or [N, D]."""
+    ``settings``: K for "is", "elbo" and "iwae"; an ``_AIS`` for "ais". q is the model's
+    encoder, or ``proposal(*phi_n)`` with ``phi`` a pytree of per-row arrays (a q fitted per
+    example). ``mask``: None, [D] shared by every row, or [N, D]."""
     functions = _functions(model)
     if functions is None:
-        return _compile.__wrapped__(model, estimator, num_samples, batch_size, chunk_size,
+        return _compile.__wrapped__(model, estimator, settings, batch_size, chunk_size,
                                     mesh, proposal)
-    return _compile(functions, estimator, num_samples, batch_size, chunk_size, mesh, proposal)
+    return _compile(functions, estimator, settings, batch_size, chunk_size, mesh, proposal)
+
+
+class _AIS(NamedTuple):
+    """log_likelihood_ais's settings, hashable: a key of the compiled programs' cache."""
+
+    initial: str
+    num_steps: int
+    num_chains: int
+    schedule: str | tuple
+    num_leapfrog: int
+    step_size: float | tuple | None
+
+
+def _per_row(model, params, estimator, settings, chunk_size, proposal):
+    """(key, x, mask, phi_n) -> the estimate for one row."""
+    def one(k, x, observed, row_phi):
+        log_joint = functools.partial(protocol.log_joint, model, params, x, mask=observed)
+
+        def q():  # only where the estimator draws from q (AIS may start at the prior)
+            return (protocol.encoder(model, params, x, observed) if proposal is None
+                    else proposal(*row_phi))
+
+        if estimator == "ais":
+            start = model.prior(params) if settings.initial == "prior" else q()
+            schedule = (settings.schedule if isinstance(settings.schedule, str)
+                        else np.asarray(settings.schedule))
+            step_size = (np.asarray(settings.step_size, np.float32)
+                         if isinstance(settings.step_size, tuple) else settings.step_size)
+            return ais.log_marginal_ais(k, log_joint, start, settings.num_steps,
+                                        num_chains=settings.num_chains, schedule=schedule,
+                                        num_leapfrog=settings.num_leapfrog,
+                                        step_size=step_size)
+        if estimator == "is":
+            return estimators.log_marginal_is(k, log_joint, q(), settings,
+                                              chunk_size=chunk_size)
+        fn = estimators.elbo if estimator == "elbo" else estimators.iwae_bound
+        return fn(k, log_joint, q(), settings)
+    return one
 
 
 @functools.lru_cache(maxsize=COMPILED_MOST)
-def _compile(model, estimator, num_samples, batch_size, chunk_size, mesh, proposal):
+def _compile(model, estimator, settings, batch_size, chunk_size, mesh, proposal):
     def run(key, params, X, mask, phi):
         shared = mask if mask is not None and mask.ndim == 1 else None
         own = mask if mask is not None and mask.ndim == 2 else None
+        per_row = _per_row(model, params, estimator, settings, chunk_size, proposal)
 
         def one(k, row):
             x, row_mask, row_phi = row
-            observed = shared if row_mask is None else row_mask
-            log_joint = functools.partial(protocol.log_joint, model, params, x, mask=observed)
-            q = (protocol.encoder(model, params, x, observed) if proposal is None
-                 else proposal(*row_phi))
-            if estimator == "is":
-                return estimators.log_marginal_is(k, log_joint, q, num_samples,
-                                                  chunk_size=chunk_size)
-            fn = estimators.elbo if estimator == "elbo" else estimators.iwae_bound
-            return fn(k, log_joint, q, num_samples)
+            return per_row(k, x, shared if row_mask is None else row_mask, row_phi)
 
         return map_over_data(one, key, (X, own, phi), batch_size, mesh)
 
@@ -298,6 +281,43 @@ def iwae_bound(key: jax.Array, model: Model, params: Any, X: jax.Array, num_samp
     """The IWAE bound ``log (1/K) sum_k p(x, z_k) / q(z_k | x)`` of every row of X: [N];
     ``mask`` and ``mesh`` as in ``log_likelihood``."""
     return _evaluate("iwae", key, model, params, X, num_samples, batch_size, None, mask, mesh)
+
+
+AIS_STARTS = ("prior", "encoder")
+
+
+def log_likelihood_ais(key: jax.Array, model: Model, params: Any, X: jax.Array,
+                       num_steps: int, *, num_chains: int = 16, initial: str = "prior",
+                       batch_size: int = 100, mask: Any = None, mesh: Mesh | None = None,
+                       schedule: Any = "sigmoidal", num_leapfrog: int = 10,
+                       step_size: Any = None) -> jax.Array:
+    """log p(x_n) by forward annealed importance sampling (``jlvm.log_marginal_ais``) for
+    every row of X [N, D]: [N], each a stochastic lower bound with E[exp(value)] = p(x_n).
+
+    The path runs from ``initial``: ``"prior"`` (``model.prior(params)``) or ``"encoder"``
+    (the model's q(z | x_n), usually much closer to p(z | x_n): fewer steps for the same
+    accuracy) to p(z | x_n), with ``num_chains`` chains of ``num_steps`` HMC moves per row;
+    ``schedule``, ``num_leapfrog`` and ``step_size`` as in ``log_marginal_ais`` (step sizes
+    tuned on a pilot per row unless given). ``mask``, ``batch_size`` and ``mesh`` as in
+    ``log_likelihood``; row n's value depends only on (key, n, x_n), not on the batching.
+    """
+    _checks.one_of(initial, "initial", AIS_STARTS)
+    protocol.check(model, "prior" if initial == "prior" else "encoder")
+    num_steps = _checks.positive_int(num_steps, "num_steps")
+    betas = ais._betas(schedule, num_steps)  # checked now, not inside the compiled program
+    sizes = ais._step_sizes(step_size, num_steps)
+    settings = _AIS(initial, num_steps, _checks.positive_int(num_chains, "num_chains"),
+                    schedule if isinstance(schedule, str) else tuple(betas.tolist()),
+                    _checks.positive_int(num_leapfrog, "num_leapfrog"),
+                    None if sizes is None else tuple(np.asarray(sizes).tolist()))
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    _check_mesh_type(mesh)
+    train.check_mesh(mesh, batch_size)
+    _checks.prng_key(key)
+    X, mask = _check_data(model, params, X, mask)
+    params, X, mask = _place(mesh, params, X, mask)
+    return _compiled(model, "ais", settings, batch_size, None, mesh)(key, params, X, mask,
+                                                                      None)
 
 
 def vae_log_likelihood(key: jax.Array, params: Any, X: jax.Array, num_samples: int, *,

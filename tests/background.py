@@ -11,9 +11,11 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import time
 
 _RUNNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="background")
 STARTED: dict[object, concurrent.futures.Future] = {}
+SECONDS: dict[object, float] = {}  # each finished job's wall time, for the session's summary
 
 
 def kernel_cpu() -> int | None:
@@ -25,7 +27,15 @@ def kernel_cpu() -> int | None:
 def start(name, work) -> None:
     """Queues ``work()`` under ``name`` (each name once)."""
     if name not in STARTED:
-        STARTED[name] = _RUNNER.submit(work)
+        STARTED[name] = _RUNNER.submit(_timed, name, work)
+
+
+def _timed(name, work):
+    began = time.perf_counter()
+    try:
+        return work()
+    finally:
+        SECONDS[name] = time.perf_counter() - began
 
 
 def done() -> bool:

@@ -195,3 +195,19 @@ def pytest_collection_finish(session):
         readme[0].module.start()
     if notebooks := named("test_notebook_runs"):  # the module pytest imported
         notebooks[0].module.start([item.callspec.params["path"] for item in notebooks])
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The background runner's jobs with their wall times, beside pytest's slowest tests:
+    the runner's core has the same budget as this process's."""
+    import sys
+
+    background = sys.modules.get("background")
+    if background is None or not background.SECONDS:
+        return
+    seconds = background.SECONDS
+    terminalreporter.section("background runner (its own core): slowest jobs")
+    for name, took in sorted(seconds.items(), key=lambda item: -item[1])[:10]:
+        label = name.name if hasattr(name, "name") else str(name)
+        terminalreporter.write_line(f"{took:7.2f}s {label}")
+    terminalreporter.write_line(f"{sum(seconds.values()):7.2f}s in all, {len(seconds)} jobs")

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from unittest import mock
 
+import numpy as np
 import pytest
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
@@ -362,3 +363,15 @@ def test_compile_once_times_a_second_identical_model(capsys):
     assert line["data"] == "digits" and line["images"] == 100 and line["num_samples"] == 4
     for name in ("first_call_s", "second_model_s", "compiled_again_s", "run_only_s"):
         assert line[name] > 0, name
+
+
+def test_ais_linear_gaussian_prints_every_estimator_side_by_side(capsys):
+    """benchmarks/ais_linear_gaussian.py: a row per number of steps, each estimator's error
+    against the exact log p(x) and its time; IS gets AIS's cost in draws."""
+    line = _run(capsys, "ais_linear_gaussian.py", "--steps", "3", "--repeats", "1",
+                "--points", "2")
+    (row,) = line["rows"]
+    assert row["steps"] == 3 and row["cost_per_example"] == 16 * 2 * 11 + 16 + 8 * 50 * 11
+    for name in ("IS, prior", "IS, poor q", "AIS, prior", "AIS, poor q", "reverse AIS, prior"):
+        assert np.isfinite(row[name]["error_mean"]) and row[name]["ms_per_example"] > 0, name
+    assert row["reverse AIS, prior"]["error_mean"] > 0  # an upper bound: above log p(x)

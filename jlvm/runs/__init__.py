@@ -232,11 +232,19 @@ def load(run_dir: str | os.PathLike, *, warn: Warn = _stderr_warning) -> Run:
 def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str = "test",
              chunk_size: int | None = None, batch_size: int = 100,
              num_examples: int | None = None, seed: int = 0, missing: str = "none",
-             devices: int | str | None = None,
+             devices: int | str | None = None, method: str = "is", ais_steps: int = 1000,
+             num_chains: int = 16,
              distributed: dict | None = None, warn: Warn = _stderr_warning) -> list[dict]:
     """log p(x) and the ELBO per seed of the run: by importance sampling with K =
     ``num_samples`` draws of its q (the encoder's, or one fitted per example), exact where
     the model allows (the GMM), in the data's own units.
+
+    ``method="ais"``: log p(x) by forward annealed importance sampling instead
+    (``jlvm.evaluate.log_likelihood_ais``: ``ais_steps`` temperatures, ``num_chains``
+    chains per example, from the encoder's q where the model has one, else the prior).
+    ``method="bdmc"``: ``num_examples`` points simulated from the model (default 100), each
+    bracketed by forward and reverse AIS (``jlvm.ais.bdmc``): ``log_likelihood_lower``,
+    ``log_likelihood_upper`` and their ``gap``, with standard errors.
 
     ``chunk_size``: draws per example held at once; None: as many as keep the temporaries
     within 1 GiB, at most 500 (``jlvm.evaluate.chunk_size_for``; the values do not change).
@@ -247,7 +255,7 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
     over the examples (nats per example), the gap, ``likelihood_type`` and, for
     probabilities, bits per dimension.
     """
-    from jlvm.runs import _config, _evaluation, _setup
+    from jlvm.runs import _ais, _config, _evaluation, _setup
 
     num_samples = _positive("num_samples", num_samples, maximum=2**24)
     batch_size = _positive("batch_size", batch_size, maximum=2**20)
@@ -257,6 +265,13 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
         num_examples = _positive("num_examples", num_examples)
     if split not in SPLITS:
         raise RunError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}.")
+    if method not in _ais.METHODS:
+        raise RunError(f"--method must be one of {', '.join(_ais.METHODS)}, got {method!r}.")
+    ais_steps = _positive("ais_steps", ais_steps, maximum=2**24)
+    num_chains = _positive("num_chains", num_chains, maximum=2**16)
+    if method == "bdmc" and missing != "none":
+        raise RunError("--method bdmc simulates complete data from the model; --missing "
+                       "does not apply.")
     _config.parse_missing(missing)
     seed = _seed(seed)
     writer = True if distributed is None else start_distributed(**distributed)
@@ -271,10 +286,22 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
 
     results = []
     for run_seed, state in _setup.per_seed(run.config, run.state):
-        line = _evaluation.evaluate_split(
-            setup, state, X[rows], jax.random.PRNGKey(seed), num_samples=num_samples,
-            chunk_size=None if chunk_size is None else min(chunk_size, num_samples),
-            batch_size=batch_size, missing=missing, mesh=mesh, seed=seed)
+        key = jax.random.PRNGKey(seed)
+        if method == "bdmc":
+            line = _ais.bdmc(setup, state, key, num_examples=num_examples or 100,
+                             num_steps=ais_steps, num_chains=num_chains, batch_size=batch_size)
+            results.append({"run_dir": str(run.path), "seed": run_seed, "epoch": run.step,
+                            **line})
+            continue
+        if method == "ais":
+            line = _ais.evaluate_ais(setup, state, X[rows], key, num_steps=ais_steps,
+                                     num_chains=num_chains, batch_size=batch_size,
+                                     missing=missing, mesh=mesh, seed=seed)
+        else:
+            line = _evaluation.evaluate_split(
+                setup, state, X[rows], key, num_samples=num_samples,
+                chunk_size=None if chunk_size is None else min(chunk_size, num_samples),
+                batch_size=batch_size, missing=missing, mesh=mesh, seed=seed)
         results.append({"run_dir": str(run.path), "seed": run_seed, "epoch": run.step,
                         "split": split, **line})
     return results if writer else []

@@ -57,19 +57,9 @@ def evaluation_mask(setup: Setup, missing: str, shape: tuple[int, int], seed: in
     return mask
 
 
-def evaluate_split(setup: Setup, state, X, key, *, num_samples: int,
-                   chunk_size: int | None, batch_size: int, missing: str, mesh,
-                   seed: int = 0) -> dict[str, Any]:
-    """log p(x) and the ELBO of one trained model on the rows X (NaN = missing), as a
-    JSON-ready dict: means and standard errors over the rows, nats per example in the
-    data's own units; of the observed entries, log p(x_obs), where X has NaN or
-    ``missing`` hides some. ``chunk_size`` None: as many draws as fit a memory budget."""
-    import jax
-    import jax.numpy as jnp
-    from tqdm import tqdm
-
-    from jlvm import train
-
+def rows_to_score(setup: Setup, X, missing: str, seed: int):
+    """(X with missing entries 0, mask [N, D] or None, rows dropped): the rows of X that
+    observe something under ``missing`` and X's own NaN."""
     X, holes = observed_rows(X)
     mask = evaluation_mask(setup, missing, tuple(X.shape), seed)
     if holes is not None:
@@ -82,14 +72,22 @@ def evaluate_split(setup: Setup, state, X, key, *, num_samples: int,
             raise RunError("every example of the split is missing every entry: there is "
                            "nothing to evaluate.")
         X, mask = X[kept], mask[kept]
-    started = time.perf_counter()
-    block_fn = setup.built.evaluator(state, Evaluation(num_samples, chunk_size, batch_size,
-                                                       mesh))
-    # blocks of rows, so that a long evaluation shows progress (one compiled function
-    # serves every full block)
+    return X, mask, skipped
+
+
+def in_blocks(block_fn, key, X, mask, batch_size: int, desc: str = "evaluating"):
+    """block_fn(key_i, X_i, mask_i) on blocks of ``EVAL_BLOCK_BATCHES x batch_size`` rows
+    (one compiled function serves every full block), with a progress bar; the results
+    concatenated on the host (a dict of arrays or an array)."""
+    import jax
+    import jax.numpy as jnp
+    from tqdm import tqdm
+
+    from jlvm import train
+
     block = EVAL_BLOCK_BATCHES * batch_size
     pieces = []
-    with tqdm(total=X.shape[0], unit="example", desc="evaluating", file=sys.stderr,
+    with tqdm(total=X.shape[0], unit="example", desc=desc, file=sys.stderr,
               disable=None) as bar:
         for index, start in enumerate(range(0, X.shape[0], block)):
             rows = slice(start, start + block)
@@ -98,28 +96,59 @@ def evaluate_split(setup: Setup, state, X, key, *, num_samples: int,
             pieces.append(train.to_host(values))
             bar.update(X[rows].shape[0])
             _interrupt.check("nothing was written.")
-    log_likelihood, elbo = (setup.to_file_units(np.concatenate([p[name] for p in pieces]),
-                                                mask) for name in ("log_likelihood", "elbo"))
+    if isinstance(pieces[0], dict):
+        return {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
+    return np.concatenate(pieces)
+
+
+def likelihood_summary(setup: Setup, log_likelihood: np.ndarray, mask, X) -> dict:
+    """Mean and standard error of per-example log p(x) in the file's units, with its type
+    and, for probabilities, bits per observed dimension."""
+    from jlvm import evaluate
+
+    mean, se = evaluate.summary(log_likelihood)
+    observed = X.shape[1] if mask is None else float(mask.sum() / mask.shape[0])
+    return {"log_likelihood": round(mean, 4), "log_likelihood_se": _round(se),
+            "likelihood_type": setup.likelihood_type,
+            # bits per dimension compare probabilities of discrete data; a density has none
+            "bits_per_dim": (round(-mean / (observed * math.log(2)), 5)
+                             if setup.likelihood_type == "probability" and mean <= 0
+                             else None)}
+
+
+def evaluate_split(setup: Setup, state, X, key, *, num_samples: int,
+                   chunk_size: int | None, batch_size: int, missing: str, mesh,
+                   seed: int = 0) -> dict[str, Any]:
+    """log p(x) and the ELBO of one trained model on the rows X (NaN = missing), as a
+    JSON-ready dict: means and standard errors over the rows, nats per example in the
+    data's own units; of the observed entries, log p(x_obs), where X has NaN or
+    ``missing`` hides some. ``chunk_size`` None: as many draws as fit a memory budget."""
+    X, mask, skipped = rows_to_score(setup, X, missing, seed)
+    started = time.perf_counter()
+    block_fn = setup.built.evaluator(state, Evaluation(num_samples, chunk_size, batch_size,
+                                                       mesh))
+    values = in_blocks(block_fn, key, X, mask, batch_size)
+    log_likelihood, elbo = (setup.to_file_units(values[name], mask)
+                            for name in ("log_likelihood", "elbo"))
     if not (np.all(np.isfinite(log_likelihood)) and np.all(np.isfinite(elbo))):
         raise RunError("evaluation gave a non-finite log-likelihood or ELBO for some "
                        "examples; the checkpoint's parameters may be damaged.")
     from jlvm import evaluate
 
-    ll_mean, ll_se = evaluate.summary(log_likelihood)
+    summary = likelihood_summary(setup, log_likelihood, mask, X)
     elbo_mean, elbo_se = evaluate.summary(elbo)
-    observed = X.shape[1] if mask is None else float(mask.sum() / mask.shape[0])
     exact = setup.built.exact
     result = {
+        "method": "exact" if exact else "is",
         "num_examples": int(X.shape[0]),
         "num_samples": None if exact else num_samples,
-        "log_likelihood": round(ll_mean, 4), "log_likelihood_se": _round(ll_se),
+        "log_likelihood": summary["log_likelihood"],
+        "log_likelihood_se": summary["log_likelihood_se"],
         "elbo": round(elbo_mean, 4), "elbo_se": _round(elbo_se),
-        "gap": round(ll_mean - elbo_mean, 4),
+        "gap": round(float(np.mean(log_likelihood)) - elbo_mean, 4),
         "missing": missing,
-        "likelihood_type": setup.likelihood_type,
-        # bits per dimension compare probabilities of discrete data; a density has none
-        "bits_per_dim": (round(-ll_mean / (observed * math.log(2)), 5)
-                         if setup.likelihood_type == "probability" and ll_mean <= 0 else None),
+        "likelihood_type": summary["likelihood_type"],
+        "bits_per_dim": summary["bits_per_dim"],
         "seconds": round(time.perf_counter() - started, 3)}
     if skipped:
         result["examples_with_nothing_observed"] = skipped
