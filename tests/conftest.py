@@ -163,12 +163,24 @@ def _both_cores_for_two_processes(request):
 
 
 # the tests that wait for work on the background runner (tests/background.py)
-_BACKGROUND = ("test_every_python_block_runs_and_prints", "test_notebook_runs")
+_BACKGROUND = ("test_every_python_block_runs_and_prints", "test_notebook_runs",
+               "test_module_passes_in_its_own_process")
 
 
 def pytest_collection_modifyitems(session, config, items):
     """The tests that wait for the background runner after every other test of this
-    process, so that it never waits while it has tests left; then the two-process tests."""
+    process, so that it never waits while it has tests left; then the two-process tests.
+    Where test_elsewhere.py is collected, the modules it runs in processes of their own
+    are left out here."""
+    elsewhere = [item for item in items
+                 if getattr(item, "originalname", "") == "test_module_passes_in_its_own_process"]
+    if elsewhere:
+        modules = {item.callspec.params["module"] for item in elsewhere}
+        kept = [item for item in items if item.path.name not in modules]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+            items[:] = kept
+
     def place(item):
         name = getattr(item, "originalname", "")
         return 2 if name in _TWO_PROCESSES else 1 if name in _BACKGROUND else 0
@@ -191,6 +203,8 @@ def pytest_collection_finish(session):
         marker = item.get_closest_marker("background")
         for work in marker.args if marker else ():
             background.start(background.key(work), work)
+    if elsewhere := named("test_module_passes_in_its_own_process"):
+        elsewhere[0].module.start([item.callspec.params["module"] for item in elsewhere])
     if readme := named("test_every_python_block_runs_and_prints"):
         readme[0].module.start()
     if notebooks := named("test_notebook_runs"):  # the module pytest imported

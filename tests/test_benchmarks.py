@@ -368,10 +368,27 @@ def test_compile_once_times_a_second_identical_model(capsys):
 def test_ais_linear_gaussian_prints_every_estimator_side_by_side(capsys):
     """benchmarks/ais_linear_gaussian.py: a row per number of steps, each estimator's error
     against the exact log p(x) and its time; IS gets AIS's cost in draws."""
-    line = _run(capsys, "ais_linear_gaussian.py", "--steps", "3", "--repeats", "1",
-                "--points", "2")
+    line = json.loads(_script(capsys, "ais_linear_gaussian.py", "--steps", "3", "--repeats",
+                              "1", "--points", "2", data=())[-1])
     (row,) = line["rows"]
     assert row["steps"] == 3 and row["cost_per_example"] == 16 * 2 * 11 + 16 + 8 * 50 * 11
     for name in ("IS, prior", "IS, poor q", "AIS, prior", "AIS, poor q", "reverse AIS, prior"):
         assert np.isfinite(row[name]["error_mean"]) and row[name]["ms_per_example"] > 0, name
     assert row["reverse AIS, prior"]["error_mean"] > 0  # an upper bound: above log p(x)
+
+
+def test_ais_mnist_compares_is_and_ais_on_the_same_images(trained, capsys):
+    """benchmarks/ais_mnist.py on a digits run: a JSON line per run with the ELBO, IS, AIS
+    at each T, their paired difference and the BDMC sandwich, then the table."""
+    # the settings of test_runs_ais.py's AIS on the same run: XLA's compilation is reused
+    printed = _script(capsys, "ais_mnist.py", str(trained("vae").path), "--examples", "6",
+                      "--is-samples", "20", "--ais-steps", "4", "--chains", "2",
+                      "--bdmc-examples", "4", data=())
+    line = json.loads(printed[0])
+    row = line["ais"]["4"]
+    assert line["examples"] == 6 and line["is_20"]["mean"] > line["elbo"]["mean"]
+    assert row["ais_minus_is"]["mean"] == pytest.approx(
+        row["log_likelihood"]["mean"] - line["is_20"]["mean"], abs=0.01)
+    assert row["bdmc_gap"]["mean"] > -3 * row["bdmc_gap"]["se"]  # upper above lower
+    assert row["bdmc_upper"]["mean"] < 0  # log-probabilities of binary images
+    assert any("AIS - IS" in text for text in printed[1:])

@@ -65,7 +65,7 @@ def test_ais_from_the_exact_posterior_is_exact_in_the_files_units(ppca_run, caps
 
 def test_a_vae_run_is_annealed_as_the_python_function_does(trained, capsys):
     """The run layer's AIS is jlvm.evaluate.log_likelihood_ais on the run's own model and
-    rows (one compiled program serves both); the command brackets simulated data."""
+    rows (one compiled program serves both)."""
     from jlvm.runs import _ais, _setup
 
     run_dir = trained("vae").path
@@ -82,10 +82,7 @@ def test_a_vae_run_is_annealed_as_the_python_function_does(trained, capsys):
         jax.random.fold_in(key, 0), run.setup.built.model, run.setup.built.params(run.state),
         X, 4, num_chains=2, initial="encoder")
     assert line["log_likelihood"] == pytest.approx(float(np.mean(direct)), abs=1e-4)
-    sandwich = _line(capsys, ["evaluate", str(run_dir), "--method", "bdmc", "--num-examples",
-                              "4", "--ais-steps", "3", "--num-chains", "2"])
-    assert sandwich["gap"] > -3 * sandwich["gap_se"]  # an upper bound above a lower one
-    assert sandwich["log_likelihood_upper"] < 0  # log-probabilities of binary images
+    # (BDMC on this run: benchmarks/ais_mnist.py's test; the command's: the PPCA test above)
 
 
 def test_a_discrete_latent_is_one_line_and_exit_2(trained, capsys):
