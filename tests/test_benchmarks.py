@@ -372,7 +372,8 @@ def test_ais_linear_gaussian_prints_every_estimator_side_by_side(capsys):
                               "1", "--points", "2", data=())[-1])
     (row,) = line["rows"]
     assert row["steps"] == 3 and row["cost_per_example"] == 16 * 2 * 11 + 16 + 8 * 50 * 11
-    for name in ("IS, prior", "IS, poor q", "AIS, prior", "AIS, poor q", "reverse AIS, prior"):
+    for name in ("IS, prior", "IS, narrow q", "AIS, prior", "AIS, narrow q",
+                 "reverse AIS, prior"):
         assert np.isfinite(row[name]["error_mean"]) and row[name]["ms_per_example"] > 0, name
     assert row["reverse AIS, prior"]["error_mean"] > 0  # an upper bound: above log p(x)
 
