@@ -18,11 +18,14 @@ compilation included once, on this machine's first device.
 """
 
 import argparse
+import functools
 import json
+import sys
 import time
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from jlvm import ais, evaluate, runs
 
@@ -31,6 +34,30 @@ def _timed(compute, *args, **kwargs):
     started = time.perf_counter()
     values = np.asarray(jax.block_until_ready(compute(*args, **kwargs)), np.float64)
     return values, time.perf_counter() - started
+
+
+def _in_blocks(compute, key, count, block, desc):
+    """compute(key_b, start, stop) -> [stop - start] for blocks of ``block`` rows, with a
+    progress bar on stderr (a run of 1,000 images at T=1,000 takes an hour on a CPU), and
+    the seconds it took."""
+    started, values = time.perf_counter(), []
+    with tqdm(total=count, unit="example", desc=desc, file=sys.stderr, leave=False) as bar:
+        for b, start in enumerate(range(0, count, block)):
+            stop = min(start + block, count)
+            values.append(np.asarray(jax.block_until_ready(
+                compute(jax.random.fold_in(key, b), start, stop)), np.float64))
+            bar.update(stop - start)
+    return np.concatenate(values, axis=-1), time.perf_counter() - started
+
+
+def _ais(model, params, X, steps, settings, key, start, stop):
+    return evaluate.log_likelihood_ais(key, model, params, X[start:stop], steps,
+                                       initial="encoder", **settings)
+
+
+def _bdmc(model, params, steps, settings, key, start, stop):
+    sandwich = ais.bdmc(key, model, params, stop - start, steps, **settings)
+    return np.stack([sandwich.lower, sandwich.upper])
 
 
 def _summary(values):
@@ -66,17 +93,14 @@ def main() -> None:
                 f"is_{args.is_samples}": _summary(by_is),
                 "is_seconds_per_example": round(is_seconds / count, 4), "ais": {}}
         for steps in args.ais_steps:
-            by_ais, seconds = _timed(evaluate.log_likelihood_ais,
-                                     jax.random.fold_in(key, 3 + steps), model, params, X,
-                                     steps, num_chains=args.chains, initial="encoder",
-                                     batch_size=args.batch_size)
-            started = time.perf_counter()
-            sandwich = ais.bdmc(jax.random.fold_in(key, 4 + steps), model, params,
-                                args.bdmc_examples, steps, num_chains=args.chains,
-                                batch_size=args.batch_size)
-            lower, upper = (np.asarray(a, np.float64) for a in (sandwich.lower,
-                                                                sandwich.upper))
-            bdmc_seconds = time.perf_counter() - started
+            settings = dict(num_chains=args.chains, batch_size=args.batch_size)
+            by_ais, seconds = _in_blocks(
+                functools.partial(_ais, model, params, X, steps, settings),
+                jax.random.fold_in(key, 3 + steps), count, args.batch_size, f"AIS T={steps}")
+            (lower, upper), bdmc_seconds = _in_blocks(
+                functools.partial(_bdmc, model, params, steps, settings),
+                jax.random.fold_in(key, 4 + steps), args.bdmc_examples, args.batch_size,
+                f"BDMC T={steps}")
             line["ais"][steps] = {
                 "log_likelihood": _summary(by_ais),
                 "ais_minus_is": _summary(by_ais - by_is),

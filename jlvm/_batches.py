@@ -1,8 +1,10 @@
 """Per-example functions over the rows of a data set, batch by batch (and across a mesh's
-devices): what every evaluation in ``jlvm.evaluate`` maps over the data."""
+devices): what every evaluation in ``jlvm.evaluate`` and ``jlvm.ais.bdmc`` maps over the
+data; and the cache that compiles each such program once per model and settings."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -61,3 +63,37 @@ def _check_mesh_type(mesh: Any) -> None:
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh (jlvm.train.data_mesh) or None, "
                         f"got {type(mesh).__name__}.")
+
+
+COMPILED_MOST = 32  # compiled programs kept per factory, the least recently used dropped first
+
+
+def model_functions(model: Any) -> Any:
+    """What decides an evaluation's program: a ``jlvm.Model``'s functions but ``init``,
+    which evaluation never calls and which ``vae.model(...)`` makes anew each time, so that
+    two models built alike share one compiled program; None where they cannot be compared
+    (then nothing is reused)."""
+    functions = model._replace(init=None)
+    try:
+        hash(functions)
+    except TypeError:
+        return None
+    return functions
+
+
+def per_model(compile_: Callable[..., Callable]) -> Callable[..., Callable]:
+    """``compile_(model, *settings) -> program`` (a jitted function), made once per model
+    and settings however often, and with however many fresh but identical models, it is
+    asked for, as optax's and blackjax's factories close over theirs: the last
+    ``COMPILED_MOST`` are kept, keyed on ``model_functions(model)`` and the (hashable)
+    settings; ``compile_`` receives the model with ``init=None``."""
+    cached = functools.lru_cache(maxsize=COMPILED_MOST)(compile_)
+
+    @functools.wraps(compile_)
+    def compiled(model, *settings):
+        functions = model_functions(model)
+        return (compile_(model._replace(init=None), *settings) if functions is None
+                else cached(functions, *settings))
+
+    compiled.cache_info, compiled.cache_clear = cached.cache_info, cached.cache_clear
+    return compiled

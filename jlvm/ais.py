@@ -37,6 +37,7 @@ import numpy as np
 from blackjax.mcmc import hmc
 
 from jlvm import _checks
+from jlvm._batches import map_over_data, per_model
 
 LogJoint = Callable[[jax.Array], jax.Array]
 
@@ -353,6 +354,40 @@ def log_marginal_ais_reverse(key: jax.Array, log_joint: LogJoint, initial: Any,
                                  "log_marginal_ais_reverse")
 
 
+STARTS = ("prior", "encoder")  # where an AIS over a data set starts: model.prior, q(z | x)
+
+
+class Settings(NamedTuple):
+    """The options of AIS over a data set (``evaluate.log_likelihood_ais``, ``bdmc``),
+    checked and hashable: a key of the compiled programs' cache."""
+
+    initial: str
+    num_steps: int
+    num_chains: int
+    schedule: str | tuple
+    num_leapfrog: int
+    step_size: tuple | None
+
+    @classmethod
+    def checked(cls, initial, num_steps, num_chains, schedule, num_leapfrog, step_size):
+        _checks.one_of(initial, "initial", STARTS)
+        num_steps = _checks.positive_int(num_steps, "num_steps")
+        betas = _betas(schedule, num_steps)  # checked now, not inside the compiled program
+        sizes = _step_sizes(step_size, num_steps)
+        return cls(initial, num_steps, _checks.positive_int(num_chains, "num_chains"),
+                   schedule if isinstance(schedule, str) else tuple(betas.tolist()),
+                   _checks.positive_int(num_leapfrog, "num_leapfrog"),
+                   None if sizes is None else tuple(np.asarray(sizes).tolist()))
+
+    def options(self) -> dict:
+        """The keyword options of ``log_marginal_ais`` and ``log_marginal_ais_reverse``."""
+        return dict(schedule=(self.schedule if isinstance(self.schedule, str)
+                              else np.asarray(self.schedule)),
+                    num_leapfrog=self.num_leapfrog,
+                    step_size=(None if self.step_size is None
+                               else np.asarray(self.step_size, np.float32)))
+
+
 class Sandwich(NamedTuple):
     """What ``bdmc`` returns: the simulated data and the two bounds of each row's log p(x)."""
 
@@ -375,37 +410,59 @@ def bdmc(key: jax.Array, model: Any, params: Any, num_examples: int, num_steps: 
     bounds, in expectation, how far the forward AIS at these settings is from log p(x)
     on data like the model's own (Wu et al., 2017).
     """
-    from jlvm._batches import map_over_data
     from jlvm.models import protocol
 
-    _checks.one_of(initial, "initial", ("encoder", "prior"))
+    settings = Settings.checked(initial, num_steps, num_chains, schedule, num_leapfrog,
+                                step_size)
     protocol.check(model, "prior", "decoder", *(("encoder",) if initial == "encoder" else ()))
     num_examples = _checks.positive_int(num_examples, "num_examples")
-    num_steps = _checks.positive_int(num_steps, "num_steps")
-    num_chains = _checks.positive_int(num_chains, "num_chains")
     batch_size = _checks.positive_int(batch_size, "batch_size")
     _checks.prng_key(key)
-    simulate_key, bounds_key = jax.random.split(key)
+    x, z, lower, upper = _bdmc_program(model, settings, batch_size, num_examples)(key, params)
+    return Sandwich(x, z, lower, upper)
 
-    def simulate(k):
-        z_key, x_key = jax.random.split(k)
-        z = _checks.sample(model.prior(params), z_key, 1)[0]
-        return _checks.sample(model.decoder(params, z), x_key, 1)[0], z
 
-    x, z = jax.vmap(simulate)(jax.random.split(simulate_key, num_examples))
-    x = x.astype(jnp.result_type(float))
+@per_model
+def _bdmc_program(model, settings, batch_size, num_examples):
+    """bdmc's ``run(key, params) -> (x, z, lower, upper)``, jitted: one per model and
+    settings (``jlvm._batches.per_model``), not one per call."""
+    from jlvm.models import protocol
 
-    def one(k, row):
-        x_n, z_n = row
-        log_joint = functools.partial(protocol.log_joint, model, params, x_n)
-        start = (protocol.encoder(model, params, x_n) if initial == "encoder"
-                 else model.prior(params))
-        options = dict(schedule=schedule, num_leapfrog=num_leapfrog, step_size=step_size)
-        return jnp.stack([
-            log_marginal_ais(k, log_joint, start, num_steps, num_chains=num_chains, **options),
-            log_marginal_ais_reverse(k, log_joint, start, jnp.repeat(z_n[None], num_chains, 0),
-                                     num_steps, **options)])
+    initial, num_steps, num_chains = settings.initial, settings.num_steps, settings.num_chains
+    options = settings.options()
 
-    bounds = jax.jit(lambda k, x, z: map_over_data(one, k, (x, z), batch_size))(
-        bounds_key, x, z)
-    return Sandwich(x, z, bounds[:, 0], bounds[:, 1])
+    def run(key, params):
+        simulate_key, bounds_key = jax.random.split(key)
+
+        def simulate(k):
+            z_key, x_key = jax.random.split(k)
+            z = _checks.sample(model.prior(params), z_key, 1)[0]
+            return _checks.sample(model.decoder(params, z), x_key, 1)[0], z
+
+        x, z = jax.vmap(simulate)(jax.random.split(simulate_key, num_examples))
+        x = x.astype(jnp.result_type(float))
+
+        def one(k, row):
+            x_n, z_n = row
+            log_joint = functools.partial(protocol.log_joint, model, params, x_n)
+            start = (protocol.encoder(model, params, x_n) if initial == "encoder"
+                     else model.prior(params))
+            if options["step_size"] is None:  # one pilot for both directions (each would
+                # run the same one, from the same key)
+                sizes = tune_step_sizes(jax.random.split(k, 3)[0], log_joint, start,
+                                        num_steps, schedule=options["schedule"],
+                                        num_leapfrog=options["num_leapfrog"])
+                options_n = {**options, "step_size": sizes}
+            else:
+                options_n = options
+            return jnp.stack([
+                log_marginal_ais(k, log_joint, start, num_steps, num_chains=num_chains,
+                                 **options_n),
+                log_marginal_ais_reverse(k, log_joint, start,
+                                         jnp.repeat(z_n[None], num_chains, 0), num_steps,
+                                         **options_n)])
+
+        bounds = map_over_data(one, bounds_key, (x, z), batch_size)
+        return x, z, bounds[:, 0], bounds[:, 1]
+
+    return jax.jit(run)

@@ -12,7 +12,7 @@ import functools
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jlvm import _checks, ais, estimators, train
-from jlvm._batches import _check_mesh_type, map_over_data
+from jlvm._batches import _check_mesh_type, map_over_data, per_model
 from jlvm.models import protocol
 from jlvm.models.protocol import Model
 
@@ -95,47 +95,15 @@ def _place(mesh: Mesh | None, *trees: Any) -> tuple:
     return trees if mesh is None else train.replicate(trees, mesh)
 
 
-COMPILED_MOST = 32  # compiled evaluations kept, the least recently used dropped first
-
-
-def _functions(model: Model) -> Model | None:
-    """What decides an evaluation's program: the model's functions but ``init``, which
-    evaluation never calls and which ``vae.model(...)`` makes anew each time, so that two
-    models built alike share one compiled program; None where they cannot be compared
-    (then nothing is reused)."""
-    functions = model._replace(init=None)
-    try:
-        hash(functions)
-    except TypeError:
-        return None
-    return functions
-
-
 def _compiled(model: Model, estimator: str, settings: Any, batch_size: int,
               chunk_size: int | None, mesh: Mesh | None, proposal: Callable | None = None):
     """``run(key, params, X, mask, phi) -> [N]``, jitted: one per model and settings (a
-    bounded cache of them), however often and with however many fresh but identical
-    models it is asked for, as optax's and blackjax's factories close over theirs.
+    bounded cache of them, ``jlvm._batches.per_model``).
 
-    ``settings``: K for "is", "elbo" and "iwae"; an ``_AIS`` for "ais". q is the model's
+    ``settings``: K for "is", "elbo" and "iwae"; an ``ais.Settings`` for "ais". q is the model's
     encoder, or ``proposal(*phi_n)`` with ``phi`` a pytree of per-row arrays (a q fitted per
     example). ``mask``: None, [D] shared by every row, or [N, D]."""
-    functions = _functions(model)
-    if functions is None:
-        return _compile.__wrapped__(model, estimator, settings, batch_size, chunk_size,
-                                    mesh, proposal)
-    return _compile(functions, estimator, settings, batch_size, chunk_size, mesh, proposal)
-
-
-class _AIS(NamedTuple):
-    """log_likelihood_ais's settings, hashable: a key of the compiled programs' cache."""
-
-    initial: str
-    num_steps: int
-    num_chains: int
-    schedule: str | tuple
-    num_leapfrog: int
-    step_size: float | tuple | None
+    return _compile(model, estimator, settings, batch_size, chunk_size, mesh, proposal)
 
 
 def _per_row(model, params, estimator, settings, chunk_size, proposal):
@@ -149,14 +117,8 @@ def _per_row(model, params, estimator, settings, chunk_size, proposal):
 
         if estimator == "ais":
             start = model.prior(params) if settings.initial == "prior" else q()
-            schedule = (settings.schedule if isinstance(settings.schedule, str)
-                        else np.asarray(settings.schedule))
-            step_size = (np.asarray(settings.step_size, np.float32)
-                         if isinstance(settings.step_size, tuple) else settings.step_size)
             return ais.log_marginal_ais(k, log_joint, start, settings.num_steps,
-                                        num_chains=settings.num_chains, schedule=schedule,
-                                        num_leapfrog=settings.num_leapfrog,
-                                        step_size=step_size)
+                                        num_chains=settings.num_chains, **settings.options())
         if estimator == "is":
             return estimators.log_marginal_is(k, log_joint, q(), settings,
                                               chunk_size=chunk_size)
@@ -165,7 +127,7 @@ def _per_row(model, params, estimator, settings, chunk_size, proposal):
     return one
 
 
-@functools.lru_cache(maxsize=COMPILED_MOST)
+@per_model
 def _compile(model, estimator, settings, batch_size, chunk_size, mesh, proposal):
     def run(key, params, X, mask, phi):
         shared = mask if mask is not None and mask.ndim == 1 else None
@@ -283,9 +245,6 @@ def iwae_bound(key: jax.Array, model: Model, params: Any, X: jax.Array, num_samp
     return _evaluate("iwae", key, model, params, X, num_samples, batch_size, None, mask, mesh)
 
 
-AIS_STARTS = ("prior", "encoder")
-
-
 def log_likelihood_ais(key: jax.Array, model: Model, params: Any, X: jax.Array,
                        num_steps: int, *, num_chains: int = 16, initial: str = "prior",
                        batch_size: int = 100, mask: Any = None, mesh: Mesh | None = None,
@@ -301,15 +260,9 @@ def log_likelihood_ais(key: jax.Array, model: Model, params: Any, X: jax.Array,
     tuned on a pilot per row unless given). ``mask``, ``batch_size`` and ``mesh`` as in
     ``log_likelihood``; row n's value depends only on (key, n, x_n), not on the batching.
     """
-    _checks.one_of(initial, "initial", AIS_STARTS)
+    settings = ais.Settings.checked(initial, num_steps, num_chains, schedule, num_leapfrog,
+                                    step_size)
     protocol.check(model, "prior" if initial == "prior" else "encoder")
-    num_steps = _checks.positive_int(num_steps, "num_steps")
-    betas = ais._betas(schedule, num_steps)  # checked now, not inside the compiled program
-    sizes = ais._step_sizes(step_size, num_steps)
-    settings = _AIS(initial, num_steps, _checks.positive_int(num_chains, "num_chains"),
-                    schedule if isinstance(schedule, str) else tuple(betas.tolist()),
-                    _checks.positive_int(num_leapfrog, "num_leapfrog"),
-                    None if sizes is None else tuple(np.asarray(sizes).tolist()))
     batch_size = _checks.positive_int(batch_size, "batch_size")
     _check_mesh_type(mesh)
     train.check_mesh(mesh, batch_size)

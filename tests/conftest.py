@@ -188,6 +188,17 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=place)
 
 
+_LANE = {}  # when this process's own tests began and when it began waiting for the runner
+
+
+def pytest_runtest_setup(item):
+    import time
+
+    _LANE.setdefault("began", time.perf_counter())
+    if getattr(item, "originalname", "") in _BACKGROUND:
+        _LANE.setdefault("waiting", time.perf_counter())
+
+
 def pytest_collection_finish(session):
     """Queues the collected background tests' work (the README's examples first, then the
     notebooks, see test_readme.py and test_notebooks.py): it runs in processes of its own
@@ -225,3 +236,7 @@ def pytest_terminal_summary(terminalreporter):
         label = name.name if hasattr(name, "name") else str(name)
         terminalreporter.write_line(f"{took:7.2f}s {label}")
     terminalreporter.write_line(f"{sum(seconds.values()):7.2f}s in all, {len(seconds)} jobs")
+    # how to balance the two cores: the lane that ends last sets the session's time
+    if _LANE.get("waiting", 0.0) > _LANE.get("began", 0.0):
+        terminalreporter.write_line(f"{_LANE['waiting'] - _LANE['began']:7.2f}s this process's "
+                                    f"own tests, before it waited for the runner")

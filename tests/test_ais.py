@@ -289,3 +289,24 @@ def test_bdmc_brackets_the_exact_log_likelihood_of_simulated_data():
     assert upper - lower > 0.05  # 8 steps from the prior leave a visible gap
     with pytest.raises(TypeError, match=r"model\.decoder must be a function"):
         ais.bdmc(jax.random.PRNGKey(0), model._replace(decoder=None), params, 2, 2)
+
+
+def test_bdmc_compiles_once_per_model_and_settings():
+    """A second call, with a model built anew alike (a notebook cell run again, or the
+    command's next block of simulated points), compiles nothing and draws new points."""
+    from jlvm.models import vae
+
+    compiled = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, seconds, **kwargs: compiled.append(name)
+        if name == "/jax/core/compile/backend_compile_duration" else None)
+    lowers = []
+    for seed in range(2):
+        model = vae.model(6, 2, hidden_dims=(4,))
+        params = model.init(jax.random.PRNGKey(0))
+        compiled.clear()
+        sandwich = ais.bdmc(jax.random.PRNGKey(seed), model, params, 4, 2, num_chains=2,
+                            initial="prior", num_leapfrog=2)
+        lowers.append(np.asarray(sandwich.lower))
+        assert bool(compiled) == (seed == 0)
+    assert not np.array_equal(*lowers)

@@ -15,7 +15,7 @@ import background
 import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
-MODULES = ("test_ais.py", "test_gmm.py")
+MODULES = ("test_ais.py",)
 
 
 def _pytest_on_the_core(module: str) -> subprocess.CompletedProcess:

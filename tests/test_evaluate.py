@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jlvm
-from jlvm import evaluate
+from jlvm import _batches, evaluate
 from jlvm.models import vae
 
 
@@ -154,7 +154,7 @@ def test_an_identical_new_model_is_not_compiled_again():
             assert compiled  # the first call compiles
     assert compiled == []  # the second does not
     assert not np.array_equal(values[0], values[1])  # it did run, with its own key
-    assert evaluate._compile.cache_info().maxsize == evaluate.COMPILED_MOST
+    assert evaluate._compile.cache_info().maxsize == _batches.COMPILED_MOST
 
     # a model whose functions cannot be compared (an unhashable callable) is evaluated too,
     # compiled for each call

@@ -17,16 +17,42 @@ import pytest
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 # notebooks whose kernels compile with most of XLA's optimizations off, as this process
-# does: their programs are many and short, so compiling dominates (measured on the 2-core
-# machine, 2026-12-05: 04 65 -> 55 s, 06 53 -> 41 s; 03 30 -> 34 s and 05 72 -> 242 s
-# the other way: their long computations repay the optimizations)
-CHEAP_COMPILATION = {"04_svi_vs_amortized.ipynb", "06_your_own_model.ipynb"}
+# does, in every cell (None) or in the cells given by their index in the notebook: their
+# programs are many and short, so compiling dominates. Measured cell by cell on the 2-core
+# machine, the kernel on one core, 2026-12-05 (usual -> cheaper compilation): 06 every
+# cell (35 -> 32 s); 04's cell 6 43 -> 22 s (cells 1 and 3 14 -> 16 s, 13 -> 25 s: kept
+# usual); 02's cells 5 and 8 12.0 -> 4.2 s, 2.9 -> 1.1 s (cell 10 14 -> 16 s); 05's cell 11
+# 16.0 -> 5.9 s (cells 1-7 54 -> 191 s); 07's cell 7 13.0 -> 11.4 s (cell 3 42 -> 234 s);
+# 01's cells 3-7 4.9 -> 3.1 s; 03's cell 5 2.2 -> 1.3 s (cell 1 15 -> 21 s). 08 none (its
+# BDMC cell 36 -> 46 s).
+CHEAP_COMPILATION = {"06_your_own_model.ipynb": None,
+                     "04_svi_vs_amortized.ipynb": {6},
+                     "02_estimating_marginal_likelihood.ipynb": {1, 3, 5, 6, 8},
+                     "05_missing_data.ipynb": {11},
+                     "07_learning_with_missing_data.ipynb": {7},
+                     "01_mixture_models.ipynb": {3, 5, 7},
+                     "03_vae.ipynb": {5}}
+
+
+def _compile_cheaply(notebook, cells) -> None:
+    """Around each of ``cells`` (indices in the notebook as stored), a cell of the test's
+    own that turns most of XLA's optimizations off and one that turns them on again."""
+    def switch(value):
+        return nbformat.v4.new_code_cell(
+            f"import jax; jax.config.update('jax_disable_most_optimizations', {value})")
+
+    for index in sorted(cells, reverse=True):
+        notebook.cells[index + 1:index + 1] = [switch(False)]
+        notebook.cells[index:index] = [switch(True)]
 
 
 def _execute(path: pathlib.Path) -> None:
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
+    cheap = CHEAP_COMPILATION.get(path.name, set())
+    if cheap is not None:
+        _compile_cheaply(notebook, cheap)
     cpu = background.kernel_cpu()
     if cpu is not None:  # the kernel on the core conftest left free, before JAX starts
         notebook.cells.insert(0, nbformat.v4.new_code_cell(
@@ -38,7 +64,7 @@ def _execute(path: pathlib.Path) -> None:
         # for the tests' own short programs: several cells run long enough to repay them
         env = {name: value for name, value in os.environ.items()
                if name != "JAX_DISABLE_MOST_OPTIMIZATIONS"}
-        if path.name in CHEAP_COMPILATION:
+        if cheap is None:
             env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
         client.execute(env=env)  # raises CellExecutionError, with the cell and traceback
 
