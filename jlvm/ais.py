@@ -334,28 +334,28 @@ def bdmc(key: jax.Array, model: Any, params: Any, num_examples: int, num_steps: 
     num_examples = _checks.positive_int(num_examples, "num_examples")
     batch_size = _checks.positive_int(batch_size, "batch_size")
     _checks.prng_key(key)
-    x, z, lower, upper = _bdmc_program(model, settings, batch_size, num_examples)(key, params)
+    simulate_key, bounds_key = jax.random.split(key)
+    x, z, lower, upper = _bdmc_program(model, settings, batch_size)(
+        jax.random.split(simulate_key, num_examples), bounds_key, params)
     return Sandwich(x, z, lower, upper)
 
 
 @per_model
-def _bdmc_program(model, settings, batch_size, num_examples):
-    """bdmc's ``run(key, params) -> (x, z, lower, upper)``, jitted: one per model and
-    settings (``jlvm._batches.per_model``), not one per call."""
+def _bdmc_program(model, settings, batch_size):
+    """bdmc's ``run(simulate_keys [N], key, params) -> (x, z, lower, upper)``, jitted: one
+    per model and settings (``jlvm._batches.per_model``), not one per call."""
     from jlvm.models import protocol
 
     initial, num_steps, num_chains = settings.initial, settings.num_steps, settings.num_chains
     options = settings.options()
 
-    def run(key, params):
-        simulate_key, bounds_key = jax.random.split(key)
-
+    def run(simulate_keys, bounds_key, params):
         def simulate(k):
             z_key, x_key = jax.random.split(k)
             z = _checks.sample(model.prior(params), z_key, 1)[0]
             return _checks.sample(model.decoder(params, z), x_key, 1)[0], z
 
-        x, z = jax.vmap(simulate)(jax.random.split(simulate_key, num_examples))
+        x, z = jax.vmap(simulate)(simulate_keys)
         x = x.astype(jnp.result_type(float))
 
         def one(k, row):
