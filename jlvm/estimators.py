@@ -44,14 +44,20 @@ def elbo(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: int = 1, *,
       q: distrax distribution over one z (batch_shape ()).
       num_samples: K >= 1, a Python int.
       grad_estimator: ``"reparam"`` (pathwise), ``"score_function"`` (REINFORCE with a
-        leave-one-out baseline; for discrete q) or ``"stl"`` (sticking the landing).
-        The returned value is the same for all three; only ``jax.grad`` of it differs.
+        leave-one-out baseline; for discrete q), ``"stl"`` (sticking the landing) or
+        ``"disarm"`` (antithetic pairs, Dong, Mnih & Tucker 2020; for a factorized
+        Bernoulli q: ``distrax.Bernoulli`` or ``distrax.Independent`` of one, and an even
+        num_samples, which counts draws: num_samples / 2 pairs). The returned value is the
+        same Monte Carlo estimate for all of them; only ``jax.grad`` of it differs.
 
     Returns:
       Scalar estimate in nats.
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     _checks.one_of(grad_estimator, "grad_estimator", _gradients.ELBO_ESTIMATORS)
+    if grad_estimator == "disarm":
+        _gradients.even_num_samples(num_samples)
+        _gradients.factorized_bernoulli(q)
     _checks.proposal_and_model(key, log_joint, q, pathwise=_pathwise(grad_estimator))
     return _checks.finite_result(
         _gradients.ELBO_SURROGATES[grad_estimator](key, log_joint, q, num_samples), "elbo")
@@ -125,8 +131,9 @@ def elbo_with_kl(key: jax.Array, log_likelihood: LogJoint, q: Any, prior: Any,
 
 
 def _pathwise(grad_estimator: str) -> str | None:
-    """The estimators that differentiate through z: they need a continuous q."""
-    return None if grad_estimator == "score_function" else grad_estimator
+    """The estimators that differentiate through z: they need a continuous q (the score
+    function and DisARM never differentiate a draw)."""
+    return None if grad_estimator in ("score_function", "disarm") else grad_estimator
 
 
 def _analytic(compute: Callable[[], jax.Array], what: str, instead: str) -> jax.Array:

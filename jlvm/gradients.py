@@ -23,7 +23,7 @@ from jlvm import _checks
 
 LogJoint = Callable[[jax.Array], jax.Array]
 
-ELBO_ESTIMATORS = ("reparam", "score_function", "stl")
+ELBO_ESTIMATORS = ("reparam", "score_function", "stl", "disarm")
 IWAE_ESTIMATORS = ("reparam", "dreg", "score_function")
 
 _sg = jax.lax.stop_gradient
@@ -196,6 +196,82 @@ def elbo_score_function(key, log_joint, q, num_samples):
     return _with_gradient_of(jnp.mean(f), jnp.mean(learning_signal * log_q))
 
 
+def factorized_bernoulli(q: Any) -> distrax.Bernoulli:
+    """The ``distrax.Bernoulli`` inside a factorized Bernoulli q, whose logits [*event] are
+    q's: ``distrax.Bernoulli`` itself (one bit) or ``distrax.Independent`` layers around
+    one, with batch_shape (). Anything else is a ``ValueError`` naming q."""
+    inner = q
+    while isinstance(inner, distrax.Independent):
+        inner = inner.distribution
+    if not isinstance(inner, distrax.Bernoulli) or tuple(getattr(q, "batch_shape", ())) != ():
+        what = f"distrax.{type(q).__name__}" if isinstance(q, distrax.Distribution) else (
+            type(q).__name__)
+        if inner is not q:
+            what += f" over {type(inner).__name__}"
+        if tuple(getattr(q, "batch_shape", ())) != ():
+            what += f" with batch_shape {tuple(q.batch_shape)}"
+        raise ValueError(
+            'q must be a factorized Bernoulli for grad_estimator="disarm": distrax.Bernoulli '
+            "or distrax.Independent(distrax.Bernoulli(logits=[L]), 1), with batch_shape () "
+            f'(one z per q); got {what}. Use "reparam" for a continuous q and '
+            '"score_function" for other discrete ones.')
+    return inner
+
+
+def even_num_samples(num_samples: int) -> int:
+    """``num_samples`` if it is even, else a ``ValueError`` naming it (DisARM's pairs)."""
+    if num_samples % 2:
+        raise ValueError(f"num_samples counts draws; DisARM draws antithetic pairs, so it "
+                         f"must be even, got {num_samples}.")
+    return num_samples
+
+
+def elbo_disarm(key, log_joint, q, num_samples):
+    """DisARM (Dong, Mnih & Tucker, 2020, "DisARM: An Antithetic Gradient Estimator for
+    Binary Latent Variables") for a factorized Bernoulli q with logits a [L].
+
+    ``num_samples`` counts draws: P = num_samples / 2 antithetic pairs. Pair j shares one
+    u ~ U(0, 1)^L (key ``fold_in(key, j)``):
+        b = 1[u < sigmoid(a)],   b~ = 1[1 - u < sigmoid(a)],
+    each marginally ~ q, the two as negatively correlated as possible. With
+    f(z) = log p(x, z) - log q(z), the gradient for a is the pairs' mean of
+        g_i = 1/2 (f(b) - f(b~)) (-1)^{b~_i} 1[b_i != b~_i] sigmoid(|a_i|),
+    unbiased for grad_a E_q[f] with f held fixed (the ARM estimator with the antithetic
+    partner's noise integrated out). The value is the mean of f over all 2P draws, the
+    same Monte Carlo ELBO as every estimator's; parameters inside ``log_joint`` get the
+    mean of grad log p(x, z_k) over the draws.
+
+    z: [2P, *event] in q's sample dtype, draw 2j = b and 2j + 1 = b~ of pair j.
+    """
+    logits = factorized_bernoulli(q).logits
+    num_pairs = num_samples // 2
+    u = jax.vmap(lambda k: jax.random.uniform(k, logits.shape, logits.dtype))(
+        draw_keys(key, jnp.arange(num_pairs)))
+    threshold = _sg(jax.nn.sigmoid(logits))[None]
+    b, b_tilde = u < threshold, 1.0 - u < threshold
+    z = jnp.stack([b, b_tilde], axis=1).reshape(num_samples, *logits.shape)
+    # q.sample's dtype (int32 unless q was built with another): log_joint sees the z it
+    # sees with every other estimator (shapes only: nothing is drawn)
+    z = z.astype(jax.eval_shape(lambda k: _checks.sample(q, k, 1), key).dtype)
+    # log q's own gradient, E_q[grad_a log q(z)] = 0, is left out: it would add noise only
+    log_q = _sg(log_probs(q, z))
+    f = log_joints(log_joint, z) - log_q
+    pairs = _sg(f).reshape(num_pairs, 2)
+    # a draw of f = -inf makes the value -inf (as for every estimator); its infinite (or,
+    # both draws -inf, NaN) difference is left out of the gradient rather than spread as NaN
+    difference = pairs[:, 0] - pairs[:, 1]
+    difference = jnp.where(jnp.isfinite(difference), difference, 0.0)
+    differs = b != b_tilde
+    sign = jnp.where(b_tilde, -1.0, 1.0).astype(logits.dtype)
+    weight = _sg(jax.nn.sigmoid(jnp.abs(logits)))[None]
+    shape = (num_pairs,) + (1,) * logits.ndim
+    per_pair = jnp.where(differs, 0.5 * difference.reshape(shape) * sign * weight, 0.0)
+    signal = jnp.mean(per_pair, axis=0)
+    # logits of +-inf (a point mass) never differ within a pair: 0, not 0 * inf
+    term = jnp.sum(jnp.where(signal != 0, signal * logits, 0.0))
+    return _with_gradient_of(jnp.mean(f), term)
+
+
 # --------------------------------------------------------------------------- IWAE
 # A draw of log p(x, z) = -inf has weight 0 in the bound, and the surrogates' own
 # arithmetic gives it a zero gradient (no 0 * inf): with a log_joint whose derivatives are
@@ -260,6 +336,7 @@ ELBO_SURROGATES = {
     "reparam": elbo_reparam,
     "stl": elbo_stl,
     "score_function": elbo_score_function,
+    "disarm": elbo_disarm,
 }
 
 IWAE_SURROGATES = {

@@ -26,9 +26,9 @@ def model():
     return params, x
 
 
-def per_draw(grad_fn, count=NUM_DRAWS):
+def per_draw(grad_fn, count=NUM_DRAWS, seed=99):
     """grad_fn(key) for many independent keys, flattened to [count, P] float64."""
-    keys = jax.random.split(jax.random.PRNGKey(99), count)
+    keys = jax.random.split(jax.random.PRNGKey(seed), count)
     grads = jax.jit(jax.vmap(grad_fn))(keys)
     leaves = [np.asarray(g, np.float64).reshape(count, -1)
               for g in jax.tree_util.tree_leaves(grads)]
@@ -312,3 +312,123 @@ def test_a_nan_log_weight_stays_visible():
                                                              grad_estimator=name))(
             jax.random.PRNGKey(0))
         assert np.isnan(float(value))
+
+
+# ---------------------------------------------- DisARM: antithetic pairs for Bernoulli q
+
+
+def _bernoulli_q(logits):
+    return distrax.Independent(distrax.Bernoulli(logits=logits), 1)
+
+
+def _disarm_problem():
+    """The three-bit problem above with its exact ELBO(logits, V) by enumeration."""
+    V, log_joint = _bits_problem()
+    logits = jnp.array([0.3, -1.0, 0.8])
+    support = jlvm.binary_support(3)
+
+    def exact_elbo(logits, V):  # sum_z q(z) [log p(x, z) - log q(z)]
+        with jax.numpy_rank_promotion("allow"):
+            log_q = _bernoulli_q(logits).log_prob(support)
+        terms = jax.vmap(functools.partial(log_joint, V))(support) - log_q
+        return jnp.sum(jnp.exp(log_q) * terms)
+
+    return V, log_joint, logits, exact_elbo
+
+
+@pytest.mark.parametrize("num_samples", [2, 6])
+def test_disarm_value_and_gradients_match_enumeration(num_samples):
+    """Unbiased: the mean value is the exact ELBO, the mean gradient its exact gradient,
+    both for q's logits and for the model's parameters V inside log_joint."""
+    V, log_joint, logits, exact_elbo = _disarm_problem()
+
+    def estimate(logits, V, key):
+        return jlvm.elbo(key, functools.partial(log_joint, V), _bernoulli_q(logits),
+                         num_samples, grad_estimator="disarm")
+
+    samples = per_draw(lambda k: jax.value_and_grad(estimate, argnums=(0, 1))(logits, V, k),
+                       4000)
+    assert_unbiased(samples[:, 0], exact_elbo(logits, V))
+    exact = jax.grad(exact_elbo, argnums=(0, 1))(logits, V)
+    assert_unbiased(samples[:, 1:], np.concatenate([np.ravel(g) for g in exact]))
+
+
+def test_disarm_one_bit_by_hand_under_jit():
+    """One bit (a scalar distrax.Bernoulli): d/da E_q[f] = sigmoid(a) sigmoid(-a) (f(1) -
+    f(0)), f = log p(x, z) - log q(z); one pair's estimate is 1/2 (f(1) - f(0))
+    sigmoid(|a|) where its draws differ, else 0. Built from probs, with float draws."""
+    def log_joint(z):
+        assert z.dtype == jnp.float32 and z.shape == ()  # q.sample's dtype, one z
+        return 2.0 * z - 1.5
+
+    def estimate(probs, key):
+        q = distrax.Bernoulli(probs=probs, dtype=jnp.float32)
+        return jlvm.elbo(key, log_joint, q, 2, grad_estimator="disarm")
+
+    for probs in (0.3, 0.8):
+        probs = jnp.float32(probs)
+        a = math.log(probs / (1 - probs))
+        f1, f0 = 2.0 - 1.5 - math.log(probs), -1.5 - math.log(1 - probs)
+        grads = per_draw(lambda k, probs=probs: jax.grad(estimate)(probs, k), 4000)[:, 0]
+        # d/dprobs = d/da / (p (1 - p)): the logits carry the gradient back to the probs
+        per_pair = grads * float(probs * (1 - probs))
+        one_pair = 0.5 * (f1 - f0) / (1 + math.exp(-abs(a)))
+        differ = np.abs(per_pair) > 1e-6
+        np.testing.assert_allclose(per_pair[differ], one_pair, rtol=1e-4)
+        assert_unbiased(per_pair, (f1 - f0) / (4 * math.cosh(a / 2) ** 2))
+
+
+def test_disarm_has_lower_variance_than_leave_one_out_at_one_pair():
+    """At two draws (one antithetic pair) DisARM's logits gradient varies less than the
+    leave-one-out score function's (summed variance 4.1 against 6.6 here). With more draws
+    leave-one-out REINFORCE can win (Dong et al., 2021; 0.84 against 0.73 at ten draws
+    here): that comparison belongs to a benchmark, not to an assertion."""
+    V, log_joint, logits, _ = _disarm_problem()
+
+    def spread(name, seed):
+        grads = per_draw(lambda k: jax.grad(lambda a: jlvm.elbo(
+            k, functools.partial(log_joint, V), _bernoulli_q(a), 2, grad_estimator=name))(
+                logits), 4000, seed=seed)
+        # per draw, its squared distance from the mean: their mean is the summed variance
+        return mean_and_standard_error(np.sum((grads - grads.mean(axis=0)) ** 2, axis=1))
+
+    (disarm, disarm_se), (loo, loo_se) = spread("disarm", 1), spread("score_function", 2)
+    assert disarm + 4 * math.hypot(disarm_se, loo_se) < loo, (disarm, disarm_se, loo, loo_se)
+
+
+def test_disarm_draws_of_probability_zero_give_minus_infinity_and_finite_gradients():
+    """A draw of log p(x, z) = -inf makes the ELBO -inf, as for every estimator; the
+    gradients stay finite (the infinite learning signal is left out), never NaN."""
+    theta = jnp.array([0.5, -0.2])
+
+    def log_joint(theta, z):
+        z = z.astype(jnp.float32)
+        return jnp.where(z[0] * z[1] > 0, -jnp.inf, jnp.sum(theta * z))
+
+    def estimate(logits, theta, key):
+        return jlvm.elbo(key, functools.partial(log_joint, theta), _bernoulli_q(logits), 2,
+                         grad_estimator="disarm")
+
+    value_and_grad = jax.jit(jax.value_and_grad(estimate, argnums=(0, 1)))
+    values = []
+    for seed in range(8):  # z = (1, 1) in half the pairs
+        value, grads = value_and_grad(jnp.zeros(2), theta, jax.random.PRNGKey(seed))
+        values.append(float(value))
+        assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+    assert -np.inf in values and any(np.isfinite(values))  # both kinds of key were met
+
+
+def test_disarm_refuses_odd_num_samples_and_other_families():
+    key = jax.random.PRNGKey(0)
+    def log_joint(z):
+        return jnp.sum(jnp.asarray(z, jnp.float32))
+    q = _bernoulli_q(jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"num_samples counts draws.*even, got 3"):
+        jlvm.elbo(key, log_joint, q, 3, grad_estimator="disarm")
+    for other in (distrax.MultivariateNormalDiag(jnp.zeros(3), jnp.ones(3)),
+                  distrax.Categorical(logits=jnp.zeros(3)),
+                  distrax.Independent(distrax.Bernoulli(logits=jnp.zeros((2, 3))), 1)):
+        with pytest.raises(ValueError, match=r"q must be a factorized Bernoulli.*disarm"):
+            jlvm.elbo(key, log_joint, other, 2, grad_estimator="disarm")
+    with pytest.raises(ValueError, match=r"grad_estimator must be one of.*dreg.*'disarm'"):
+        jlvm.iwae_bound(key, log_joint, q, 2, grad_estimator="disarm")
