@@ -110,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"mixture components (gmm; default {_DEFAULTS.components})")
     train.add_argument("--reg-covar", type=float, help="added to each covariance's diagonal "
                        f"(gmm; default {_DEFAULTS.reg_covar})")
+    train.add_argument("--covariance-type", choices=("full", "diag", "spherical", "tied"),
+                       help="gmm: each component's covariance, as scikit-learn's "
+                       "GaussianMixture names them: full; diag (diagonal); spherical (one "
+                       "variance); tied (one full covariance shared by all) (default full)")
     train.add_argument("--inner-steps", type=int, help="per-datapoint steps (svi, semi; "
                        f"default {_DEFAULTS.inner_steps})")
     train.add_argument("--seed", type=int, help="PRNG seed (default 0)")

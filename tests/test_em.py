@@ -79,3 +79,27 @@ def test_incomplete_batches_run_em_on_the_observed_entries():
     filled = np.where(mask, X, np.nanmean(np.where(mask, X, np.nan), axis=0))
     np.testing.assert_array_equal(start.means, gmm.init_from_data(
         jax.random.split(jax.random.PRNGKey(0))[0], filled, 3, reg_covar=1e-2).means)
+
+
+def test_the_learner_fits_each_covariance_type():
+    """em(K, covariance_type=T): init gives T's parameters (gmm.init_from_data of T), each
+    step is gmm.fit_em's iteration of T, complete and incomplete batches; an unknown
+    name is a ValueError listing the four."""
+    import pytest
+
+    X = jax.random.normal(jax.random.PRNGKey(0), (60, 3)) * jnp.array([[1.0, 2.0, 0.5]])
+    mask = jax.random.uniform(jax.random.PRNGKey(1), X.shape) > 0.2
+    mask = mask.at[:, 0].set(True)
+    for covariance_type, observed in (("diag", mask), ("spherical", None), ("tied", mask)):
+        learner = em(2, reg_covar=1e-3, covariance_type=covariance_type)
+        batch = X if observed is None else (X, observed)
+        state = learner.init(jax.random.PRNGKey(2), batch)
+        assert gmm.covariance_type(state.params) == covariance_type
+        new, metrics = jax.jit(learner.step)(state, batch)
+        expected, trace = gmm.fit_em(state.params, X, 1, reg_covar=1e-3, mask=observed)
+        np.testing.assert_allclose(metrics["log_likelihood"], trace[0], rtol=1e-6)
+        for a, b in zip(new.params, expected, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"covariance_type must be one of \('full', 'diag', "
+                                         r"'spherical', 'tied'\)"):
+        em(2, covariance_type="diagonal")

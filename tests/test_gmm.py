@@ -69,33 +69,33 @@ def _normalized(logits):
     return weights / weights.sum()
 
 
+def _dense(params):
+    """Every component's covariance as a [K, D, D] float64 matrix, whatever the type."""
+    covariances = np.asarray(gmm.covariances(params), np.float64)
+    num_components, dim = params.means.shape
+    return {"full": lambda c: c,
+            "tied": lambda c: np.broadcast_to(c, (num_components, dim, dim)),
+            "diag": lambda c: np.stack([np.diag(v) for v in c]),
+            "spherical": lambda c: c[:, None, None] * np.eye(dim)[None],
+            }[gmm.covariance_type(params)](covariances)
+
+
 def _sklearn_from(params, X, num_iters, reg_covar):
-    covariances = np.asarray(jnp.einsum("kij,klj->kil", params.scale_tril, params.scale_tril),
-                             np.float64)
+    """scikit-learn's GaussianMixture of params' covariance type, from params, after
+    ``num_iters`` EM iterations (tol=0: no early stop)."""
+    covariance_type = gmm.covariance_type(params)
+    root = np.asarray(gmm.precisions_cholesky(params), np.float64)  # U: precision U U^T
+    precisions = root @ np.swapaxes(root, -1, -2) if covariance_type in ("full", "tied") \
+        else root**2
     mixture = GaussianMixture(
-        n_components=params.logits.shape[0], covariance_type="full", tol=0.0,
-        reg_covar=reg_covar, max_iter=num_iters, n_init=1,
-        weights_init=_normalized(np.asarray(params.logits, np.float64)),
-        means_init=np.asarray(params.means, np.float64),
-        precisions_init=np.linalg.inv(covariances))
+        n_components=params.logits.shape[0], covariance_type=covariance_type, tol=0.0,
+        reg_covar=reg_covar, max_iter=num_iters, n_init=1, init_params="random",
+        random_state=0, weights_init=_normalized(np.asarray(params.logits, np.float64)),
+        means_init=np.asarray(params.means, np.float64), precisions_init=precisions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         mixture.fit(np.asarray(X, np.float64))
     return mixture
-
-
-def test_fit_em_matches_scikit_learn_from_the_same_start(params, key):
-    X, _ = gmm.sample(key, params, 600)
-    start = gmm.init_from_data(jax.random.PRNGKey(3), X, 3)
-    fitted, trace = gmm.fit_em(start, X, 40)
-    mixture = _sklearn_from(start, X, 40, reg_covar=1e-6)
-    np.testing.assert_allclose(trace[-1], mixture.lower_bound_, rtol=1e-4)
-    final = jnp.mean(jax.vmap(functools.partial(gmm.log_marginal, fitted))(X))
-    np.testing.assert_allclose(final, mixture.score(np.asarray(X, np.float64)), rtol=1e-4)
-    np.testing.assert_allclose(jax.nn.softmax(fitted.logits), mixture.weights_, atol=1e-4)
-    np.testing.assert_allclose(fitted.means, mixture.means_, atol=1e-3)
-    np.testing.assert_allclose(jnp.einsum("kij,klj->kil", fitted.scale_tril, fitted.scale_tril),
-                               mixture.covariances_, atol=1e-3)
 
 
 def test_em_log_likelihood_never_decreases_on_digits():
@@ -218,15 +218,23 @@ def test_collinear_data_without_regularization_is_singular_not_a_start():
 
 
 def _numpy_masked_em(params, X, mask, num_iters, reg_covar):
-    """EM on the observed entries written independently in NumPy (float64): per point and
-    component, the Gaussian of the missing coordinates given the observed ones by explicit
-    sub-matrices and inverses; the M-step from the expected sufficient statistics."""
+    """EM on the observed entries written independently in NumPy (float64), for params'
+    covariance type: per point and component, the Gaussian of the missing coordinates
+    given the observed ones by explicit sub-matrices of the dense covariances and
+    inverses; the expected sufficient statistics S_k; then scikit-learn's M-step of the
+    type (full S_k, tied sum_k N_k S_k / N, diag diag(S_k), spherical mean diag(S_k))."""
     weights = np.exp(np.asarray(params.logits, np.float64))
     weights /= weights.sum()
     means = np.asarray(params.means, np.float64)
-    covariances = np.stack([np.asarray(L, np.float64) @ np.asarray(L, np.float64).T
-                            for L in params.scale_tril])
+    covariances = _dense(params)
     count, dim = X.shape
+    project = {"full": lambda S, n: S,
+               "tied": lambda S, n: np.broadcast_to(np.einsum("k,kij->ij", n, S) / n.sum(),
+                                                    S.shape),
+               "diag": lambda S, n: np.stack([np.diag(np.diag(c)) for c in S]),
+               "spherical": lambda S, n: np.stack([np.trace(c) / dim * np.eye(dim)
+                                                   for c in S]),
+               }[gmm.covariance_type(params)]
     trace = []
     for _ in range(num_iters):
         log_r = np.zeros((count, len(weights)))
@@ -249,10 +257,11 @@ def _numpy_masked_em(params, X, mask, num_iters, reg_covar):
         counts = r.sum(0)
         weights = counts / count
         means = np.einsum("nk,nkd->kd", r, filled) / counts[:, None]
-        covariances = np.stack([
+        statistics = np.stack([
             (np.einsum("n,ni,nj->ij", r[:, k], filled[:, k] - means[k], filled[:, k] - means[k])
              + np.einsum("n,nij->ij", r[:, k], conditional[:, k])) / counts[k]
-            + reg_covar * np.eye(dim) for k in range(len(weights))])
+            for k in range(len(weights))])
+        covariances = project(statistics, counts) + reg_covar * np.eye(dim)[None]
     return weights, means, covariances, np.array(trace)
 
 
@@ -414,8 +423,7 @@ def test_em_with_missing_entries_equals_an_independent_numpy_em(key):
     assert np.all(np.diff(np.asarray(trace)) >= -1e-5)
     np.testing.assert_allclose(jax.nn.softmax(fitted.logits), weights, atol=1e-5)
     np.testing.assert_allclose(fitted.means, means, atol=1e-4)
-    np.testing.assert_allclose(np.einsum("kij,klj->kil", fitted.scale_tril, fitted.scale_tril),
-                               covariances, atol=1e-4)
+    np.testing.assert_allclose(_dense(fitted), covariances, atol=1e-4)
     complete, complete_trace = gmm.fit_em(start, X, 8, reg_covar=1e-3)
     observed_all, all_trace = gmm.fit_em(start, X, 8, mask=np.ones(X.shape, bool),
                                          reg_covar=1e-3)
@@ -467,3 +475,200 @@ def test_a_start_is_drawn_the_same_way_eagerly_under_jit_and_under_vmap():
         assert np.unique(np.asarray(means), axis=0).shape[0] == 4
     # under jit, too few distinct rows cannot be an error: the start is NaN, never repeated
     assert np.all(np.isnan(np.asarray(jitted(keys[0], X[:9], 3).means)))
+
+
+# ------------------------------------------- covariance types: full, diag, spherical, tied
+
+TYPES = ("full", "diag", "spherical", "tied")
+
+
+def _of_type(params, covariance_type):
+    """The fixture's mixture with covariances of ``covariance_type``, written by hand."""
+    return {"full": params,
+            "diag": gmm.DiagParams(params.logits, params.means,
+                                   jnp.array([[1.0, 0.8, 0.5], [0.5, 0.5, 1.2],
+                                              [2.0, 1.0, 0.7]])),
+            "spherical": gmm.SphericalParams(params.logits, params.means,
+                                             jnp.array([0.9, 0.6, 1.5])),
+            "tied": gmm.TiedParams(params.logits, params.means, params.scale_tril[0]),
+            }[covariance_type]
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_each_covariance_type_matches_scikit_learn_from_the_same_start(params, key,
+                                                                       covariance_type):
+    """Same start, 15 iterations: weights, means, covariances (scikit-learn's shapes),
+    trace and score equal GaussianMixture(covariance_type=...) within float32 rounding;
+    gmm.bic and gmm.aic equal scikit-learn's for the same parameters and data."""
+    X, _ = gmm.sample(key, params, 300)
+    start = gmm.init_from_data(jax.random.PRNGKey(3), X, 3, covariance_type=covariance_type)
+    assert gmm.covariance_type(start) == covariance_type
+    fitted, trace = gmm.fit_em(start, X, 15)  # reg_covar=1e-6, scikit-learn's default
+    assert type(fitted) is type(start)
+    mixture = _sklearn_from(start, X, 15, reg_covar=1e-6)
+    X64 = np.asarray(X, np.float64)
+    np.testing.assert_allclose(trace[-1], mixture.lower_bound_, rtol=1e-5)
+    final = jnp.mean(jax.vmap(functools.partial(gmm.log_marginal, fitted))(X))
+    np.testing.assert_allclose(final, mixture.score(X64), rtol=1e-5)
+    np.testing.assert_allclose(jax.nn.softmax(fitted.logits), mixture.weights_, atol=1e-5)
+    np.testing.assert_allclose(fitted.means, mixture.means_, atol=1e-4)
+    np.testing.assert_allclose(gmm.covariances(fitted), mixture.covariances_, atol=1e-4)
+    assert np.all(np.diff(np.asarray(trace)) >= -1e-6 * np.abs(np.asarray(trace[1:])))
+    # scikit-learn scoring OUR parameters: its criteria must be ours to float32 rounding
+    mixture.weights_ = np.asarray(jax.nn.softmax(fitted.logits), np.float64)
+    mixture.means_ = np.asarray(fitted.means, np.float64)
+    mixture.covariances_ = np.asarray(gmm.covariances(fitted), np.float64)
+    mixture.precisions_cholesky_ = np.asarray(gmm.precisions_cholesky(fitted), np.float64)
+    np.testing.assert_allclose(gmm.bic(fitted, X), mixture.bic(X64), rtol=1e-5)
+    np.testing.assert_allclose(gmm.aic(fitted, X), mixture.aic(X64), rtol=1e-5)
+
+
+@pytest.mark.parametrize("covariance_type", ("diag", "spherical", "tied"))
+def test_every_function_takes_every_covariance_type(params, key, covariance_type):
+    """log_joint, log_likelihood, log_marginal, posterior and conditional_mean, with and
+    without a mask, equal SciPy's on the dense covariances (full: the tests above); the
+    decoder's log_prob is log_likelihood; draws keep observed entries; the model's init
+    has the type."""
+    typed = _of_type(params, covariance_type)
+    dense = _dense(typed)
+    dense_tril = jnp.asarray(np.linalg.cholesky(dense), jnp.float32)
+    as_full = gmm.Params(typed.logits, typed.means, dense_tril)
+    x = jnp.array([0.7, np.nan, -0.4])
+    for observed in (np.array([True, True, True]), np.array([True, False, True])):
+        mask = None if observed.all() else jnp.asarray(observed)
+        point = jnp.nan_to_num(x) if mask is None else x
+        joint, expected, _ = _scipy_conditional(as_full, np.nan_to_num(np.asarray(x)), observed)
+        np.testing.assert_allclose(gmm.log_marginal(typed, point, mask), expected, rtol=1e-5)
+        np.testing.assert_allclose(gmm.posterior(typed, point, mask).probs,
+                                   np.exp(joint - expected), atol=1e-5)
+        for k in range(3):
+            np.testing.assert_allclose(gmm.log_joint(typed, point, k, mask), joint[k],
+                                       rtol=1e-5)
+    filled = gmm.conditional_mean(typed, x, observed)
+    np.testing.assert_allclose(filled, gmm.conditional_mean(as_full, x, observed), atol=1e-5)
+    draws = gmm.conditional_draws(key, typed, x, observed, 5)
+    np.testing.assert_array_equal(draws[:, [0, 2]], np.broadcast_to(x[jnp.array([0, 2])],
+                                                                    (5, 2)))
+    assert draws.shape == (5, 3) and np.all(np.isfinite(np.asarray(draws)))
+    np.testing.assert_allclose(gmm.decoder(typed, 1).log_prob(x.at[1].set(0.2)),
+                               gmm.log_likelihood(typed, x.at[1].set(0.2), 1), rtol=1e-5)
+    assert np.all(np.isnan(np.asarray(gmm.decoder(typed, 3).mean())))
+    # far out, float32's squared distances overflow: the float64 responsibilities still,
+    # where the covariances differ (tied components differ there by their means alone,
+    # which x - mu_k at |x| = 1e30 cannot resolve in float32)
+    far = 1e30 * np.array([1.0, -0.5, 0.3])
+    table = gmm_log_joint_table(typed.logits, typed.means, np.linalg.cholesky(dense), far)
+    probs = np.asarray(gmm.posterior(typed, jnp.asarray(far, jnp.float32)).probs)
+    np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-6)  # a distribution, never NaN
+    if covariance_type != "tied":
+        np.testing.assert_allclose(probs, np.exp(table - np.logaddexp.reduce(table)), atol=1e-6)
+    samples, z = gmm.sample(key, typed, 4000)
+    members = np.asarray(samples)[np.asarray(z) == 2]
+    np.testing.assert_allclose(np.cov(members, rowvar=False), dense[2], atol=0.15 * dense[2].max())
+    np.testing.assert_allclose(jax.jit(gmm.log_marginal)(typed, x.at[1].set(0.2)),
+                               gmm.log_marginal(typed, x.at[1].set(0.2)), rtol=1e-6)
+    init = gmm.model(3, 3, covariance_type).init(key)
+    assert gmm.covariance_type(init) == covariance_type
+    np.testing.assert_allclose(_dense(init), np.broadcast_to(np.eye(3), (3, 3, 3)))
+
+
+@pytest.mark.parametrize("covariance_type", ("diag", "spherical", "tied"))
+def test_em_with_missing_entries_of_each_type_equals_an_independent_numpy_em(key,
+                                                                            covariance_type):
+    """EM on the observed entries, per type, against NumPy's float64 EM on the dense
+    covariances (which never uses the coordinatewise shortcuts): trace and parameters
+    agree, the trace never decreases, and with a mask that observes everything it is the
+    complete-data fit_em."""
+    X, mask = _incomplete_blobs()
+    X, mask = X[:60], mask[:60]
+    start = gmm.init_from_data(key, X, 3, reg_covar=1e-3, covariance_type=covariance_type)
+    holes = jnp.asarray(np.where(mask, X, np.nan), jnp.float32)
+    fitted, trace = gmm.fit_em(start, holes, 5, mask=jnp.asarray(mask), reg_covar=1e-3)
+    weights, means, covariances, expected = _numpy_masked_em(start, X, mask, 5, 1e-3)
+    np.testing.assert_allclose(trace, expected, rtol=1e-5)
+    assert np.all(np.diff(np.asarray(trace)) >= -1e-6)
+    np.testing.assert_allclose(jax.nn.softmax(fitted.logits), weights, atol=1e-5)
+    np.testing.assert_allclose(fitted.means, means, atol=1e-4)
+    np.testing.assert_allclose(_dense(fitted), covariances, atol=1e-4)
+    complete, complete_trace = gmm.fit_em(start, X, 5, reg_covar=1e-3)
+    observed_all, all_trace = gmm.fit_em(start, X, 5, mask=np.ones(X.shape, bool),
+                                         reg_covar=1e-3)
+    np.testing.assert_allclose(all_trace, complete_trace, rtol=1e-5)
+    for a, b in zip(observed_all, complete, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("covariance_type", ("diag", "spherical", "tied"))
+def test_a_full_start_is_converted_to_the_named_type(covariance_type):
+    """fit_em(full start, covariance_type=T) starts from T's part of the full covariances
+    (diag: their diagonals, spherical: the diagonals' means, tied: their pi-weighted mean):
+    from init_from_data's full start, that is init_from_data's start of type T."""
+    X = jax.random.normal(jax.random.PRNGKey(2), (80, 3)) * jnp.array([[1.0, 2.0, 0.5]])
+    full = gmm.init_from_data(jax.random.PRNGKey(0), X, 2, reg_covar=1e-3)
+    typed = gmm.init_from_data(jax.random.PRNGKey(0), X, 2, reg_covar=1e-3,
+                               covariance_type=covariance_type)
+    converted, trace = gmm.fit_em(full, X, 3, reg_covar=1e-3, covariance_type=covariance_type)
+    expected, expected_trace = gmm.fit_em(typed, X, 3, reg_covar=1e-3)
+    assert type(converted) is type(typed)
+    np.testing.assert_allclose(trace, expected_trace, rtol=1e-5)
+    for a, b in zip(converted, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"covariance_type='full' does not match the "
+                                         f"{covariance_type} start"):
+        gmm.fit_em(typed, X, 2, covariance_type="full")
+
+
+def _largest_intermediate(function, *args):
+    """The most elements of any value ``function(*args)`` computes (its jaxpr, scans and
+    other inner jaxprs included): traced, not run."""
+    def largest(jaxpr):
+        sizes = [int(np.prod(v.aval.shape)) for e in jaxpr.eqns for v in e.outvars]
+        for e in jaxpr.eqns:
+            for param in e.params.values():
+                inner = getattr(param, "jaxpr", param)
+                if hasattr(inner, "eqns"):
+                    sizes.append(largest(inner))
+        return max(sizes, default=0)
+
+    return largest(jax.make_jaxpr(function)(*args).jaxpr)
+
+
+def test_parameters_are_held_at_their_real_size():
+    """A diagonal mixture on 784 pixels holds [K, 784], a spherical one [K], and no value
+    of D x D elements is ever computed, EM on incomplete data included."""
+    X = jax.random.uniform(jax.random.PRNGKey(0), (40, 784))
+    mask = jax.random.uniform(jax.random.PRNGKey(1), (40, 784)) > 0.2
+    for covariance_type, shape in (("diag", (4, 784)), ("spherical", (4,))):
+        start = gmm.init_from_data(jax.random.PRNGKey(2), X, 4, reg_covar=1e-3,
+                                   covariance_type=covariance_type)
+        assert start.scale.shape == shape and gmm.covariances(start).shape == shape
+        for step in (lambda p: gmm.em_iteration(p, X, 1e-3),
+                     lambda p: gmm.masked_em_step(p, X, mask, 1e-3)):
+            assert _largest_intermediate(step, start) < 784 * 784  # [N, K, D] at most
+    fitted, trace = gmm.fit_em(start, X, 2, mask=mask, reg_covar=1e-3)
+    assert fitted.scale.shape == (4,) and np.all(np.diff(np.asarray(trace)) >= 0)
+
+
+def test_covariance_types_are_named_and_checked(params, key):
+    X = jax.random.normal(key, (20, 3))
+    for call in (lambda: gmm.init_from_data(key, X, 2, covariance_type="diagonal"),
+                 lambda: gmm.fit_em(params, X, 2, covariance_type="Full"),
+                 lambda: gmm.m_step(X, jnp.zeros((20, 1)), 1e-3, covariance_type=None),
+                 lambda: gmm.model(2, 3, covariance_type="sphere")):
+        with pytest.raises(ValueError, match=r"covariance_type must be one of \('full', "
+                                             r"'diag', 'spherical', 'tied'\)"):
+            call()
+    diag = _of_type(params, "diag")
+    x = jnp.array([0.5, -0.2, 1.0])
+    with pytest.raises(ValueError, match=r"params\.scale must be positive"):
+        gmm.log_marginal(diag._replace(scale=diag.scale.at[0, 1].set(-1.0)), x)
+    with pytest.raises(ValueError, match=r"params\.scale must have shape \[K\]=\(3,\)"):
+        gmm.log_marginal(gmm.SphericalParams(diag.logits, diag.means, diag.scale), x)
+    with pytest.raises(ValueError, match=r"params\.scale_tril must have shape \[D, D\]"):
+        gmm.log_marginal(gmm.TiedParams(*params), x)
+    with pytest.raises(TypeError, match=r"gmm\.DiagParams"):
+        gmm.covariance_type(tuple(diag))
+    with pytest.raises(ValueError, match="X must have shape"):
+        gmm.bic(diag, jnp.zeros((5, 4)))
+    with pytest.raises(ValueError, match="X holds 1 NaN"):
+        gmm.aic(diag, jnp.zeros((5, 3)).at[0, 0].set(jnp.nan))

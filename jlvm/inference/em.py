@@ -10,8 +10,10 @@ from jlvm.models import gmm, protocol
 from jlvm.train import Learner, TrainState, keep_if_finite
 
 
-def em(num_components: int, *, reg_covar: float = 1e-6) -> Learner:
-    """EM as a Learner: ``init`` picks starting parameters from the batch
+def em(num_components: int, *, reg_covar: float = 1e-6,
+       covariance_type: str = "full") -> Learner:
+    """EM as a Learner: ``init`` picks starting parameters of ``covariance_type`` ("full",
+    "diag", "spherical" or "tied", scikit-learn's names) from the batch
     (``gmm.init_from_data``); each ``step(state, batch)`` is one full EM iteration, where
     the batch is the data X [N, D], or (X, mask [N, D] bool, True = observed) for EM on the
     observed entries (``gmm.masked_em_iteration``; a start from the column-mean-imputed
@@ -23,13 +25,15 @@ def em(num_components: int, *, reg_covar: float = 1e-6) -> Learner:
     """
     num_components = _checks.positive_int(num_components, "num_components")
     reg_covar = _checks.positive_number(reg_covar, "reg_covar", allow_zero=True)
+    covariance_type = _checks.one_of(covariance_type, "covariance_type", gmm.COVARIANCE_TYPES)
 
     def init(key: jax.Array, batch) -> TrainState:
         _checks.prng_key(key)
         X, mask = protocol.split_batch(batch)
         params_key, state_key = jax.random.split(key)
         start = X if mask is None else gmm.mean_imputed(X, mask)
-        params = gmm.init_from_data(params_key, start, num_components, reg_covar=reg_covar)
+        params = gmm.init_from_data(params_key, start, num_components, reg_covar=reg_covar,
+                                    covariance_type=covariance_type)
         return TrainState(params, (), jnp.zeros((), jnp.int32), state_key)
 
     def step(state: TrainState, batch):

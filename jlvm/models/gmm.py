@@ -1,15 +1,22 @@
-"""Gaussian mixture model: z ~ Categorical(softmax(logits)), x | z ~ N(means[z], L_z L_z^T).
+"""Gaussian mixture model: z ~ Categorical(softmax(logits)), x | z ~ N(means[z], Sigma_z).
 
     log p(x, z) = log pi_z + log N(x; mu_z, Sigma_z),   log p(x) = logsumexp_z log p(x, z).
 
+The covariance types are scikit-learn's, and the parameters' type is the covariance type:
+``Params`` (full, scale_tril [K, D, D]), ``DiagParams`` (scale [K, D]),
+``SphericalParams`` (scale [K]) and ``TiedParams`` (scale_tril [D, D], shared). Every
+function here takes any of them; diagonal and spherical mixtures are computed coordinate by
+coordinate, never through a [D, D] matrix.
+
 Every function takes ONE observation x: [D] (with ``mask`` [D], True = observed, the
 observed entries x_obs and each component's marginal over them); vmap over data points.
-``model(K, D)`` is the mixture as a ``jlvm.Model``; EM (``fit_em``, ``e_step``, ...) lives
-in ``jlvm.models._gmm_em`` and is re-exported here.
+``model(K, D, covariance_type)`` is the mixture as a ``jlvm.Model``; EM (``fit_em``,
+``e_step``, ...) lives in ``jlvm.models._gmm_em`` and is re-exported here.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import distrax
@@ -17,7 +24,6 @@ import jax
 import jax.numpy as jnp
 
 from jlvm import _checks
-from jlvm.models._gaussian import conditional_gaussian, gaussian_terms
 from jlvm.models._gmm_em import (
     e_step,
     em_iteration,
@@ -30,13 +36,22 @@ from jlvm.models._gmm_em import (
 )
 from jlvm.models._mixture import (
     HIGHEST,
+    NAMES,
+    DiagParams,
     Params,
+    SphericalParams,
+    TiedParams,
+    covariance_named,
+    covariance_of,
     log_joint_table,
     normalizable,
     observation,
+    per_component,
     sizes,
 )
 from jlvm.models.protocol import Model
+
+COVARIANCE_TYPES = NAMES  # ("full", "diag", "spherical", "tied")
 
 
 def _component(z: Any, num_components: int) -> tuple[jax.Array, jax.Array]:
@@ -52,22 +67,53 @@ def _component(z: Any, num_components: int) -> tuple[jax.Array, jax.Array]:
     return jnp.clip(z, 0, num_components - 1), (z >= 0) & (z < num_components)
 
 
+def _factor(params, k, fill: bool = False) -> jax.Array:
+    """Component k's covariance factor ([D, D] Cholesky or [D] scales); with ``fill``, NaN
+    where k is past the last component."""
+    family = covariance_of(params)
+    factors = family.expand(params[2], params.means.shape[1])
+    if family.axis is None:  # one factor shared by every component
+        return jnp.where(k < params.means.shape[0], factors, jnp.nan) if fill else factors
+    return factors.at[k].get(mode="fill", fill_value=jnp.nan) if fill else factors[k]
+
+
 def _component_log_density(params, x, z, mask):
     """(k, whether z is a component, log N(x_obs; mu_k,obs, Sigma_k,oo)), checked once."""
     x, mask = observation(params, x, mask)
     k, inside = _component(z, params.means.shape[0])
-    constant, squared, _ = gaussian_terms(x, params.means[k], params.scale_tril[k], mask)
+    constant, squared, _ = covariance_of(params).terms(x, params.means[k],
+                                                       _factor(params, k), mask)
     return k, inside, constant - 0.5 * squared
 
 
-def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
+def covariance_type(params: Any) -> str:
+    """scikit-learn's name of the parameters' covariance type: "full" (``Params``),
+    "diag" (``DiagParams``), "spherical" (``SphericalParams``) or "tied" (``TiedParams``)."""
+    return covariance_of(params).name
+
+
+def covariances(params: Any) -> jax.Array:
+    """The covariances in scikit-learn's shapes (``GaussianMixture.covariances_``): full
+    [K, D, D] (L_k L_k^T), diag [K, D] (scale^2), spherical [K] (scale^2), tied [D, D]."""
+    sizes(params)
+    return covariance_of(params).covariances(params[2])
+
+
+def precisions_cholesky(params: Any) -> jax.Array:
+    """scikit-learn's ``precisions_cholesky_`` (Sigma^{-1} = U U^T): full [K, D, D] and
+    tied [D, D] as U = (L^{-1})^T, diag [K, D] and spherical [K] as 1 / scale."""
+    sizes(params)
+    return covariance_of(params).precisions_cholesky(params[2])
+
+
+def log_likelihood(params: Any, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
     """log p(x_obs | z) = log N(x_obs; mu_z,obs, Sigma_z,oo). x: [D], z: integer scalar;
     -inf for a z outside [0, K) (no such component), eagerly and under jit alike."""
     _, inside, value = _component_log_density(params, x, z, mask)
     return jnp.where(inside, value, -jnp.inf)
 
 
-def log_joint(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
+def log_joint(params: Any, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
     """log p(x_obs, z) = log pi_z + log N(x_obs; mu_z,obs, Sigma_z,oo). x: [D], z: integer
     scalar; ``mask`` [D] (True = observed) or None (all of x).
 
@@ -79,41 +125,73 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> j
     return jnp.where(inside, jax.nn.log_softmax(params.logits)[k] + value, -jnp.inf)
 
 
-def log_marginal(params: Params, x: jax.Array, mask: Any = None) -> jax.Array:
+def log_marginal(params: Any, x: jax.Array, mask: Any = None) -> jax.Array:
     """Exact log p(x) = logsumexp_k [log pi_k + log N(x; mu_k, Sigma_k)]. x: [D].
 
     With ``mask`` [D] (True = observed): log p(x_obs), each component's Gaussian
-    marginalized to the observed coordinates, N(x_obs; mu_k,obs, Sigma_k,obs,obs).
+    marginalized to the observed coordinates, N(x_obs; mu_k,obs, Sigma_k,obs,obs) (for
+    diag and spherical, the product over the observed coordinates).
     For x so far out that float32 cannot hold its squared distances, -inf.
     """
     relative, shift = log_joint_table(params, *observation(params, x, mask))
     return jax.nn.logsumexp(relative) - shift
 
 
-def posterior(params: Params, x: jax.Array, mask: Any = None) -> distrax.Categorical:
+def posterior(params: Any, x: jax.Array, mask: Any = None) -> distrax.Categorical:
     """p(z | x) (or p(z | x_obs) with ``mask``): the responsibilities, as a
     ``distrax.Categorical`` (logits normalized); a distribution for any finite x."""
     relative, _ = log_joint_table(params, *observation(params, x, mask))
     return distrax.Categorical(logits=jax.nn.log_softmax(relative))
 
 
-def _conditionals(params: Params, x: jax.Array, mask: Any):
+def _information(params: Any, X: Any) -> tuple[jax.Array, int, int]:
+    """(mean log p(x_n), free parameters, N) for ``bic`` and ``aic``: scikit-learn's
+    ``_n_parameters``, covariances + K D means + K - 1 weights."""
+    num_components, dim = sizes(params)
+    X = _checks.float_array(X, "X")
+    if X.ndim != 2 or X.shape[1] != dim or X.shape[0] < 1:
+        raise ValueError(f"X must have shape [N, D] with D={dim} and N >= 1, got {X.shape}.")
+    _checks.finite_if_concrete(X, "X")
+    count = (covariance_of(params).count(num_components, dim) + num_components * dim
+             + num_components - 1)
+    return e_step(params, X)[1], count, X.shape[0]
+
+
+def bic(params: Any, X: jax.Array) -> jax.Array:
+    """Bayesian information criterion on complete data X [N, D] (lower is better), as
+    scikit-learn's ``GaussianMixture.bic``: -2 sum_n log p(x_n) + n_params log N, n_params
+    the free parameters (full: K D (D + 1) / 2, diag: K D, spherical: K, tied:
+    D (D + 1) / 2 covariance entries, K D means, K - 1 weights)."""
+    mean_log_likelihood, count, num_points = _information(params, X)
+    return -2.0 * num_points * mean_log_likelihood + count * math.log(num_points)
+
+
+def aic(params: Any, X: jax.Array) -> jax.Array:
+    """Akaike information criterion on X [N, D] (lower is better), as scikit-learn's
+    ``GaussianMixture.aic``: -2 sum_n log p(x_n) + 2 n_params (n_params as in ``bic``)."""
+    mean_log_likelihood, count, num_points = _information(params, X)
+    return -2.0 * num_points * mean_log_likelihood + 2.0 * count
+
+
+def _conditionals(params: Any, x: jax.Array, mask: Any):
     """Checked x and mask, log p(k | x_obs) [K], and per component E[x | x_obs, k] [K, D]
-    and Cov[x_mis | x_obs, k] [K, D, D]."""
+    and the spread of x_mis given x_obs and k: Cov [K, D, D] (full, tied) or the
+    variances [K, D] (diag, spherical), 0 at observed coordinates."""
     x, mask = observation(params, x, mask)
     if mask is None:
         raise TypeError("a mask [D] (True = observed) is needed: it says what to fill in.")
-    constants, squared, norms, filled, covariances = jax.vmap(
-        lambda mean, tril: conditional_gaussian(x, mean, tril, mask))(params.means,
-                                                                      params.scale_tril)
+    conditional = covariance_of(params).conditional
+    constants, squared, norms, filled, spreads = per_component(
+        lambda mean, factor: conditional(x, mean, factor, mask), params)
     relative, _ = normalizable(jax.nn.log_softmax(params.logits) + constants, squared, norms)
-    return x, mask, jax.nn.log_softmax(relative), filled, covariances
+    return x, mask, jax.nn.log_softmax(relative), filled, spreads
 
 
-def conditional_mean(params: Params, x: jax.Array, mask: Any) -> jax.Array:
+def conditional_mean(params: Any, x: jax.Array, mask: Any) -> jax.Array:
     """E[x | x_obs]: x [D] with every missing entry replaced by sum_k p(k | x_obs)
     E[x_mis | x_obs, k], the exact conditional mean under the mixture (observed entries
-    as they are). ``mask`` [D], True = observed."""
+    as they are; for diag and spherical, E[x_mis | x_obs, k] = mu_k,mis). ``mask`` [D],
+    True = observed."""
     x, mask, log_resp, filled, _ = _conditionals(params, x, mask)
     resp = jnp.exp(log_resp)
     # a component of weight 0 adds 0, whatever its conditional mean (inf for x far out)
@@ -121,75 +199,80 @@ def conditional_mean(params: Params, x: jax.Array, mask: Any) -> jax.Array:
     return jnp.where(mask, x, jnp.matmul(resp, filled, precision=HIGHEST))
 
 
-def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
+def sample(key: jax.Array, params: Any, n: int) -> tuple[jax.Array, jax.Array]:
     """Ancestral sampling: z ~ pi, x ~ N(mu_z, Sigma_z). Returns (x [n, D], z [n])."""
     _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
     _, dim = sizes(params)
+    family = covariance_of(params)
     key_z, key_x = jax.random.split(key)
     z = jax.random.categorical(key_z, params.logits, shape=(n,))
     noise = jax.random.normal(key_x, (n, dim), dtype=params.means.dtype)
-    x = params.means[z] + jnp.einsum("nij,nj->ni", params.scale_tril[z], noise,
-                                     precision=HIGHEST)
-    return x, z
+    factors = family.expand(params[2], dim)
+    chosen = factors if family.axis is None else factors[z]
+    return params.means[z] + jax.vmap(family.deviation, in_axes=(family.axis, 0))(
+        chosen, noise), z
 
 
-def conditional_draws(key: jax.Array, params: Params, x: jax.Array, mask: Any,
+def conditional_draws(key: jax.Array, params: Any, x: jax.Array, mask: Any,
                       n: int) -> jax.Array:
     """n draws x ~ p(x | x_obs) [n, D]: k ~ p(k | x_obs), then x_mis ~ N(E[x_mis | x_obs,
     k], Cov[x_mis | x_obs, k]) (multiple imputation; observed entries as given)."""
     _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
-    x, mask, log_resp, filled, covariances = _conditionals(params, x, mask)
+    family = covariance_of(params)
+    x, mask, log_resp, filled, spreads = _conditionals(params, x, mask)
     key_k, key_x = jax.random.split(key)
     k = jax.random.categorical(key_k, log_resp, shape=(n,))
-    # the conditional covariance is 0 off the missing block: the identity there makes it
-    # factorable, and the noise it gives there is discarded below
-    factors = jnp.linalg.cholesky(covariances + jnp.diag(mask.astype(x.dtype))[None])
+    factors = jax.vmap(family.spread_factor, in_axes=(0, None))(spreads, mask)
     noise = jax.random.normal(key_x, (n, x.shape[0]), x.dtype)
-    draws = filled[k] + jnp.einsum("nij,nj->ni", factors[k], noise, precision=HIGHEST)
+    draws = filled[k] + jax.vmap(family.deviation)(factors[k], noise)
     return jnp.where(mask[None], x[None], draws)
 
 
 # ---------------------------------------------------------------- as a jlvm.Model
 
 
-def prior(params: Params) -> distrax.Categorical:
+def prior(params: Any) -> distrax.Categorical:
     """p(z) = Categorical(softmax(logits))."""
     sizes(params)
     return distrax.Categorical(logits=params.logits)
 
 
-def decoder(params: Params, z: jax.Array) -> distrax.MultivariateNormalTri:
-    """p(x | z) = N(mu_z, L_z L_z^T) over x [D]; a z outside [0, K) has no component: its
-    distribution's parameters are NaN, eagerly and under jit alike."""
+def decoder(params: Any, z: jax.Array) -> distrax.Distribution:
+    """p(x | z) = N(mu_z, Sigma_z) over x [D] (``MultivariateNormalTri`` for full and tied,
+    ``MultivariateNormalDiag`` for diag and spherical); a z outside [0, K) has no
+    component: its distribution's parameters are NaN, eagerly and under jit alike."""
     num_components, _ = sizes(params)
     _, inside = _component(z, num_components)
     k = jnp.where(inside, z, num_components)  # out of range even where z < 0: filled NaN
-    return distrax.MultivariateNormalTri(
-        params.means.at[k].get(mode="fill", fill_value=jnp.nan),
-        params.scale_tril.at[k].get(mode="fill", fill_value=jnp.nan))
+    return covariance_of(params).distribution(
+        params.means.at[k].get(mode="fill", fill_value=jnp.nan), _factor(params, k, True))
 
 
-def model(num_components: int, data_dim: int) -> Model:
-    """The mixture of ``num_components`` Gaussians over x [data_dim] as a ``jlvm.Model``:
-    ``init(key)`` gives means ~ N(0, I), identity covariances and equal weights; the
-    encoder is the exact posterior (``posterior``), so importance sampling with it as the
-    proposal has zero variance; ``log_joint``, ``log_likelihood``, ``prior`` and
-    ``decoder`` are this module's functions."""
+def model(num_components: int, data_dim: int, covariance_type: str = "full") -> Model:
+    """The mixture of ``num_components`` Gaussians over x [data_dim] as a ``jlvm.Model``,
+    its covariances of ``covariance_type`` ("full", "diag", "spherical" or "tied"):
+    ``init(key)`` gives that type's parameters with means ~ N(0, I), identity covariances
+    and equal weights; the encoder is the exact posterior (``posterior``), so importance
+    sampling with it as the proposal has zero variance; ``log_joint``, ``log_likelihood``,
+    ``prior`` and ``decoder`` are this module's functions."""
     num_components = _checks.positive_int(num_components, "num_components")
     data_dim = _checks.positive_int(data_dim, "data_dim")
+    family = covariance_named(covariance_type)
 
-    def init(key: jax.Array) -> Params:
+    def init(key: jax.Array) -> Any:
         _checks.prng_key(key)
-        return Params(jnp.zeros(num_components),
-                      jax.random.normal(key, (num_components, data_dim)),
-                      jnp.tile(jnp.eye(data_dim), (num_components, 1, 1)))
+        return family.params(jnp.zeros(num_components),
+                             jax.random.normal(key, (num_components, data_dim)),
+                             family.identity(num_components, data_dim))
 
     return Model(init, log_joint, posterior, log_likelihood, prior, decoder)
 
 
-__all__ = ["Params", "conditional_draws", "conditional_mean", "decoder", "e_step",
-           "em_iteration", "fit_em", "init_from_data", "log_joint", "log_likelihood",
-           "log_marginal", "m_step", "masked_em_iteration", "masked_em_step", "mean_imputed",
-           "model", "posterior", "prior", "sample"]
+__all__ = ["COVARIANCE_TYPES", "DiagParams", "Params", "SphericalParams", "TiedParams", "aic",
+           "bic", "conditional_draws", "conditional_mean", "covariance_type", "covariances",
+           "decoder", "e_step", "em_iteration", "fit_em", "init_from_data", "log_joint",
+           "log_likelihood", "log_marginal", "m_step", "masked_em_iteration",
+           "masked_em_step", "mean_imputed", "model", "posterior", "precisions_cholesky",
+           "prior", "sample"]

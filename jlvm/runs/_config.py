@@ -47,6 +47,7 @@ class Config:
     inner_steps: int = 20
     inner_learning_rate: float = 0.05
     reg_covar: float = 1e-2
+    covariance_type: str = "full"  # gmm: scikit-learn's full, diag, spherical or tied
     seed: int = 0
     data_path: str | None = None
     num_seeds: int = 1

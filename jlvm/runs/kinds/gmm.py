@@ -1,7 +1,8 @@
 """The Gaussian mixture (``--model gmm``), a ``jlvm.Model`` whose encoder is its exact
 posterior p(k | x), trained by EM (``jlvm.inference.em``): one full-batch EM iteration an
-epoch. Everything about it is exact: log p(x) and the ELBO at q = p(z | x) (they are
-equal), the responsibilities, E[x_mis | x_obs]."""
+epoch, its covariances of ``--covariance-type`` (scikit-learn's full, diag, spherical or
+tied; the checkpoint holds that type's parameters). Everything about it is exact: log p(x)
+and the ELBO at q = p(z | x) (they are equal), the responsibilities, E[x_mis | x_obs]."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ import numpy as np
 from jlvm.runs._errors import RunError
 from jlvm.runs.kinds import Built, Kind
 
+# gmm.COVARIANCE_TYPES, spelled out: checking a configuration starts no JAX
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+
 
 def _check(config) -> None:
     if config.likelihood is not None:
         raise RunError("--likelihood does not apply to --model gmm (its components are "
                        "Gaussians).")
+    if config.covariance_type not in COVARIANCE_TYPES:
+        raise RunError(f"--covariance-type must be one of {', '.join(COVARIANCE_TYPES)} "
+                       f"(scikit-learn's names), got {config.covariance_type!r}.")
 
 
 def _build(config, data, stored, warn) -> Built:
@@ -32,7 +39,8 @@ def _build(config, data, stored, warn) -> Built:
     if config.components > count:
         raise RunError(f"--components ({config.components}) must be at most the {count} "
                        f"training examples of {data.dataset.name}.")
-    learner = inference.em(config.components, reg_covar=config.reg_covar)
+    learner = inference.em(config.components, reg_covar=config.reg_covar,
+                           covariance_type=config.covariance_type)
 
     def observed(X, mask):
         return jnp.ones(np.shape(X), bool) if mask is None else jnp.asarray(mask)
@@ -102,7 +110,8 @@ def _build(config, data, stored, warn) -> Built:
                 title=f"{view.title}: test data (2 principal components of x), a GMM has "
                       "no continuous z")}
 
-    return Built(model=gmm.model(config.components, dim), learner=learner, batch_size=count,
+    return Built(model=gmm.model(config.components, dim, config.covariance_type),
+                 learner=learner, batch_size=count,
                  reported=(("log_likelihood", "log p(x)"),), likelihood_type="density",
                  params=lambda state: state.params,
                  train_data=lambda X, mask: X if mask is None else (X, mask),
@@ -111,7 +120,7 @@ def _build(config, data, stored, warn) -> Built:
 
 
 KIND = Kind(
-    settings=("components", "reg_covar"),
+    settings=("components", "reg_covar", "covariance_type"),
     # an EM "epoch" is one iteration: 100 unless given
     defaults=lambda given, facts: {"epochs": 100},
     check=_check,
