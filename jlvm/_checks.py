@@ -232,7 +232,8 @@ def proposal_and_model(key: Any, log_joint: Any, q: Any, *, name: str = "log_joi
     if pathwise is not None and not jnp.issubdtype(z.dtype, jnp.floating):
         raise ValueError(f"grad_estimator={pathwise!r} differentiates through the draws of q, "
                          f"but this q is discrete (it draws {z.dtype} values): use "
-                         'grad_estimator="score_function".')
+                         'grad_estimator="score_function" (or "disarm" for a factorized '
+                         'Bernoulli q).')
     model_output(log_joint, z, name, f"one draw of q (z of shape {tuple(z.shape)}, dtype "
                                      f"{z.dtype})")
 

@@ -134,3 +134,38 @@ def test_batches_and_functions_are_checked():
             make("f", optax.adam(1e-3))
         with pytest.raises(TypeError, match=r"wrap it in a model"):
             make(vae.init, optax.adam(1e-3))
+
+
+def _binary_latent_model(dim, latent):
+    """Binary z: Bernoulli(1/2) prior, x | z ~ Bernoulli(sigmoid(W z + b)), q(z | x) a
+    product of Bernoullis with logits V x + c (a small model of the test's own)."""
+    import distrax
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return {"W": 0.1 * jax.random.normal(k1, (dim, latent)), "b": jnp.zeros(dim),
+                "V": 0.1 * jax.random.normal(k2, (latent, dim)), "c": jnp.zeros(latent)}
+
+    def log_joint(params, x, z, mask=None):
+        logits = params["W"] @ z.astype(jnp.float32) + params["b"]
+        return jnp.sum(x * logits - jax.nn.softplus(logits)) - latent * jnp.log(2.0)
+
+    def encoder(params, x, mask=None):
+        return distrax.Independent(distrax.Bernoulli(logits=params["V"] @ x + params["c"]), 1)
+
+    return jlvm.Model(init, log_joint, encoder)
+
+
+def test_disarm_trains_binary_latents_in_pairs_and_refuses_an_odd_count(digits):
+    model = _binary_latent_model(64, 8)
+    learner = amortized(model, optax.adam(1e-2), grad_estimator="disarm")  # one pair
+    state = learner.init(jax.random.PRNGKey(0), digits[:100])
+    step = jax.jit(learner.step)
+    first = None
+    for _ in range(60):
+        state, metrics = step(state, digits[:100])
+        first = float(metrics["elbo"]) if first is None else first
+    assert bool(metrics["finite"]) and float(metrics["elbo"]) > first + 5, (
+        first, float(metrics["elbo"]))
+    with pytest.raises(ValueError, match="num_samples counts draws"):
+        amortized(model, optax.adam(1e-2), grad_estimator="disarm", num_samples=3)

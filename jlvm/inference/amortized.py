@@ -120,7 +120,8 @@ def amortized(model: Model, optimizer: optax.GradientTransformation, *,
         latent_dim=50)``, or one of your own); its params may be any pytree.
       optimizer: an optax optimizer over all parameters.
       objective: "elbo" or "iwae".
-      num_samples: K draws per data point; default 1 for the ELBO and 5 for the IWAE
+      num_samples: K draws per data point; default 1 for the ELBO (2, one antithetic pair,
+        for grad_estimator="disarm") and 5 for the IWAE
         bound (whose K=1 is the ELBO: the name would not say what is trained).
       grad_estimator: as for ``jlvm.elbo`` / ``jlvm.iwae_bound`` ("dreg" for IWAE).
       elbo_form: objective "elbo" only: "joint" (``jlvm.elbo``), "entropy"
@@ -140,8 +141,12 @@ def amortized(model: Model, optimizer: optax.GradientTransformation, *,
     _checks.optimizer(optimizer)
     _checks.one_of(objective, "objective", OBJECTIVES)
     if num_samples is None:
-        num_samples = IWAE_SAMPLES if objective == "iwae" else 1
+        # DisARM's draws come in antithetic pairs: one pair unless told otherwise
+        num_samples = IWAE_SAMPLES if objective == "iwae" else (
+            2 if grad_estimator == "disarm" else 1)
     num_samples = _checks.positive_int(num_samples, "num_samples")
+    if grad_estimator == "disarm":  # refused at once, not at the first step's trace
+        gradients.even_num_samples(num_samples)
     allowed = gradients.ELBO_ESTIMATORS if objective == "elbo" else gradients.IWAE_ESTIMATORS
     _checks.one_of(grad_estimator, "grad_estimator", allowed)
     _checks.one_of(elbo_form, "elbo_form", ELBO_FORMS)

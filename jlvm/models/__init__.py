@@ -1,6 +1,7 @@
 """Latent variable models as modules of pure functions over a parameter pytree.
 
-- ``gmm``: mixture of full-covariance Gaussians (discrete z).
+- ``gmm``: mixture of Gaussians, scikit-learn's four covariance types (discrete z).
+- ``bernoulli_mixture``: mixture of Bernoullis over binary x (discrete z), exact EM.
 - ``linear_gaussian``: probabilistic PCA, exact marginal and posterior (the oracle).
 - ``autoregressive``: NADE over binary vectors, exact log p(x) (the missing-data example).
 - ``vae``: deep latent variable model, p(x|z) from a Flax network, amortized encoder.
@@ -13,6 +14,7 @@
 
 from jlvm.models import (
     autoregressive,
+    bernoulli_mixture,
     flows,
     gmm,
     likelihoods,
@@ -25,5 +27,5 @@ from jlvm.models import (
 )
 from jlvm.models.protocol import Model
 
-__all__ = ["Model", "autoregressive", "flows", "gmm", "likelihoods", "linear_gaussian",
-           "networks", "posteriors", "priors", "protocol", "vae"]
+__all__ = ["Model", "autoregressive", "bernoulli_mixture", "flows", "gmm", "likelihoods",
+           "linear_gaussian", "networks", "posteriors", "priors", "protocol", "vae"]
