@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="the rows of a data file are H x W images (for --architecture "
                        "conv, --missing top-half and pictures)")
     train.add_argument("--epochs", type=int, help="passes over the training data (default "
-                       f"{_DEFAULTS.epochs}; for gmm: EM iterations, default 100)")
+                       f"{_DEFAULTS.epochs}; for gmm and bernoulli-mixture: EM iterations, "
+                       "default 100)")
     train.add_argument("--latent-dim", type=int,
                        help=f"L, dimensions of z (default {_DEFAULTS.latent_dim})")
     train.add_argument("--hidden-dims", type=int, nargs="+",
@@ -107,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="or the training split's mask from a file: a boolean array "
                        "mask [N_train, D], True = observed")
     train.add_argument("--components", type=int,
-                       help=f"mixture components (gmm; default {_DEFAULTS.components})")
+                       help="mixture components (gmm, bernoulli-mixture; default "
+                       f"{_DEFAULTS.components})")
     train.add_argument("--reg-covar", type=float, help="added to each covariance's diagonal "
                        f"(gmm; default {_DEFAULTS.reg_covar})")
     train.add_argument("--covariance-type", choices=("full", "diag", "spherical", "tied"),

@@ -203,6 +203,35 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, *, title: str =
     return fig
 
 
+def cluster_sizes(weights: np.ndarray, components: np.ndarray, *, title: str = ""):
+    """A mixture's clusters by size: its mixing weights pi_k [K] beside the share of
+    examples whose most probable component is k (``components`` [n], integers in [0, K)),
+    the components ordered by weight, largest first."""
+    plt = _pyplot()
+    weights = np.asarray(weights, np.float64)
+    components = np.asarray(components)
+    if weights.ndim != 1 or weights.size < 1:
+        raise ValueError(f"weights must have shape [K] with K >= 1, got {weights.shape}.")
+    count = weights.size
+    if components.ndim != 1 or components.size < 1 or not np.issubdtype(
+            components.dtype, np.integer) or np.any((components < 0) | (components >= count)):
+        raise ValueError(f"components must be integers in [0, {count}) of shape [n], n >= 1, "
+                         f"got {components.dtype} of shape {components.shape}.")
+    order = np.argsort(-weights, kind="stable")
+    shares = np.bincount(components, minlength=count) / components.size
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * count + 1.5), 3.5))
+    positions = np.arange(count)
+    ax.bar(positions - 0.2, weights[order], width=0.4, label="mixing weight pi_k")
+    ax.bar(positions + 0.2, shares[order], width=0.4,
+           label=f"share of the {components.size} examples most probably from k")
+    ax.set_xticks(positions, [str(k) for k in order])
+    ax.set_xlabel("component k (by mixing weight)")
+    ax.set_ylabel("fraction")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
 def training_curves(records: list[dict], *, title: str = "", ylabel: str = "nats per example"):
     """Per-epoch curves of every ``*_elbo`` (and related bound) field in metrics records;
     with several seeds (a ``seed`` field), one thin line per seed in the field's colour.

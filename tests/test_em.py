@@ -103,3 +103,44 @@ def test_the_learner_fits_each_covariance_type():
     with pytest.raises(ValueError, match=r"covariance_type must be one of \('full', 'diag', "
                                          r"'spherical', 'tied'\)"):
         em(2, covariance_type="diagonal")
+
+
+def test_the_bernoulli_family_is_bernoulli_mixture_fit_em():
+    """em(K, family=bernoulli_mixture): init is bernoulli_mixture.init_from_data with the
+    learner's split of the key, each step one iteration of its fit_em (complete and
+    incomplete batches), the trace never decreases; the GMM's settings are refused."""
+    import pytest
+
+    from jlvm.models import bernoulli_mixture
+
+    X = jnp.asarray(data.digits().train[:400])
+    mask = jnp.asarray(np.random.default_rng(0).random(X.shape) > 0.2).at[:, 0].set(True)
+    for observed in (None, mask):
+        learner = em(4, family=bernoulli_mixture)
+        batch = X if observed is None else (X, observed)
+        state = learner.init(jax.random.PRNGKey(0), batch)
+        start = state.params
+        np.testing.assert_array_equal(start.logits_x, bernoulli_mixture.init_from_data(
+            jax.random.split(jax.random.PRNGKey(0))[0], X, 4, mask=observed).logits_x)
+        step = jax.jit(learner.step)
+        trace = []
+        for _ in range(8):
+            state, metrics = step(state, batch)
+            assert bool(metrics["finite"])
+            np.testing.assert_array_equal(metrics["elbo"], metrics["log_likelihood"])
+            trace.append(float(metrics["log_likelihood"]))
+        assert np.all(np.diff(trace) >= -1e-4), trace
+        params, expected = bernoulli_mixture.fit_em(start, X, 8, mask=observed)
+        np.testing.assert_allclose(trace, expected, rtol=1e-5)
+        for a, b in zip(state.params, params, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"reg_covar=0\.01 applies to the Gaussian mixture "
+                                         "only"):
+        em(2, reg_covar=1e-2, family=bernoulli_mixture)
+    with pytest.raises(ValueError, match="covariance_type='diag'"):
+        em(2, covariance_type="diag", family=bernoulli_mixture)
+    with pytest.raises(TypeError, match="family must be a mixture module"):
+        em(2, family=np)
+    with pytest.raises(ValueError, match="the mixture's D=64"):
+        learner = em(2, family=bernoulli_mixture)
+        learner.step(learner.init(jax.random.PRNGKey(0), X), X[:, :10])

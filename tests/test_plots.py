@@ -85,3 +85,22 @@ def test_a_grid_is_one_picture_with_every_image_in_its_tile():
     np.testing.assert_array_equal(top[:, 5:9], images[1].reshape(3, 4))
     np.testing.assert_array_equal(bottom[:, 5:9], images[3].reshape(3, 4))
     assert [ax.get_title(loc="left") for ax in recon.axes] == ["data", "below"]
+
+
+def test_cluster_sizes_bars_weights_and_shares_by_weight(tmp_path):
+    """Two bars per component, largest weight first: pi_k, and the share of the examples
+    whose most probable component is k; wrong components are named."""
+    import pytest
+
+    weights = np.array([0.2, 0.5, 0.3])
+    components = np.array([1, 1, 0, 2, 1])
+    figure = plots.cluster_sizes(weights, components, title="t")
+    ax = figure.axes[0]
+    heights = [patch.get_height() for patch in ax.patches]
+    np.testing.assert_allclose(heights, [0.5, 0.3, 0.2, 0.6, 0.2, 0.2])
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["1", "2", "0"]
+    assert _is_png(plots.save(figure, tmp_path / "sizes.png"))
+    with pytest.raises(ValueError, match=r"components must be integers in \[0, 3\)"):
+        plots.cluster_sizes(weights, np.array([0, 3]))
+    with pytest.raises(ValueError, match="weights must have shape"):
+        plots.cluster_sizes(np.zeros((2, 2)), components)

@@ -6,7 +6,8 @@ any params pytree); nothing here knows a model's class.
 - ``amortized``: the VAE (ELBO) or IWAE objective over encoder and decoder jointly.
 - ``semi_amortized``: the encoder's q refined per data point by a few gradient steps.
 - ``svi``: one variational parameter set per data point, optimized in an inner loop.
-- ``em``: expectation maximization for the Gaussian mixture.
+- ``em``: expectation maximization for a mixture (Gaussian by default, or
+  ``family=jlvm.models.bernoulli_mixture``).
 - ``missing_svi``: the lecture's SVI for binary data with missing entries (a mean-field
   Bernoulli phi^i per data point, fitted by the score function until it converges);
   ``missing_exact``: the same model by exact maximum likelihood over every completion.

@@ -253,7 +253,9 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
     unobserved with probability P (drawn with ``seed``): log p(x_obs), for every model;
     NaN in the data is missing too. Returns one dict per seed: means and standard errors
     over the examples (nats per example), the gap, ``likelihood_type`` and, for
-    probabilities, bits per dimension.
+    probabilities, bits per dimension; where the kind scores a clustering (``Built.scores``,
+    the Bernoulli mixture) and the split has labels, ``adjusted_rand_index`` of its most
+    probable components against them (by the default method).
     """
     from jlvm.runs import _ais, _config, _evaluation, _setup
 
@@ -280,6 +282,7 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
     X = getattr(setup.dataset, split)
     if X is None:
         raise RunError(f"data set {setup.dataset.name} has no {split} split.")
+    labels = getattr(setup.dataset, f"{split}_labels", None)  # a valid split has none
     rows = _setup.subset(X.shape[0], num_examples, seed)
     mesh = _setup.resolve_mesh(devices, batch_size, setup, distributed=distributed is not None)
     import jax
@@ -301,7 +304,8 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
             line = _evaluation.evaluate_split(
                 setup, state, X[rows], key, num_samples=num_samples,
                 chunk_size=None if chunk_size is None else min(chunk_size, num_samples),
-                batch_size=batch_size, missing=missing, mesh=mesh, seed=seed)
+                batch_size=batch_size, missing=missing, mesh=mesh, seed=seed,
+                labels=None if labels is None else labels[rows])
         results.append({"run_dir": str(run.path), "seed": run_seed, "epoch": run.step,
                         "split": split, **line})
     return results if writer else []

@@ -60,19 +60,25 @@ def evaluation_mask(setup: Setup, missing: str, shape: tuple[int, int], seed: in
 def rows_to_score(setup: Setup, X, missing: str, seed: int):
     """(X with missing entries 0, mask [N, D] or None, rows dropped): the rows of X that
     observe something under ``missing`` and X's own NaN."""
+    X, mask, kept = _scored_rows(setup, X, missing, seed)
+    return X, mask, 0 if kept is None else int((~kept).sum())
+
+
+def _scored_rows(setup: Setup, X, missing: str, seed: int):
+    """(X's kept rows with missing entries 0, their mask or None, kept [N] bool or None
+    when every row is kept)."""
     X, holes = observed_rows(X)
     mask = evaluation_mask(setup, missing, tuple(X.shape), seed)
     if holes is not None:
         mask = holes if mask is None else mask & holes
-    skipped = 0
+    kept = None
     if mask is not None:
         kept = mask.any(axis=1)  # a row with nothing observed has nothing to score
-        skipped = int((~kept).sum())
         if not kept.any():
             raise RunError("every example of the split is missing every entry: there is "
                            "nothing to evaluate.")
         X, mask = X[kept], mask[kept]
-    return X, mask, skipped
+    return X, mask, kept
 
 
 def in_blocks(block_fn, key, X, mask, batch_size: int, desc: str = "evaluating"):
@@ -118,12 +124,15 @@ def likelihood_summary(setup: Setup, log_likelihood: np.ndarray, mask, X) -> dic
 
 def evaluate_split(setup: Setup, state, X, key, *, num_samples: int,
                    chunk_size: int | None, batch_size: int, missing: str, mesh,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, labels=None) -> dict[str, Any]:
     """log p(x) and the ELBO of one trained model on the rows X (NaN = missing), as a
     JSON-ready dict: means and standard errors over the rows, nats per example in the
     data's own units; of the observed entries, log p(x_obs), where X has NaN or
-    ``missing`` hides some. ``chunk_size`` None: as many draws as fit a memory budget."""
-    X, mask, skipped = rows_to_score(setup, X, missing, seed)
+    ``missing`` hides some. ``chunk_size`` None: as many draws as fit a memory budget.
+    ``labels`` [N] (or None): the rows' labels, for the kind's ``scores`` (as the adjusted
+    Rand index of a clustering), over the rows that observe something."""
+    X, mask, kept = _scored_rows(setup, X, missing, seed)
+    skipped = 0 if kept is None else int((~kept).sum())
     started = time.perf_counter()
     block_fn = setup.built.evaluator(state, Evaluation(num_samples, chunk_size, batch_size,
                                                        mesh))
@@ -150,6 +159,9 @@ def evaluate_split(setup: Setup, state, X, key, *, num_samples: int,
         "likelihood_type": summary["likelihood_type"],
         "bits_per_dim": summary["bits_per_dim"],
         "seconds": round(time.perf_counter() - started, 3)}
+    if labels is not None and setup.built.scores is not None:
+        labels = np.asarray(labels) if kept is None else np.asarray(labels)[kept]
+        result.update(setup.built.scores(state, X, mask, labels))
     if skipped:
         result["examples_with_nothing_observed"] = skipped
     if exact:

@@ -7,7 +7,8 @@ it (per-epoch bounds, evaluation, encoding, imputation, figures), each compiled 
 run, as optax's and blackjax's factories return their functions. The training loop, the
 commands and ``jlvm.runs`` call those functions and never ask which kind they hold.
 
-    KINDS = {"vae": ..., "iwae": ..., "semi": ..., "svi": ..., "gmm": ..., "ppca": ...}
+    KINDS = {"vae": ..., "iwae": ..., "semi": ..., "svi": ..., "gmm": ...,
+             "bernoulli-mixture": ..., "ppca": ...}
     kind_for("vae")                     # a table entry
     kind_for("my_model.py:make_model")  # a model of your own (``user.KIND``)
 
@@ -58,6 +59,10 @@ class Built(NamedTuple):
     # (state, view, records, key) -> {file name: matplotlib figure}; view: a ``View``
     figures: Callable[..., dict]
     facts: dict  # what the run directory records for later commands (config.json)
+    # (state, X, mask, labels [n]) -> {name: float}: numbers beyond log p(x) that
+    # ``jlvm evaluate`` reports where the split has labels (a clustering's adjusted Rand
+    # index), or None
+    scores: Callable[..., dict] | None = None
 
 
 class Evaluation(NamedTuple):
@@ -107,10 +112,10 @@ class Kind(NamedTuple):
 
 
 def _table() -> dict[str, Kind]:
-    from jlvm.runs.kinds import gmm, ppca, semi, svi, vae
+    from jlvm.runs.kinds import bernoulli_mixture, gmm, ppca, semi, svi, vae
 
     return {"vae": vae.VAE, "iwae": vae.IWAE, "semi": semi.KIND, "svi": svi.KIND,
-            "gmm": gmm.KIND, "ppca": ppca.KIND}
+            "gmm": gmm.KIND, "bernoulli-mixture": bernoulli_mixture.KIND, "ppca": ppca.KIND}
 
 
 KINDS: dict[str, Kind] = {}  # filled on first use
