@@ -477,6 +477,14 @@ def test_subsets_are_random_draws_across_the_split(trained, capsys):
     exact = jax.vmap(gmm.log_marginal, in_axes=(None, 0))(run.state.params, chosen)
     np.testing.assert_allclose(json.loads(stdout)["log_likelihood"], float(np.mean(exact)),
                                atol=1e-3)
+    # the clustering against the same rows' labels, as scikit-learn scores it
+    from sklearn.metrics import adjusted_rand_score
+
+    labels = run.setup.dataset.test_labels[_setup.subset(run.setup.dataset.test.shape[0], 40,
+                                                         3)]
+    components = jax.vmap(lambda x: gmm.posterior(run.state.params, x).logits)(chosen)
+    np.testing.assert_allclose(json.loads(stdout)["adjusted_rand_index"], adjusted_rand_score(
+        labels, np.asarray(components).argmax(axis=1)), atol=1e-4)
 
 
 def test_progress_line_averages_seeds():

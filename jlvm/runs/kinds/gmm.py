@@ -90,6 +90,13 @@ def _build(config, data, stored, warn) -> Built:
     def sample(state, key, n, images=False):
         return np.asarray(gmm.sample(key, state.params, n)[0]), "draws x ~ p(x)"
 
+    def scores(state, X, mask, labels):
+        from jlvm.runs.kinds.bernoulli_mixture import adjusted_rand_index
+
+        resp = responsibilities(state.params, jnp.asarray(X), observed(X, mask))
+        return {"adjusted_rand_index": round(adjusted_rand_index(
+            np.asarray(resp).argmax(axis=1), labels), 4)}
+
     def figures(state, view, records, key):
         from jlvm import plots
 
@@ -116,7 +123,8 @@ def _build(config, data, stored, warn) -> Built:
                  params=lambda state: state.params,
                  train_data=lambda X, mask: X if mask is None else (X, mask),
                  bounds=bounds, evaluator=evaluator, exact=True, encode=encode,
-                 impute=impute, sample=sample, figures=figures, facts={})
+                 impute=impute, sample=sample, figures=figures, facts={},
+                 scores=scores)
 
 
 KIND = Kind(
