@@ -393,3 +393,39 @@ def test_ais_mnist_compares_is_and_ais_on_the_same_images(trained, capsys):
     assert row["bdmc_gap"]["mean"] > -3 * row["bdmc_gap"]["se"]  # upper above lower
     assert row["bdmc_upper"]["mean"] < 0  # log-probabilities of binary images
     assert any("AIS - IS" in text for text in printed[1:])
+
+
+def test_gmm_covariance_prints_a_row_per_type_and_the_table(capsys):
+    printed = _script(capsys, "gmm_covariance.py", "--iterations", "3", "--repeats", "1",
+                      "--types", "diag,tied", data=("--data", "digits-gray"))
+    rows = [json.loads(line) for line in printed[:2]]
+    assert [row["covariance_type"] for row in rows] == ["diag", "tied"]
+    for row in rows:  # same start, same iterations: the same mixture
+        for name in ("train_log_likelihood", "test_log_likelihood", "bic"):
+            assert abs(row[f"jlvm_{name}"] - row[f"sklearn_{name}"]) <= 1e-5 * abs(
+                row[f"sklearn_{name}"]) + 1e-4, (name, row)
+    assert printed[-2].startswith("| diag |") and printed[-1].startswith("| tied |")
+
+
+def test_bernoulli_mixture_prints_exact_likelihoods_and_the_rand_index(capsys):
+    import jax
+    from sklearn.metrics import adjusted_rand_score
+
+    from jlvm import data
+    from jlvm.models import bernoulli_mixture as bm
+
+    printed = _script(capsys, "bernoulli_mixture.py", "--components", "2,5",
+                      "--iterations", "4")
+    rows = [json.loads(line) for line in printed[:2]]
+    assert [row["components"] for row in rows] == [2, 5]
+    # the K = 5 row recomputed here from the same start and iterations
+    digits = data.digits()
+    fitted, _ = bm.fit_em(bm.init_from_data(jax.random.PRNGKey(0), digits.train, 5),
+                          digits.train, 4)
+    log_p = jax.vmap(bm.log_marginal, in_axes=(None, 0))(fitted, digits.test)
+    assert abs(rows[1]["test_log_likelihood"] - float(np.mean(log_p))) < 2e-3
+    components = jax.vmap(lambda x: bm.posterior(fitted, x).logits)(digits.test).argmax(1)
+    assert abs(rows[1]["adjusted_rand_index"]
+               - adjusted_rand_score(digits.test_labels, np.asarray(components))) < 1e-4
+    assert rows[1]["trace_never_decreased"] and rows[1]["seconds_per_iteration"] > 0
+    assert printed[-1].startswith("| digits | 5 | 4 |")

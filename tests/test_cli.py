@@ -29,8 +29,9 @@ def _records(run_dir):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--model", "flow"], "--model must be one of vae, iwae, semi, svi, gmm, ppca, or "
-                                   "a model of your own as FILE.py:FACTORY"),
+    (["train", "--model", "flow"], "--model must be one of vae, iwae, semi, svi, gmm, "
+                                   "bernoulli-mixture, ppca, or a model of your own as "
+                                   "FILE.py:FACTORY"),
     (["train", "--epochs", "-3"], "--epochs must be an integer >= 1, got -3"),
     (["train", "--hidden-dims", "0"], "--hidden-dims must be one or more integer widths in "
                                       "[1, 65536]"),
