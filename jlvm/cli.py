@@ -77,8 +77,10 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"Adam's step size (default {_DEFAULTS.learning_rate})")
     train.add_argument("--num-samples", type=int,
                        help="K draws per data point (default 1; iwae: 5)")
-    train.add_argument("--grad-estimator", help="reparam, stl (vae), dreg (iwae); a model of "
-                       "your own also score_function")
+    train.add_argument("--grad-estimator", help="reparam, stl (vae), dreg (iwae); "
+                       "score_function (leave-one-out REINFORCE; VIMCO for iwae); disarm "
+                       "(vae, binary z: antithetic pairs, --num-samples even) (default "
+                       "reparam; for --posterior bernoulli disarm, iwae score_function)")
     train.add_argument("--elbo-form", choices=_vae.ELBO_FORMS,
                        help="vae: the training ELBO's form: joint, log p(x,z) - log q(z|x); "
                        "entropy, H(q) analytic; kl, log p(x|z) - KL(q || p(z)) analytic "
@@ -86,9 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--posterior", choices=_vae.POSTERIORS,
                        help="vae, iwae, semi: the encoder's q(z|x): a Gaussian with a "
                        "diagonal or a full covariance, or a flow (affine coupling layers on "
-                       "a diagonal Gaussian) (default diagonal)")
-    train.add_argument("--prior", metavar="{normal,mixture:K}",
-                       help="p(z): N(0, I), or a learned mixture of K Gaussians (default "
+                       "a diagonal Gaussian), or bernoulli: independent bits, for binary "
+                       "z with --prior bernoulli (default diagonal)")
+    train.add_argument("--prior", metavar="{normal,mixture:K,bernoulli}",
+                       help="p(z): N(0, I), a learned mixture of K Gaussians, or learned "
+                       "independent bits z in {0,1}^L (with --posterior bernoulli) (default "
                        "normal)")
     train.add_argument("--likelihood", metavar="SPEC",
                        help="p(x|z) per pixel: bernoulli (binary data), categorical:M (M "
@@ -150,12 +154,17 @@ def _parser() -> argparse.ArgumentParser:
                           + "}", help="treat these entries as missing and estimate log "
                           "p(x_obs): halves of images, or each entry with probability P "
                           "(drawn with --seed); exact for the GMM (default none)")
-    evaluate.add_argument("--method", choices=("is", "ais", "bdmc"), default="is",
+    evaluate.add_argument("--exact", dest="method", action="store_const", const="exact",
+                          default="is",
+                          help="log p(x) by enumerating every z (the same as --method exact): "
+                          "for binary z with L <= 20 (--prior bernoulli) and the mixtures")
+    evaluate.add_argument("--method", choices=("is", "ais", "bdmc", "exact"), default="is",
                           help="is: importance sampling with K=--num-samples draws of q; ais: "
                           "annealed importance sampling from q (or the prior), --ais-steps "
                           "temperatures, --num-chains chains per example; bdmc: forward and "
                           "reverse AIS on --num-examples points simulated from the model "
-                          "(default 100): lower and upper bounds of log p(x) and their gap "
+                          "(default 100): lower and upper bounds of log p(x) and their gap; "
+                          "exact: a sum over every z where the prior's support is finite "
                           "(default is)")
     evaluate.add_argument("--ais-steps", type=int, default=1000, metavar="T",
                           help="AIS temperatures (default 1000)")

@@ -338,3 +338,27 @@ def binary_support(num_bits: int, dtype: Any = jnp.float32) -> jax.Array:
     index = jnp.arange(2**num_bits, dtype=jnp.int32)[:, None]
     shifts = jnp.arange(num_bits - 1, -1, -1, dtype=jnp.int32)[None, :]
     return ((index >> shifts) & 1).astype(dtype)
+
+
+def enumerable_support(distribution: Any) -> jax.Array | None:
+    """Every value of z under ``distribution``, one per row, where its support is finite:
+    a factorized Bernoulli over z [L] (``distrax.Independent`` of a ``distrax.Bernoulli``,
+    or a Bernoulli of one bit) gives ``binary_support(L)`` [2**L, L] (float32); a
+    ``distrax.Categorical`` over K values gives [K] indices. Anything else: None. More
+    than 2**MAX_SUPPORT_BITS rows is a ``ValueError`` (use importance sampling)."""
+    import distrax
+
+    inner = distribution
+    while isinstance(inner, distrax.Independent):
+        inner = inner.distribution
+    if tuple(getattr(distribution, "batch_shape", (None,))) != ():
+        return None
+    if isinstance(inner, distrax.Categorical):
+        return jnp.arange(inner.num_categories)
+    if not isinstance(inner, distrax.Bernoulli):
+        return None
+    bits = math.prod(distribution.event_shape)
+    if bits > MAX_SUPPORT_BITS:
+        raise ValueError(f"z has {bits} binary coordinates: 2**{bits} values are too many to "
+                         f"enumerate (at most 2**{MAX_SUPPORT_BITS}); use importance sampling.")
+    return binary_support(bits).reshape((2**bits, *distribution.event_shape))

@@ -119,6 +119,9 @@ def _per_row(model, params, estimator, settings, chunk_size, proposal):
             start = model.prior(params) if settings.initial == "prior" else q()
             return ais.log_marginal_ais(k, log_joint, start, settings.num_steps,
                                         num_chains=settings.num_chains, **settings.options())
+        if estimator == "exact":  # every z of the prior's finite support, chunk by chunk
+            support = estimators.enumerable_support(model.prior(params))
+            return estimators.log_marginal_exact(log_joint, support, chunk_size=chunk_size)
         if estimator == "is":
             return estimators.log_marginal_is(k, log_joint, q(), settings,
                                               chunk_size=chunk_size)
@@ -271,6 +274,44 @@ def log_likelihood_ais(key: jax.Array, model: Model, params: Any, X: jax.Array,
     params, X, mask = _place(mesh, params, X, mask)
     return _compiled(model, "ais", settings, batch_size, None, mesh)(key, params, X, mask,
                                                                       None)
+
+
+EXACT_TEMPORARY_VALUES = 2**24  # log_likelihood_exact's default: chunk x batch x D values
+
+
+def log_likelihood_exact(model: Model, params: Any, X: jax.Array, *, batch_size: int = 100,
+                         chunk_size: int | None = None, mask: Any = None,
+                         mesh: Mesh | None = None) -> jax.Array:
+    """Exact log p(x_n) = logsumexp_z log p(x_n, z) over every z of the prior's finite
+    support, for every row of X [N, D]: [N]. No draws.
+
+    For a model whose ``prior(params)`` has a finite support small enough to enumerate
+    (``jlvm.estimators.enumerable_support``: binary z [L] with L <= 24, a categorical z):
+    the VAE with ``prior="bernoulli"`` at small L, a model of your own. ``chunk_size``
+    values of z at a time (default: about 2**24 / (batch_size * D)); within a batch each
+    chunk's decoder runs once for every row (vmap leaves what does not depend on x
+    unbatched), so the cost is 2**L decoder passes per batch, not per row. ``mask``,
+    ``batch_size`` and ``mesh`` as in ``log_likelihood``. For another support, vmap
+    ``jlvm.log_marginal_exact`` over the rows yourself.
+    """
+    protocol.check(model, "prior")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    _check_mesh_type(mesh)
+    train.check_mesh(mesh, batch_size)
+    X, mask = _check_data(model, params, X, mask)
+    support = estimators.enumerable_support(model.prior(params))
+    if support is None:
+        raise ValueError(f"model.prior(params) must have a finite support to enumerate (a "
+                         f"factorized Bernoulli or a categorical), got "
+                         f"{type(model.prior(params)).__name__}; use log_likelihood "
+                         f"(importance sampling) or log_likelihood_ais.")
+    size = int(support.shape[0])
+    chunk_size = (max(1, EXACT_TEMPORARY_VALUES // (batch_size * X.shape[1]))
+                  if chunk_size is None else _checks.positive_int(chunk_size, "chunk_size"))
+    chunk_size = min(chunk_size, size)
+    params, X, mask = _place(mesh, params, X, mask)
+    return _compiled(model, "exact", size, batch_size, chunk_size, mesh)(
+        jax.random.PRNGKey(0), params, X, mask, None)
 
 
 def vae_log_likelihood(key: jax.Array, params: Any, X: jax.Array, num_samples: int, *,

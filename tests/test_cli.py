@@ -44,7 +44,8 @@ def _records(run_dir):
                                         "training examples of digits"),
     (["train", "--components", "2000", "--model", "gmm"], "--components (2000) must be at "
                                                           "most the 1438"),
-    (["train", "--grad-estimator", "dreg"], "--grad-estimator for --model vae must be one of"),
+    (["train", "--grad-estimator", "dreg"],
+     "--grad-estimator for --model vae with a continuous z must be one of"),
     (["train", "--elbo-form", "kl", "--model", "iwae"], "--elbo-form does not apply to "
                                                         "--model iwae"),
     (["train", "--model", "gmm", "--num-samples", "5"], "--num-samples does not apply to "

@@ -604,3 +604,18 @@ def test_a_degenerate_gaussian_q_is_named(problem, key):
                                 (jnp.full(3, jnp.inf), jnp.ones(3), "mean holds NaN")):
         with pytest.raises(ValueError, match=message):
             jlvm.elbo(key, problem["log_joint"], distrax.MultivariateNormalDiag(loc, scale), 2)
+
+
+def test_enumerable_support_of_bits_and_categories_and_none_else():
+    bits = distrax.Independent(distrax.Bernoulli(logits=jnp.zeros(3)), 1)
+    np.testing.assert_array_equal(jlvm.estimators.enumerable_support(bits),
+                                  jlvm.binary_support(3))
+    np.testing.assert_array_equal(
+        jlvm.estimators.enumerable_support(distrax.Categorical(logits=jnp.zeros(4))),
+        np.arange(4))
+    assert jlvm.estimators.enumerable_support(
+        distrax.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))) is None
+    assert jlvm.estimators.enumerable_support(distrax.Bernoulli(logits=jnp.zeros(3))) is None
+    with pytest.raises(ValueError, match="too many to enumerate"):
+        jlvm.estimators.enumerable_support(
+            distrax.Independent(distrax.Bernoulli(logits=jnp.zeros(30)), 1))

@@ -14,11 +14,14 @@ from jlvm.models import priors, vae
 
 def test_specs_are_parsed_and_bad_ones_named():
     assert priors.parse("normal") == priors.Spec("normal")
+    assert priors.parse("bernoulli") == priors.Spec("bernoulli")
     assert priors.parse("mixture:10") == priors.Spec("mixture", 10)
     assert str(priors.parse("mixture:3")) == "mixture:3"
     for bad in ("mixture", "mixture:0", "mixture:-2", "mixture:2.5", "gmm:3", "Normal", "",
-                "mixture:\u00b2", "mixture:\u0663", "mixture:1_0", "mixture: 3"):
-        with pytest.raises(ValueError, match="prior must be 'normal' or 'mixture:K'"):
+                "mixture:\u00b2", "mixture:\u0663", "mixture:1_0", "mixture: 3", "Bernoulli",
+                "bernoulli:3"):
+        with pytest.raises(ValueError,
+                           match="prior must be 'normal', 'bernoulli' or 'mixture:K'"):
             priors.parse(bad)
     with pytest.raises(TypeError, match="prior must be a string"):
         priors.parse(None)
@@ -65,3 +68,16 @@ def test_the_vae_learns_its_mixture_prior():
     assert np.all(np.abs(draws.mean(0) - mean) < 4 * se)
     with pytest.raises(ValueError, match="no closed form"):
         amortized(model, optax.adam(1e-2), elbo_form="kl").init(jax.random.PRNGKey(1), X)
+
+
+def test_the_bernoulli_prior_is_one_distribution_over_bits_with_learned_logits():
+    module = priors.BernoulliPrior(3)
+    np.testing.assert_array_equal(module.logits[...], np.zeros(3))
+    logits = jnp.array([-1.0, 0.5, 2.0])
+    p = priors.bernoulli(logits)
+    assert p.event_shape == (3,) and p.batch_shape == ()
+    z = np.array([1.0, 0.0, 1.0])
+    expected = stats.bernoulli.logpmf(z, special.expit(np.asarray(logits))).sum()
+    np.testing.assert_allclose(p.log_prob(jnp.asarray(z)), expected, rtol=1e-6)
+    with jax.numpy_rank_promotion("allow"):  # distrax's Bernoulli broadcasts implicitly
+        assert p.sample(seed=jax.random.PRNGKey(0)).dtype == jnp.float32

@@ -556,3 +556,37 @@ def test_resume_says_which_epochs_it_trains_again(trained, tmp_path, capsys):
     assert len(warnings) == 1 and "records epoch 2, but the newest complete checkpoint is 1" \
         in warnings[0] and "epochs 2..2 are trained again" in warnings[0], err
     assert [r["epoch"] for r in _records(out)] == [1, 2, 3]
+
+
+def test_binary_latents_train_with_disarm_and_evaluate_exactly_from_the_command(
+        tmp_path, capsys):
+    out = tmp_path / "binary"
+    code, _, err = _run(["train", "--model", "vae", "--prior", "bernoulli", "--posterior",
+                         "bernoulli", "--latent-dim", "6", "--hidden-dims", "16",
+                         "--epochs", "2", "--out", out], capsys)
+    assert code == 0, err
+    stored = json.loads((out / "config.json").read_text())["config"]
+    assert (stored["grad_estimator"], stored["num_samples"]) == ("disarm", 2)
+    code, text, err = _run(["evaluate", out, "--exact", "--num-examples", "40"], capsys)
+    assert code == 0, err
+    exact = json.loads(text)
+    assert exact["method"] == "exact" and exact["num_values_of_z"] == 64
+    code, text, err = _run(["evaluate", out, "--num-examples", "40", "--num-samples",
+                            "2000"], capsys)
+    assert code == 0, err
+    sampled = json.loads(text)  # the same 40 examples: IS with the encoder is close
+    assert abs(sampled["log_likelihood"] - exact["log_likelihood"]) < 0.5, (sampled, exact)
+    for argv, message in (
+            (["--prior", "bernoulli"], "go together"),
+            (["--prior", "bernoulli", "--posterior", "bernoulli", "--grad-estimator",
+              "reparam"], "with binary z"),
+            (["--grad-estimator", "disarm"], "with a continuous z"),
+            (["--prior", "bernoulli", "--posterior", "bernoulli", "--num-samples", "3"],
+             "must be even")):
+        code, _, err = _run(["train", "--model", "vae", *argv, "--out", tmp_path / "x"],
+                            capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = _run(["train", "--model", "vae", "--epochs", "1", *TINY, "--out",
+                         tmp_path / "gauss"], capsys)
+    code, _, err = _run(["evaluate", tmp_path / "gauss", "--exact"], capsys)
+    assert code == 2 and "--exact sums over every z" in err, err

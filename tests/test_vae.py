@@ -293,3 +293,89 @@ def test_a_log_joint_checks_its_parameters_once_per_call(bernoulli, monkeypatch)
     jax.jit(lambda p, x, z: vae.log_joint(p, x, z)).lower(bernoulli, x, z)  # a fresh trace
     vae.log_likelihood(bernoulli, x, z, jnp.arange(12) > 2)
     assert len(calls) == 2
+
+
+# ------------------------------------------------------------- binary latent features
+
+
+@pytest.fixture
+def binary(key):
+    """z in {0,1}^6 under a learned Bernoulli prior, a Bernoulli encoder, 12 pixels."""
+    model = vae.model(12, 6, hidden_dims=(16,), prior="bernoulli", posterior="bernoulli")
+    params = model.init(key)
+    # prior logits away from 0, so that the test sees them
+    params = params.replace(decoder=jax.tree_util.tree_map(lambda a: a, params.decoder))
+    params.decoder["prior"]["logits"][...] = jnp.linspace(-1.5, 1.5, 6)
+    return model, params
+
+
+def _binary_rows(n, seed=1):
+    return (jax.random.uniform(jax.random.PRNGKey(seed), (n, 12)) < 0.3).astype(jnp.float32)
+
+
+def test_binary_log_joint_is_the_bernoulli_prior_plus_the_likelihood(binary):
+    _, params = binary
+    x, z = _binary_rows(1)[0], jnp.array([1, 0, 0, 1, 1, 0])
+    logits_z = np.linspace(-1.5, 1.5, 6)
+    probs_x = 1 / (1 + np.exp(-_logits(params, z.astype(jnp.float32))))
+    expected = (stats.bernoulli.logpmf(np.asarray(z), 1 / (1 + np.exp(-logits_z))).sum()
+                + stats.bernoulli.logpmf(np.asarray(x), probs_x).sum())
+    np.testing.assert_allclose(vae.log_joint(params, x, z), expected, rtol=1e-5)
+    # an integer or boolean z is the same z; a z off {0,1} has p(z) = 0, under jit too
+    np.testing.assert_allclose(vae.log_joint(params, x, z.astype(bool)), expected, rtol=1e-5)
+    half = jnp.full(6, 0.5)
+    assert vae.log_joint(params, x, half) == -jnp.inf
+    assert jax.jit(vae.log_joint)(params, x, half) == -jnp.inf
+    q = vae.encoder(params, x)
+    assert q.event_shape == (6,) and q.batch_shape == ()
+    np.testing.assert_allclose(q.mean(), jax.nn.sigmoid(q.distribution.logits), rtol=1e-6)
+
+
+def test_binary_exact_log_likelihood_is_the_sum_over_all_z_and_is_agrees(binary):
+    model, params = binary
+    X = _binary_rows(5)
+    exact = jlvm.evaluate.log_likelihood_exact(model, params, X, chunk_size=10, batch_size=2)
+    # an independent sum in float64 over the 64 values of z, by brute force
+    brute = []
+    for x in np.asarray(X):
+        terms = [float(vae.log_joint(params, x, np.array(bits, np.float32)))
+                 for bits in np.ndindex(*(2,) * 6)]
+        brute.append(np.logaddexp.reduce(np.array(terms, np.float64)))
+    np.testing.assert_allclose(exact, brute, rtol=1e-5)
+    # importance sampling with the encoder is unbiased for p(x): with K = 4 draws, the
+    # mean of p_hat / p over 2,000 keys is 1 within 4 standard errors
+    keys = jax.random.split(jax.random.PRNGKey(7), 2000)
+    log_is = jax.vmap(lambda k: jlvm.evaluate.log_likelihood(k, model, params, X[:1], 4,
+                                                            chunk_size=4))(keys)[:, 0]
+    ratio = np.exp(np.asarray(log_is, np.float64) - brute[0])
+    assert abs(ratio.mean() - 1) < 4 * ratio.std() / np.sqrt(ratio.size), ratio.mean()
+
+
+def test_binary_latents_sample_as_floats_and_train_with_disarm(binary):
+    model, params = binary
+    x, z = vae.sample(jax.random.PRNGKey(3), params, 50)
+    assert x.dtype == z.dtype == jnp.float32
+    assert set(np.unique(np.asarray(z))) <= {0.0, 1.0}
+    X = _binary_rows(64, seed=4)
+    learner = jlvm.inference.amortized(model, optax.adam(1e-2), grad_estimator="disarm",
+                                       num_samples=4)
+    state = learner.init(jax.random.PRNGKey(0), X)
+    before = jlvm.evaluate.log_likelihood_exact(model, state.params, X).mean()
+    step = jax.jit(learner.step)
+    for _ in range(100):
+        state, metrics = step(state, X)
+    after = jlvm.evaluate.log_likelihood_exact(model, state.params, X).mean()
+    assert bool(metrics["finite"]) and after > before + 0.5, (before, after)
+    # the prior's logits are learned
+    assert not np.allclose(state.params.decoder["prior"]["logits"][...], 0.0)
+
+
+def test_binary_latents_need_both_the_prior_and_the_posterior():
+    with pytest.raises(ValueError, match="go together"):
+        vae.model(12, 6, prior="bernoulli")
+    with pytest.raises(ValueError, match="go together"):
+        vae.model(12, 6, posterior="bernoulli")
+    gaussian = vae.model(12, 6)
+    with pytest.raises(ValueError, match="finite support"):
+        jlvm.evaluate.log_likelihood_exact(gaussian, gaussian.init(jax.random.PRNGKey(0)),
+                                           _binary_rows(2))

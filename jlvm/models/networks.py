@@ -305,6 +305,8 @@ class Encoder(nnx.Module):
             return posteriors.diagonal(*phi)
         if self.posterior == "full":
             return posteriors.full(*phi)
+        if self.posterior == "bernoulli":
+            return posteriors.bernoulli(*phi)
         mean, log_scale, context = phi
 
         def conditioner(coupling, masked):

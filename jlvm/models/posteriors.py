@@ -4,6 +4,10 @@
     full:     phi = (mean [L], raw [L, L]);      q = N(mean, S S^T), S = lower(raw) with its
                                                  diagonal exp(diag(raw)) (a Cholesky factor)
     flow:     a diagonal Gaussian pushed through affine coupling layers (``jlvm.models.flows``)
+    bernoulli: phi = (logits [L],);              q = prod_l Bernoulli(sigmoid(logits_l)) over
+                                                 z in {0,1}^L (binary latent features; an
+                                                 encoder's only: trained by a score-function
+                                                 or DisARM gradient, never reparameterized)
 
 Every phi is unconstrained, so a gradient step on it is always a valid q: SVI keeps a
 table of phi per data point and semi-amortized inference refines the encoder's phi.
@@ -21,9 +25,12 @@ import jax
 import jax.numpy as jnp
 
 from jlvm import _checks
+from jlvm.models import priors
 
 FAMILIES = ("diagonal", "full")  # the families a table of phi per data point can hold
-ENCODER_FAMILIES = ("diagonal", "full", "flow")  # an encoder's: a flow's layers are amortized
+# an encoder's: a flow's layers are amortized; "bernoulli" goes with a Bernoulli prior
+ENCODER_FAMILIES = ("diagonal", "full", "flow", "bernoulli")
+DISCRETE = ("bernoulli",)  # the families over a discrete z
 
 
 def diagonal(mean: jax.Array, log_scale: jax.Array) -> distrax.MultivariateNormalDiag:
@@ -42,10 +49,19 @@ def full(mean: jax.Array, raw: jax.Array) -> distrax.MultivariateNormalTri:
     return distrax.MultivariateNormalTri(mean, scale_tril(raw))
 
 
+def bernoulli(logits: jax.Array) -> distrax.Independent:
+    """q = prod_l Bernoulli(z_l; sigmoid(logits_l)), one distribution with event shape [L];
+    draws are float32 0/1 (``jlvm.models.priors.bernoulli``)."""
+    return priors.bernoulli(logits)
+
+
 def num_outputs(family: str, latent_dim: int, context_dim: int = 0) -> int:
     """How many numbers an encoder network gives for q of ``family`` over z [L]: 2L
-    (diagonal), L + L(L+1)/2 (mean and the Cholesky factor's lower triangle), or 2L + C
-    (a flow: its base Gaussian and C numbers of context for its coupling layers)."""
+    (diagonal), L + L(L+1)/2 (mean and the Cholesky factor's lower triangle), 2L + C
+    (a flow: its base Gaussian and C numbers of context for its coupling layers), or L
+    (bernoulli: the logits)."""
+    if family == "bernoulli":
+        return latent_dim
     if family == "full":
         return latent_dim + latent_dim * (latent_dim + 1) // 2
     return 2 * latent_dim + (context_dim if family == "flow" else 0)
@@ -53,7 +69,9 @@ def num_outputs(family: str, latent_dim: int, context_dim: int = 0) -> int:
 
 def from_outputs(family: str, outputs: jax.Array, latent_dim: int):
     """The phi of ``family`` from an encoder network's ``num_outputs`` numbers: (mean,
-    log_scale) or (mean, raw); for a flow (mean, log_scale, context [C])."""
+    log_scale) or (mean, raw); for a flow (mean, log_scale, context [C]); (logits,)."""
+    if family == "bernoulli":
+        return (outputs[:latent_dim],)
     if family == "full":
         rows, cols = jnp.tril_indices(latent_dim)
         raw = jnp.zeros((latent_dim, latent_dim), outputs.dtype).at[rows, cols].set(

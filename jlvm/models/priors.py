@@ -3,9 +3,13 @@
     "normal"      N(0, I_L)
     "mixture:K"   sum_k pi_k N(z; mu_k, diag sigma_k^2), pi = softmax(logits), all learned:
                   the lecture's mixture of Gaussians as the VAE's prior
+    "bernoulli"   prod_l Bernoulli(z_l; sigmoid(logits_l)), z in {0,1}^L, logits [L]
+                  learned (unconstrained, zero at the start): binary latent features
 
 A mixture prior has no analytic KL(q || p), so the VAE trains on the joint or entropy form
-of the ELBO with it (the KL form is refused).
+of the ELBO with it (the KL form is refused). A Bernoulli prior's z is discrete: it goes
+with a Bernoulli q and a gradient estimator for discrete q (score function, DisARM), and
+where L is small log p(x) is a sum over its 2^L values (``jlvm.evaluate.log_likelihood_exact``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-NAMES = ("normal", "mixture")
+NAMES = ("normal", "mixture", "bernoulli")
 MAX_COMPONENTS = 2**16
 
 
@@ -34,26 +38,26 @@ class Spec(NamedTuple):
 
 
 def parse(spec: Any, name: str = "prior") -> Spec:
-    """``Spec`` of "normal" or "mixture:K" (K >= 1 an integer in decimal digits);
+    """``Spec`` of "normal", "bernoulli" or "mixture:K" (K >= 1 an integer in decimal digits);
     ``ValueError`` naming ``name`` otherwise. Cached: a repeated spec costs a lookup."""
     if isinstance(spec, Spec):
         spec = str(spec)
     if not isinstance(spec, str):
-        raise TypeError(f"{name} must be a string, 'normal' or 'mixture:K', got "
+        raise TypeError(f"{name} must be a string, 'normal', 'bernoulli' or 'mixture:K', got "
                         f"{type(spec).__name__}.")
     return _parse(spec, name)
 
 
 @functools.lru_cache(maxsize=256)
 def _parse(spec: str, name: str) -> Spec:
-    if spec == "normal":
-        return Spec("normal")
+    if spec in ("normal", "bernoulli"):
+        return Spec(spec)
     base, _, count = spec.partition(":")
     # ASCII digits only: int() also reads other scripts' digits ("²", "٣")
     if base == "mixture" and re.fullmatch(r"[0-9]+", count) and 1 <= int(count) <= MAX_COMPONENTS:
         return Spec("mixture", int(count))
-    raise ValueError(f"{name} must be 'normal' or 'mixture:K' with K an integer in [1, "
-                     f"{MAX_COMPONENTS}] (e.g. 'mixture:10'), got {spec!r}.")
+    raise ValueError(f"{name} must be 'normal', 'bernoulli' or 'mixture:K' with K an "
+                     f"integer in [1, {MAX_COMPONENTS}] (e.g. 'mixture:10'), got {spec!r}.")
 
 
 def standard_normal(latent_dim: int) -> distrax.MultivariateNormalDiag:
@@ -81,3 +85,20 @@ class MixturePrior(nnx.Module):
 
     def __call__(self) -> distrax.MixtureSameFamily:
         return mixture(self.logits[...], self.means[...], self.log_scales[...])
+
+
+def bernoulli(logits: jax.Array) -> distrax.Independent:
+    """prod_l Bernoulli(z_l; sigmoid(logits_l)): one distribution over z in {0,1}^L
+    (event shape [L]), logits [L]. Draws are float32 0/1, ready for a network."""
+    return distrax.Independent(distrax.Bernoulli(logits=logits, dtype=jnp.float32), 1)
+
+
+class BernoulliPrior(nnx.Module):
+    """The learnable logits [L] of a "bernoulli" prior, zero at the start (each feature
+    on with probability 1/2)."""
+
+    def __init__(self, latent_dim: int):
+        self.logits = nnx.Param(jnp.zeros(latent_dim))
+
+    def __call__(self) -> distrax.Independent:
+        return bernoulli(self.logits[...])

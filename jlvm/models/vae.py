@@ -1,15 +1,17 @@
 """Deep latent variable model (the VAE's generative model and its amortized encoder).
 
     z ~ p(z)                  "normal": N(0, I_L); "mixture:K": a learned mixture of K
-                              Gaussians (``jlvm.models.priors``)
+                              Gaussians; "bernoulli": z in {0,1}^L, independent features
+                              with learned logits (``jlvm.models.priors``)
     x | z ~ p_theta(x | z)    pixels independent given z, their parameters from a network
                               (``jlvm.models.likelihoods``): "bernoulli" (binary images),
                               "gaussian" (mean and scale from z), "gaussian-pixel" (a learned
                               scale per pixel), "gaussian-fixed:S", "categorical:M" (gray
                               levels)
-    q_phi(z | x)              "diagonal", "full" (Cholesky factor from the network) or
-                              "flow" (coupling layers on a diagonal Gaussian)
-                              (``jlvm.models.posteriors``)
+    q_phi(z | x)              "diagonal", "full" (Cholesky factor from the network),
+                              "flow" (coupling layers on a diagonal Gaussian), or
+                              "bernoulli" (independent bits, with the "bernoulli" prior
+                              and no other) (``jlvm.models.posteriors``)
 
 Networks are MLPs or, for images, convolutional (``architecture="conv"``; then
 ``hidden_dims`` are channel counts). ``Params`` is a pytree of arrays (decoder and encoder
@@ -45,13 +47,14 @@ class Params(struct.PyTreeNode):
     """VAE parameters: array leaves in ``decoder``/``encoder``, structure as static fields.
 
     decoder: nnx.State of the generative model (theta): the decoder network, a per-pixel
-      log-scale ("gaussian-pixel"), a mixture prior's parameters ("mixture:K").
+      log-scale ("gaussian-pixel"), a learned prior's parameters ("mixture:K",
+      "bernoulli").
     encoder: nnx.State of the encoder network (phi), with a flow's coupling layers.
     likelihood: its spec, e.g. "bernoulli" or "categorical:17" (static).
     data_dim, latent_dim: D and L (static).
-    posterior: the encoder's family, "diagonal", "full" or "flow" (static; runs written
-      before the field existed are diagonal).
-    latent_prior: "normal" or "mixture:K" (static).
+    posterior: the encoder's family, "diagonal", "full", "flow" or "bernoulli" (static;
+      runs written before the field existed are diagonal).
+    latent_prior: "normal", "mixture:K" or "bernoulli" (static).
     architecture: "mlp" or "conv" (static).
     encoder_sees_mask: whether the encoder's input is (x with missing entries 0, mask),
       for models learned from incomplete data, rather than x alone (static).
@@ -94,6 +97,11 @@ def _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posteri
     if architecture == "conv" and not hidden_dims:
         raise ValueError("hidden_dims must hold at least one channel count for "
                          "architecture='conv' (one stride-2 convolution each), got ().")
+    if (prior == "bernoulli") != (posterior in posteriors.DISCRETE):
+        raise ValueError(
+            f"prior='bernoulli' (binary z) and posterior='bernoulli' go together: log p(x, z) "
+            f"- log q(z | x) needs p and q over the same space, z in {{0,1}}^L or R^L; got "
+            f"prior={prior!r} with posterior={posterior!r}.")
     if not isinstance(encoder_sees_mask, (bool, np.bool_)):
         raise TypeError(f"encoder_sees_mask must be a bool (True or False), got "
                         f"{encoder_sees_mask!r} of type {type(encoder_sees_mask).__name__}.")
@@ -119,9 +127,13 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *,
         "gaussian", "gaussian-pixel", "gaussian-fixed:S" or "categorical:M".
       activation: one of ``networks.ACTIVATIONS``.
       posterior: the encoder's q: "diagonal" (N(m, diag s^2)), "full" (N(m, S S^T), S a
-        Cholesky factor from the network) or "flow" (affine coupling layers on a diagonal
-        Gaussian, conditioned on x): ``jlvm.models.posteriors``.
-      prior: "normal" (N(0, I)) or "mixture:K" (learned; ``jlvm.models.priors``).
+        Cholesky factor from the network), "flow" (affine coupling layers on a diagonal
+        Gaussian, conditioned on x) or "bernoulli" (independent bits, logits from the
+        network; with prior "bernoulli" only): ``jlvm.models.posteriors``.
+      prior: "normal" (N(0, I)), "mixture:K" (learned; ``jlvm.models.priors``) or
+        "bernoulli" (z in {0,1}^L, learned logits; with posterior "bernoulli"). Binary z
+        trains with ``grad_estimator="disarm"`` or "score_function"; log p(x) is exact by
+        enumeration where L <= 20 (``jlvm.evaluate.log_likelihood_exact``).
       architecture: "mlp" or "conv" (needs ``image_shape``).
       image_shape: (height, width) with height * width = D, for "conv".
       encoder_sees_mask: a bool: the encoder takes the mask beside x (missing entries 0),
@@ -137,8 +149,10 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *,
                                likelihoods.network_rows(spec), activation, image_shape,
                                rngs=nnx.Rngs(key_decoder))
     prior_spec = priors.parse(prior)
-    prior_module = (None if prior_spec.name == "normal" else priors.MixturePrior(
-        prior_spec.components, latent_dim, rngs=nnx.Rngs(key_prior)))
+    prior_module = (None if prior_spec.name == "normal"
+                    else priors.BernoulliPrior(latent_dim) if prior_spec.name == "bernoulli"
+                    else priors.MixturePrior(prior_spec.components, latent_dim,
+                                             rngs=nnx.Rngs(key_prior)))
     decoder_module = networks.Decoder(net, likelihood, data_dim, prior_module)
     encoder_dims = hidden_dims if architecture == "conv" else hidden_dims[::-1]
     encoder_net = networks.encoder_net(
@@ -236,6 +250,7 @@ def _check_params(params: Any) -> tuple[likelihoods.Spec, priors.Spec]:
 
 
 def _latent(params: Params, z: Any) -> jax.Array:
+    """z [L] as floats (a binary z may come as integers or booleans)."""
     z = _checks.float_array(z, "z")
     _checks.shape_is(z, "z", (params.latent_dim,), "[L]")
     _checks.finite_if_concrete(z, "z")
@@ -268,7 +283,8 @@ def _decode(params: Params, z: jax.Array) -> jax.Array:
 
 
 def prior(params: Params) -> distrax.Distribution:
-    """p(z): N(0, I_L), or the learned mixture of Gaussians of a "mixture:K" prior."""
+    """p(z): N(0, I_L), the learned mixture of Gaussians of a "mixture:K" prior, or the
+    learned product of Bernoullis over {0,1}^L of a "bernoulli" prior."""
     _, prior_spec = _check_params(params)
     if prior_spec.name == "normal":
         return priors.standard_normal(params.latent_dim)
@@ -332,15 +348,25 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> j
     # N(0, I): a few operations, no distrax bijector
     log_prior = (standard_normal_log_prob(z) if prior_spec.name == "normal"
                  else nnx.merge(params.decoder_graph, params.decoder).prior().log_prob(z))
+    if prior_spec.name == "bernoulli":
+        # distrax's Bernoulli interpolates between 0 and 1; a z off {0,1} has p(z) = 0,
+        # eagerly and under jit alike (as an x the likelihood cannot take)
+        binary = jnp.all((z == 0) | (z == 1))
+        log_prior = jnp.where(binary, log_prior, -jnp.inf)
     return log_prior + _log_likelihood(params, spec, x, z, observed)
 
 
 def sample_latents(key: jax.Array, params: Params, n: int) -> jax.Array:
-    """n draws z ~ p(z): [n, L]."""
+    """n draws z ~ p(z): [n, L] (float32 0/1 for a "bernoulli" prior)."""
     _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
-    if _check_params(params)[1].name == "normal":
+    name = _check_params(params)[1].name
+    if name == "normal":
         return jax.random.normal(key, (n, params.latent_dim))
+    if name == "bernoulli":  # distrax's sample_shape broadcasts implicitly (rank promotion)
+        logits = prior(params).distribution.logits
+        return jax.random.bernoulli(key, jax.nn.sigmoid(logits)[None, :],
+                                    (n, params.latent_dim)).astype(jnp.float32)
     return prior(params).sample(seed=key, sample_shape=(n,))
 
 
@@ -351,7 +377,7 @@ def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array
     z = sample_latents(key_z, params, n)
     x = jax.vmap(lambda k, z_i: _checks.sample(decoder(params, z_i), k, 1)[0])(
         jax.random.split(key_x, z.shape[0]), z)
-    return x.astype(z.dtype), z
+    return x.astype(jnp.result_type(float)), z
 
 
 def mean_image(params: Params, z: jax.Array) -> jax.Array:

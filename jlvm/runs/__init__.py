@@ -242,9 +242,12 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
     ``method="ais"``: log p(x) by forward annealed importance sampling instead
     (``jlvm.evaluate.log_likelihood_ais``: ``ais_steps`` temperatures, ``num_chains``
     chains per example, from the encoder's q where the model has one, else the prior).
-    ``method="bdmc"``: ``num_examples`` points simulated from the model (default 100), each
-    bracketed by forward and reverse AIS (``jlvm.ais.bdmc``): ``log_likelihood_lower``,
-    ``log_likelihood_upper`` and their ``gap``, with standard errors.
+    ``method="exact"``: log p(x) summed over every z, for a model whose prior has a
+    finite support (binary z with L <= 20: ``jlvm.evaluate.log_likelihood_exact``; the
+    mixtures are exact by default). ``method="bdmc"``: ``num_examples`` points simulated
+    from the model (default 100), each bracketed by forward and reverse AIS
+    (``jlvm.ais.bdmc``): ``log_likelihood_lower``, ``log_likelihood_upper`` and their
+    ``gap``, with standard errors.
 
     ``chunk_size``: draws per example held at once; None: as many as keep the temporaries
     within 1 GiB, at most 500 (``jlvm.evaluate.chunk_size_for``; the values do not change).
@@ -296,7 +299,10 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
             results.append({"run_dir": str(run.path), "seed": run_seed, "epoch": run.step,
                             **line})
             continue
-        if method == "ais":
+        if method == "exact" and not setup.built.exact:
+            line = _evaluation.evaluate_exact(setup, state, X[rows], batch_size=batch_size,
+                                              missing=missing, mesh=mesh, seed=seed)
+        elif method == "ais":
             line = _ais.evaluate_ais(setup, state, X[rows], key, num_steps=ais_steps,
                                      num_chains=num_chains, batch_size=batch_size,
                                      missing=missing, mesh=mesh, seed=seed)

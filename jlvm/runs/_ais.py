@@ -13,7 +13,7 @@ from jlvm.runs import _evaluation
 from jlvm.runs._errors import RunError
 from jlvm.runs._setup import Setup
 
-METHODS = ("is", "ais", "bdmc")
+METHODS = ("is", "ais", "bdmc", "exact")
 
 
 def _start(model) -> str:

@@ -171,3 +171,47 @@ def evaluate_split(setup: Setup, state, X, key, *, num_samples: int,
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+MAX_EXACT_BITS = 20  # jlvm evaluate --exact: at most 2**20 values of z per example
+
+
+def evaluate_exact(setup: Setup, state, X, *, batch_size: int, missing: str, mesh,
+                   seed: int = 0) -> dict[str, Any]:
+    """Exact log p(x) (of the observed entries) for the rows X by a sum over every z of
+    the prior's finite support (``jlvm.evaluate.log_likelihood_exact``), as a JSON-ready
+    dict in the data's own units."""
+    from jlvm import estimators, evaluate
+
+    model, params = setup.built.model, setup.built.params(state)
+    support = None
+    if model.prior is not None:
+        try:
+            support = estimators.enumerable_support(model.prior(params))
+        except ValueError:
+            support = None
+    if support is None or (support.ndim == 2 and support.shape[1] > MAX_EXACT_BITS):
+        raise RunError(f"--exact sums over every z: it needs a prior over at most "
+                       f"2**{MAX_EXACT_BITS} values (binary z with --latent-dim <= "
+                       f"{MAX_EXACT_BITS}, --prior bernoulli); use --method is or ais.")
+    X, mask, skipped = rows_to_score(setup, X, missing, seed)
+    started = time.perf_counter()
+
+    def block(_, rows, rows_mask):
+        return evaluate.log_likelihood_exact(model, params, rows, batch_size=batch_size,
+                                             mask=rows_mask, mesh=mesh)
+
+    import jax
+
+    log_likelihood = setup.to_file_units(
+        in_blocks(block, jax.random.PRNGKey(seed), X, mask, batch_size, "enumerating"), mask)
+    if not np.all(np.isfinite(log_likelihood)):
+        raise RunError("the exact sum gave a non-finite log-likelihood for some examples; "
+                       "the checkpoint's parameters may be damaged.")
+    result = {"method": "exact", "num_values_of_z": int(support.shape[0]),
+              "num_examples": int(X.shape[0]),
+              **likelihood_summary(setup, log_likelihood, mask, X), "missing": missing,
+              "seconds": round(time.perf_counter() - started, 3), "exact": True}
+    if skipped:
+        result["examples_with_nothing_observed"] = skipped
+    return result

@@ -14,7 +14,8 @@ from jlvm.runs.kinds import Kind
 NETWORK = ("latent_dim", "hidden_dims", "batch_size", "learning_rate", "num_samples",
            "grad_estimator", "prior", "likelihood", "architecture")
 ELBO_FORMS = ("joint", "entropy", "kl")  # jlvm.inference.amortized.ELBO_FORMS
-POSTERIORS = ("diagonal", "full", "flow")  # jlvm.models.posteriors.ENCODER_FAMILIES
+POSTERIORS = ("diagonal", "full", "flow", "bernoulli")  # posteriors.ENCODER_FAMILIES
+DISCRETE_ESTIMATORS = ("disarm", "score_function")  # for binary z: never reparameterized
 ARCHITECTURES = ("mlp", "conv")  # jlvm.models.networks.ARCHITECTURES
 
 
@@ -26,10 +27,16 @@ def default_likelihood(levels: int | None) -> str:
     return "gaussian" if levels is None else f"categorical:{levels}"
 
 
-def network_defaults(given, facts) -> dict[str, Any]:
-    """The likelihood the data takes (once known: ``facts`` is None for an unread file)
-    and a conv net's channels."""
+def network_defaults(given, facts, *, discrete_estimator: str = "disarm") -> dict[str, Any]:
+    """The likelihood the data takes (once known: ``facts`` is None for an unread file),
+    a conv net's channels, and for binary z (``--posterior bernoulli``) a gradient
+    estimator for discrete q (DisARM on one antithetic pair for the ELBO; VIMCO, the
+    score function with leave-one-out baselines, for the IWAE bound)."""
     out: dict[str, Any] = {}
+    if given.get("posterior") == "bernoulli" and "grad_estimator" not in given:
+        out["grad_estimator"] = discrete_estimator
+        if discrete_estimator == "disarm" and "num_samples" not in given:
+            out["num_samples"] = 2
     if facts is not None:
         out["likelihood"] = default_likelihood(facts.levels)
     if given.get("architecture") == "conv":
@@ -43,9 +50,20 @@ def check_network(config, *, estimators: tuple[str, ...]) -> None:
     from jlvm.models import likelihoods, priors
     from jlvm.runs import _data
 
-    if config.grad_estimator not in estimators:
-        raise RunError(f"--grad-estimator for --model {config.model} must be one of "
-                       f"{', '.join(estimators)}, got {config.grad_estimator!r}.")
+    binary = config.posterior == "bernoulli"
+    allowed = tuple(e for e in estimators if (e in DISCRETE_ESTIMATORS) == binary
+                    or e == "score_function")
+    if config.grad_estimator not in allowed:
+        which = "binary z (--posterior bernoulli)" if binary else "a continuous z"
+        raise RunError(f"--grad-estimator for --model {config.model} with {which} must be "
+                       f"one of {', '.join(allowed)}, got {config.grad_estimator!r}.")
+    if (config.prior == "bernoulli") != binary:
+        raise RunError(f"--prior bernoulli and --posterior bernoulli go together (p and q over "
+                       f"the same z), got --prior {config.prior} with --posterior "
+                       f"{config.posterior}.")
+    if config.grad_estimator == "disarm" and config.num_samples % 2:
+        raise RunError(f"--grad-estimator disarm draws antithetic pairs: --num-samples must "
+                       f"be even, got {config.num_samples}.")
     if config.architecture not in ARCHITECTURES:
         raise RunError(f"--architecture must be one of {', '.join(ARCHITECTURES)}, got "
                        f"{config.architecture!r}.")
@@ -146,14 +164,17 @@ def _build(config, data, stored, *, objective: str):
 VAE = Kind(
     settings=(*NETWORK, "elbo_form", "posterior"),
     defaults=network_defaults,
-    check=lambda config: check_network(config, estimators=("reparam", "stl")),
+    check=lambda config: check_network(config, estimators=("reparam", "stl",
+                                                           *DISCRETE_ESTIMATORS)),
     build=lambda config, data, stored, warn: _build(config, data, stored, objective="elbo"),
     describe="the VAE: the ELBO over encoder and decoder")
 
 # an IWAE with one draw is the VAE: K=5 unless given
 IWAE = Kind(
     settings=(*NETWORK, "posterior"),
-    defaults=lambda given, facts: {**network_defaults(given, facts), "num_samples": 5},
-    check=lambda config: check_network(config, estimators=("reparam", "dreg")),
+    defaults=lambda given, facts: {"num_samples": 5, **network_defaults(
+        given, facts, discrete_estimator="score_function")},
+    check=lambda config: check_network(config, estimators=("reparam", "dreg",
+                                                           "score_function")),
     build=lambda config, data, stored, warn: _build(config, data, stored, objective="iwae"),
     describe="the IWAE bound with K draws (default 5)")
