@@ -304,6 +304,16 @@ def _wait_until_catching(process, number, timeout=60.0):
                          f"{process.poll()})")
 
 
+def _steps_now(directory) -> list:
+    """The checkpoints written so far, read while the writer may be renaming one: orbax's
+    listing can stat a step folder that moved between its listing and its stat (a
+    FileNotFoundError, seen on a busy machine); that is "not yet"."""
+    try:
+        return checkpoint.steps(directory)
+    except FileNotFoundError:
+        return []
+
+
 def _signalled():
     """Two `jlvm train` processes stopped by a signal: SIGTERM while still starting, SIGINT
     after the first checkpoint. (exit status, stderr, run directory) of each."""
@@ -321,7 +331,7 @@ def _signalled():
     process = subprocess.Popen([*command, "--out", str(late)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not checkpoint.steps(late / "checkpoints"):
+    while time.time() < deadline and not _steps_now(late / "checkpoints"):
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)

@@ -582,7 +582,9 @@ def test_binary_latents_train_with_disarm_and_evaluate_exactly_from_the_command(
               "reparam"], "with binary z"),
             (["--grad-estimator", "disarm"], "with a continuous z"),
             (["--prior", "bernoulli", "--posterior", "bernoulli", "--num-samples", "3"],
-             "must be even")):
+             "must be even"),
+            (["--model", "semi", "--prior", "bernoulli", "--posterior", "bernoulli"],
+             "does not take")):
         code, _, err = _run(["train", "--model", "vae", *argv, "--out", tmp_path / "x"],
                             capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -53,6 +53,10 @@ def check_network(config, *, estimators: tuple[str, ...]) -> None:
     binary = config.posterior == "bernoulli"
     allowed = tuple(e for e in estimators if (e in DISCRETE_ESTIMATORS) == binary
                     or e == "score_function")
+    if binary and not allowed:
+        raise RunError(f"--posterior bernoulli (binary z) trains with a score-function or "
+                       f"DisARM gradient, which --model {config.model} does not take (it "
+                       f"refines q by reparameterized steps); use --model vae or iwae.")
     if config.grad_estimator not in allowed:
         which = "binary z (--posterior bernoulli)" if binary else "a continuous z"
         raise RunError(f"--grad-estimator for --model {config.model} with {which} must be "
