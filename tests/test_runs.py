@@ -567,6 +567,11 @@ def test_binary_latents_train_with_disarm_and_evaluate_exactly_from_the_command(
     assert code == 0, err
     stored = json.loads((out / "config.json").read_text())["config"]
     assert (stored["grad_estimator"], stored["num_samples"]) == ("disarm", 2)
+    named = runs.make_config(model="vae", prior="bernoulli", posterior="bernoulli",
+                             grad_estimator="disarm")
+    assert named.num_samples == 2  # DisARM's one pair, also when it is named
+    vimco = runs.make_config(model="iwae", prior="bernoulli", posterior="bernoulli")
+    assert (vimco.grad_estimator, vimco.num_samples) == ("score_function", 5)
     code, text, err = _run(["evaluate", out, "--exact", "--num-examples", "40"], capsys)
     assert code == 0, err
     exact = json.loads(text)

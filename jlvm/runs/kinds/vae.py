@@ -33,10 +33,11 @@ def network_defaults(given, facts, *, discrete_estimator: str = "disarm") -> dic
     estimator for discrete q (DisARM on one antithetic pair for the ELBO; VIMCO, the
     score function with leave-one-out baselines, for the IWAE bound)."""
     out: dict[str, Any] = {}
-    if given.get("posterior") == "bernoulli" and "grad_estimator" not in given:
-        out["grad_estimator"] = discrete_estimator
-        if discrete_estimator == "disarm" and "num_samples" not in given:
-            out["num_samples"] = 2
+    estimator = given.get("grad_estimator")
+    if given.get("posterior") == "bernoulli" and estimator is None:
+        out["grad_estimator"] = estimator = discrete_estimator
+    if estimator == "disarm" and "num_samples" not in given:  # one antithetic pair
+        out["num_samples"] = 2
     if facts is not None:
         out["likelihood"] = default_likelihood(facts.levels)
     if given.get("architecture") == "conv":
