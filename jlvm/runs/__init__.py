@@ -260,7 +260,7 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
     the Bernoulli mixture) and the split has labels, ``adjusted_rand_index`` of its most
     probable components against them (by the default method).
     """
-    from jlvm.runs import _ais, _config, _evaluation, _setup
+    from jlvm.runs import _config, _methods, _setup
 
     num_samples = _positive("num_samples", num_samples, maximum=2**24)
     batch_size = _positive("batch_size", batch_size, maximum=2**20)
@@ -270,8 +270,9 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
         num_examples = _positive("num_examples", num_examples)
     if split not in SPLITS:
         raise RunError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}.")
-    if method not in _ais.METHODS:
-        raise RunError(f"--method must be one of {', '.join(_ais.METHODS)}, got {method!r}.")
+    if method not in _methods.METHODS:
+        raise RunError(f"--method must be one of {', '.join(_methods.METHODS)}, "
+                       f"got {method!r}.")
     ais_steps = _positive("ais_steps", ais_steps, maximum=2**24)
     num_chains = _positive("num_chains", num_chains, maximum=2**16)
     if method == "bdmc" and missing != "none":
@@ -292,28 +293,15 @@ def evaluate(run_dir: str | os.PathLike, *, num_samples: int = 1000, split: str 
 
     results = []
     for run_seed, state in _setup.per_seed(run.config, run.state):
-        key = jax.random.PRNGKey(seed)
-        if method == "bdmc":
-            line = _ais.bdmc(setup, state, key, num_examples=num_examples or 100,
-                             num_steps=ais_steps, num_chains=num_chains, batch_size=batch_size)
-            results.append({"run_dir": str(run.path), "seed": run_seed, "epoch": run.step,
-                            **line})
-            continue
-        if method == "exact" and not setup.built.exact:
-            line = _evaluation.evaluate_exact(setup, state, X[rows], batch_size=batch_size,
-                                              missing=missing, mesh=mesh, seed=seed)
-        elif method == "ais":
-            line = _ais.evaluate_ais(setup, state, X[rows], key, num_steps=ais_steps,
-                                     num_chains=num_chains, batch_size=batch_size,
-                                     missing=missing, mesh=mesh, seed=seed)
-        else:
-            line = _evaluation.evaluate_split(
-                setup, state, X[rows], key, num_samples=num_samples,
-                chunk_size=None if chunk_size is None else min(chunk_size, num_samples),
-                batch_size=batch_size, missing=missing, mesh=mesh, seed=seed,
-                labels=None if labels is None else labels[rows])
+        line = _methods.evaluate_state(
+            setup, state, X[rows], None if labels is None else labels[rows],
+            jax.random.PRNGKey(seed), method=method, num_samples=num_samples,
+            chunk_size=chunk_size, batch_size=batch_size, num_examples=num_examples,
+            ais_steps=ais_steps, num_chains=num_chains, missing=missing, mesh=mesh,
+            seed=seed)
+        where = {} if method == "bdmc" else {"split": split}  # bdmc simulates its data
         results.append({"run_dir": str(run.path), "seed": run_seed, "epoch": run.step,
-                        "split": split, **line})
+                        **where, **line})
     return results if writer else []
 
 

@@ -13,8 +13,6 @@ from jlvm.runs import _evaluation
 from jlvm.runs._errors import RunError
 from jlvm.runs._setup import Setup
 
-METHODS = ("is", "ais", "bdmc", "exact")
-
 
 def _start(model) -> str:
     """AIS starts at the encoder's q(z | x) where the model has one (closer to p(z | x):

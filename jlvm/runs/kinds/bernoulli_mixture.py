@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from jlvm.runs._errors import RunError
-from jlvm.runs.kinds import Built, Kind
+from jlvm.runs.kinds import Built, Kind, _mixture
 
 
 def _check(config) -> None:
@@ -20,19 +20,8 @@ def _check(config) -> None:
                        "components are products of Bernoullis).")
 
 
-def adjusted_rand_index(components, labels) -> float:
-    """The adjusted Rand index of a clustering ``components`` [n] against ``labels`` [n]:
-    1 for the same partition, about 0 for a random one (scikit-learn's)."""
-    from sklearn.metrics import adjusted_rand_score
-
-    return float(adjusted_rand_score(np.asarray(labels), np.asarray(components)))
-
-
 def _build(config, data, stored, warn) -> Built:
-    import functools
-
     import jax
-    import jax.numpy as jnp
 
     from jlvm import inference
     from jlvm.models import bernoulli_mixture
@@ -50,55 +39,7 @@ def _build(config, data, stored, warn) -> Built:
                        f"training examples of {data.dataset.name}.")
     learner = inference.em(config.components, family=bernoulli_mixture)
 
-    def observed(X, mask):
-        return jnp.ones(np.shape(X), bool) if mask is None else jnp.asarray(mask)
-
-    @jax.jit
-    def log_marginals(params, X, mask):
-        return jax.vmap(bernoulli_mixture.log_marginal, in_axes=(None, 0, 0))(params, X, mask)
-
-    def bounds(state, X, mask, key, rows=None):
-        return {"log_likelihood": log_marginals(state.params, X, observed(X, mask))}
-
-    def evaluator(state, settings):
-        def block(key, X, mask):
-            exact = log_marginals(state.params, X, observed(X, mask))
-            # the ELBO at q = p(k | x) is log p(x)
-            return {"log_likelihood": exact, "elbo": exact}
-
-        return block
-
-    @jax.jit
-    def responsibilities(params, X, mask):
-        return jax.vmap(lambda x, m: jax.nn.softmax(
-            bernoulli_mixture.posterior(params, x, m).logits))(X, mask)
-
-    def components_of(state, X, mask):
-        return np.asarray(responsibilities(state.params, jnp.asarray(X),
-                                           observed(X, mask))).argmax(axis=1)
-
-    def encode(state, X, mask, key, num_samples):
-        resp = np.asarray(responsibilities(state.params, jnp.asarray(X), observed(X, mask)))
-        return ({"responsibilities": resp, "component": resp.argmax(axis=1).astype(np.int32)},
-                "p(k | x), exact")
-
-    @functools.partial(jax.jit, static_argnums=4)
-    def conditional(params, keys, X, mask, num_draws):
-        mean = jax.vmap(bernoulli_mixture.conditional_mean, in_axes=(None, 0, 0))(
-            params, X, mask)
-        if not num_draws:
-            return mean, None
-        draws = jax.vmap(lambda k, x, m: bernoulli_mixture.conditional_draws(
-            k, params, x, m, num_draws))(keys, X, mask)
-        return mean, jnp.swapaxes(draws, 0, 1)
-
-    def impute(state, X, mask, key, num_samples, num_draws):
-        mean, draws = conditional(state.params, jax.random.split(key, np.shape(X)[0]),
-                                  jnp.asarray(X), observed(X, mask), num_draws)
-        arrays = {"x": np.asarray(mean)}
-        if num_draws:
-            arrays["draws"] = np.asarray(draws)
-        return arrays, "E[x_mis | x_obs], exact"
+    parts = _mixture.exact(bernoulli_mixture)
 
     def sample(state, key, n, images=False):
         draws, components = bernoulli_mixture.sample(key, state.params, n)
@@ -107,20 +48,16 @@ def _build(config, data, stored, warn) -> Built:
                     "mean images p(x_d = 1 | k), k ~ p(k)")
         return np.asarray(draws), "draws x ~ p(x)"
 
-    def scores(state, X, mask, labels):
-        return {"adjusted_rand_index": round(adjusted_rand_index(
-            components_of(state, X, mask), labels), 4)}
-
     def figures(state, view, records, key):
         from jlvm import plots
 
         weights = np.asarray(jax.nn.softmax(state.params.logits))
         probabilities = np.asarray(jax.nn.sigmoid(state.params.logits_x))
-        codes = components_of(state, view.test, None)
+        codes = parts.components_of(state, view.test, None)
         order = np.argsort(-weights, kind="stable")
         agreement = ("" if view.labels is None else
                      f", adjusted Rand index with the labels "
-                     f"{adjusted_rand_index(codes, view.labels):.3f}")
+                     f"{_mixture.adjusted_rand_index(codes, view.labels):.3f}")
         shown = _figures.RECONSTRUCTED
         result = {
             "samples.png": _figures.samples_figure(sample(state, key, 64,
@@ -145,8 +82,9 @@ def _build(config, data, stored, warn) -> Built:
                  batch_size=count, reported=(("log_likelihood", "log p(x)"),),
                  likelihood_type="probability", params=lambda state: state.params,
                  train_data=lambda X, mask: X if mask is None else (X, mask),
-                 bounds=bounds, evaluator=evaluator, exact=True, encode=encode,
-                 impute=impute, sample=sample, figures=figures, facts={}, scores=scores)
+                 bounds=parts.bounds, evaluator=parts.evaluator, exact=True,
+                 encode=parts.encode, impute=parts.impute, sample=sample, figures=figures,
+                 facts={}, scores=parts.scores)
 
 
 KIND = Kind(
