@@ -25,7 +25,7 @@ Every --report-every epochs: the training ELBO (the mean over the whole training
 a one-draw ELBO, nats per image; for VIMCO too, so the rows compare), and the gradient's
 signal-to-noise ratio |E g| / sd g of the estimator's own training loss on a fixed batch of
 --snr-examples training images over --snr-draws independent draws
-(``jlvm.gradient_statistics``), averaged over the encoder's parameters and over the
+(``jlvm.gradient_statistics``), its median over the encoder's parameters and over the
 decoder's. At the end: the test log-likelihood by importance sampling with the encoder as
 proposal (``jlvm.evaluate.log_likelihood``, K = --is-samples, on a seeded subset of
 --test-examples test images; a stochastic lower bound of log p(x) in expectation) and,
@@ -79,13 +79,14 @@ def snr_objective(model, settings: dict, x):
     return objective
 
 
-def mean_snr(tree) -> float:
-    """The mean SNR over every parameter of ``tree`` (an infinite SNR, a gradient with no
-    spread, left out)."""
+def median_snr(tree) -> float:
+    """The median SNR over the parameters of ``tree`` (the mean would be ruled by a few
+    parameters whose gradient hardly varies, a saturated unit's; an infinite SNR, a gradient
+    with no spread, left out)."""
     import jax
 
     values = np.concatenate([np.ravel(np.asarray(leaf)) for leaf in jax.tree.leaves(tree)])
-    return float(np.mean(values[np.isfinite(values)]))
+    return float(np.median(values[np.isfinite(values)]))
 
 
 def run_row(kind: str, estimator: str, dataset, args, report) -> dict:
@@ -121,8 +122,8 @@ def run_row(kind: str, estimator: str, dataset, args, report) -> dict:
                                          state.params, args.snr_draws)
         reports.append({"model": kind, "estimator": estimator, "epoch": number,
                         "train_elbo": round(float(np.mean(elbo)), 3),
-                        "snr_encoder": round(mean_snr(stats.snr.encoder), 4),
-                        "snr_decoder": round(mean_snr(stats.snr.decoder), 4),
+                        "snr_encoder": round(median_snr(stats.snr.encoder), 4),
+                        "snr_decoder": round(median_snr(stats.snr.decoder), 4),
                         "training_seconds": round(training_seconds, 1)})
         report(reports[-1])
     rows = np.random.default_rng(args.seed).choice(
@@ -154,7 +155,7 @@ def table(rows: list[dict]) -> list[str]:
     epochs = rows[0]["snr_epochs"] if rows else []
     lines = ["binary latent VAE: training ELBO (one draw, whole training split) and test "
              "log p(x) by IS with the encoder (K draws), nats per image, higher is better; "
-             f"mean gradient SNR over the encoder's parameters at epochs "
+             f"median gradient SNR over the encoder's parameters at epochs "
              f"{', '.join(map(str, epochs))} (higher: less noise); training seconds "
              "on this machine",
              "| model | estimator | objective | train ELBO | test log p(x), IS | "
