@@ -133,12 +133,13 @@ def _held_out(theta, x, mask):
         lambda z: MODEL.log_joint(theta, xi, z, mi), xi, mi, 3))(x, mask)
 
 
-@pytest.mark.optimized  # 200 steps of each learner: long enough to repay XLA's optimizations
 def test_svi_learns_what_exact_maximum_likelihood_learns(nade, with_holes):
     """The same NADE and start, learned from the incomplete draws by exact maximum
-    likelihood and by the lecture's SVI, 200 steps each: their held-out exact log p(x_obs)
-    agree within 0.05 nats (measured: 0.004), against a gain of 2 nats over the start
-    (the model that drew the data scores 0.04 nats above both)."""
+    likelihood and by the lecture's SVI, 100 steps each: their held-out exact log p(x_obs)
+    agree within 0.05 nats (measured: 0.002), against a gain of 1.6 nats over the start
+    (the model that drew the data scores 0.08 nats above both). Compiled with most of
+    XLA's optimizations off, as the other tests are: with them, compiling the SVI step's
+    inner loop took 21 s of the test's 28."""
     train_x, train_mask, test_x, test_mask = with_holes
     exact = missing_exact(MODEL, optax.adam(1e-2), 3)
     learner = missing_svi(MODEL, optax.adam(1e-2), 400)
@@ -149,12 +150,12 @@ def test_svi_learns_what_exact_maximum_likelihood_learns(nade, with_holes):
     start = _held_out(exact_state.params, test_x, test_mask)
     np.testing.assert_array_equal(start, _held_out(svi_state.params.model, test_x, test_mask))
     exact_epoch, svi_epoch = train.make_epoch(exact, 20), train.make_epoch(learner, 20)
-    for _ in range(10):  # 200 steps each
+    for _ in range(5):  # 100 steps each
         exact_state, _ = exact_epoch(exact_state, (x, mask))
         svi_state, metrics = svi_epoch(svi_state, (index, x, mask))
     by_exact = _held_out(exact_state.params, test_x, test_mask)
     by_svi = _held_out(svi_state.params.model, test_x, test_mask)
-    assert float(jnp.mean(by_exact - start)) > 1.5
+    assert float(jnp.mean(by_exact - start)) > 1.2
     assert abs(float(jnp.mean(by_svi - by_exact))) < 0.05, (float(jnp.mean(by_svi)),
                                                              float(jnp.mean(by_exact)))
     truth = float(jnp.mean(_held_out(nade, test_x, test_mask)))
