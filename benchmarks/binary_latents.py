@@ -2,7 +2,7 @@
 (``vae.model(..., prior="bernoulli", posterior="bernoulli")``) trained at the same budget
 with each estimator, its training ELBO, test log-likelihood and gradient SNR.
 
-    python benchmarks/binary_latents.py [--data {binarized-mnist,digits}]
+    JLVM_DATA_DIR=... python benchmarks/binary_latents.py [--data {binarized-mnist,digits}]
         [--latent-dim 200] [--models linear,nonlinear]
         [--estimators score_function,vimco5,vimco50,disarm] [--epochs 20]
         [--report-every 5] [--batch-size 100] [--learning-rate 3e-4]
@@ -40,6 +40,7 @@ import argparse
 import json
 import time
 
+import _protocol as protocol
 import numpy as np
 
 HIDDEN = {"linear": (), "nonlinear": (200, 200)}
@@ -174,10 +175,7 @@ def table(rows: list[dict]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=("binarized-mnist", "digits"),
-                        default="binarized-mnist")
-    parser.add_argument("--data-path", help="binarized-mnist: file or folder (default "
-                        "$JLVM_DATA_DIR)")
+    protocol.add_data_arguments(parser)
     parser.add_argument("--latent-dim", type=int, default=200, help="binary latents L")
     parser.add_argument("--models", default="linear,nonlinear",
                         help=f"comma-separated, of {', '.join(HIDDEN)}")
@@ -204,16 +202,13 @@ def main() -> None:
                 and int(estimator[5:]) >= 2):
             parser.error(f"--estimators: each of score_function, disarm or vimcoK with an "
                          f"integer K >= 2, got {estimator!r}")
-    for name in ("latent_dim", "epochs", "report_every", "batch_size", "test_examples",
-                 "is_samples"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    protocol.check_positive(parser, args, ("latent_dim", "epochs", "report_every", "batch_size",
+                                           "test_examples", "is_samples"))
     if args.snr_examples < 1 or args.snr_draws < 2:
         parser.error("--snr-examples must be >= 1 and --snr-draws >= 2")
     from jlvm import data
 
-    dataset = (data.binarized_mnist(args.data_path) if args.data == "binarized-mnist"
-               else data.digits())
+    dataset = data.load(args.data)
     rows = []
     for kind in models:
         for estimator in estimators:
