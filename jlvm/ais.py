@@ -279,7 +279,7 @@ def log_marginal_ais_reverse(key: jax.Array, log_joint: LogJoint, initial: Any,
     Args:
       key, log_joint, initial, num_steps, schedule, num_leapfrog, step_size: as in
         ``log_marginal_ais`` (the same key gives the same pilot step sizes).
-      z_posterior: [C, *event] exact draws from p(z | x), one chain each. They may repeat
+      z_posterior: ``[C, *event]`` exact draws from p(z | x), one chain each. They may repeat
         (one draw repeated C times is valid: each chain's weight is unbiased on its own).
 
     Returns:

@@ -14,7 +14,7 @@ from jlvm import _checks
 class GradientStatistics(NamedTuple):
     """Per-parameter statistics over independent draws, each a pytree shaped like params.
 
-    mean: E[g]; std: sd[g]; snr: |E[g]| / sd[g], the signal-to-noise ratio
+    ``mean``: E[g]; ``std``: sd[g]; ``snr``: ``|E[g]| / sd[g]``, the signal-to-noise ratio
     (Rainforth et al., 2018): higher means fewer draws for the same accuracy.
     """
 

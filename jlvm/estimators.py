@@ -40,7 +40,7 @@ def elbo(key: jax.Array, log_joint: LogJoint, q: Any, num_samples: int = 1, *,
 
     Args:
       key: PRNG key.
-      log_joint: ``z -> log p(x, z)``, z: [*event] -> scalar.
+      log_joint: ``z -> log p(x, z)``, z: ``[*event]`` -> scalar.
       q: distrax distribution over one z (batch_shape ()).
       num_samples: K >= 1, a Python int.
       grad_estimator: ``"reparam"`` (pathwise), ``"score_function"`` (REINFORCE with a
@@ -286,7 +286,7 @@ def log_marginal_naive(key: jax.Array, log_joint: LogJoint, support: jax.Array,
     Args:
       key: PRNG key.
       log_joint: ``z -> log p(x, z)``.
-      support: [|Z|, *event] every latent value, one per row.
+      support: ``[|Z|, *event]`` every latent value, one per row.
       num_samples: K >= 1.
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
@@ -304,7 +304,8 @@ def log_marginal_exact(log_joint: LogJoint, support: jax.Array, *,
 
     Args:
       log_joint: ``z -> log p(x, z)``.
-      support: [|Z|, *event] every latent value, one per row (e.g. ``binary_support(n)``).
+      support: ``[|Z|, *event]`` every latent value, one per row (e.g.
+        ``binary_support(n)``).
       chunk_size: evaluate that many rows at a time (running logsumexp) for large supports.
     """
     support, size = _support(support, log_joint)

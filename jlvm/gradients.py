@@ -30,7 +30,7 @@ _sg = jax.lax.stop_gradient
 
 
 def draw(key: jax.Array, q: Any, num_samples: int) -> tuple[jax.Array, jax.Array]:
-    """K independent draws from ``q``, one PRNG key each: (z [K, *event], log q(z) [K]).
+    """K independent draws from ``q``, one PRNG key each: ``(z [K, *event], log q(z) [K])``.
 
     One key per draw (rather than one call with ``sample_shape=(K,)``) makes draw k depend
     only on (key, k): chunked and unchunked evaluations, the ELBO and the IWAE bound all
@@ -66,7 +66,7 @@ def _diagonal_normal_log_prob(u: jax.Array, scale: jax.Array) -> jax.Array:
 
 
 def draw_with_keys(keys: jax.Array, q: Any) -> tuple[jax.Array, jax.Array]:
-    """One draw from ``q`` per key in ``keys`` [K]: (z [K, *event], log q(z) [K])."""
+    """One draw from ``q`` per key in ``keys`` [K]: ``(z [K, *event], log q(z) [K])``."""
     diagonal = _diagonal_normal(q)
     if diagonal is not None:
         loc, scale = diagonal
@@ -79,7 +79,7 @@ def draw_with_keys(keys: jax.Array, q: Any) -> tuple[jax.Array, jax.Array]:
 
 
 def log_joints(log_joint: LogJoint, z: jax.Array) -> jax.Array:
-    """log p(x, z_k) for a stack z [K, *event] -> [K], checking log_joint returns a scalar."""
+    """log p(x, z_k) for a stack ``z [K, *event] -> [K]``, checking log_joint returns a scalar."""
     if jnp.shape(z)[0] == 1:
         # no vmap over a single draw: under an outer vmap over data points its axis of
         # size 1 would make XLA transpose every gradient of the decoder's activations
@@ -97,8 +97,10 @@ def log_joints(log_joint: LogJoint, z: jax.Array) -> jax.Array:
 def path_log_prob(q: Any, z: jax.Array) -> jax.Array:
     """log q(z) [K] whose gradient flows only along the path z(phi), not via q's parameters.
 
-    First-order stop-gradient of q's parameters, written without rebuilding q:
+    First-order stop-gradient of q's parameters, written without rebuilding q::
+
         sg(log q(z)) + sg(grad_z log q(z)) . (z - sg(z))
+
     has the value log q(z) and the gradient (d log q / dz)(dz / dphi). (Rebuilding q from
     stopped leaves with tree_map is unsafe: distrax bijectors keep bound methods of the
     ORIGINAL objects in their static data, which would leak the parameters' gradient.)
@@ -121,7 +123,7 @@ def path_log_prob(q: Any, z: jax.Array) -> jax.Array:
 
 
 def log_probs(q: Any, z: jax.Array) -> jax.Array:
-    """log q(z_k) for a stack z [K, *event] -> [K]: in one call where q's ``log_prob``
+    """log q(z_k) for a stack ``z [K, *event] -> [K]``: in one call where q's ``log_prob``
     takes a batch of z, else one draw at a time (a flow's coupling layers, distrax's
     ``MaskedCoupling``, take one z: tried with ``jax.eval_shape``, nothing computed)."""
     try:
@@ -197,7 +199,7 @@ def elbo_score_function(key, log_joint, q, num_samples):
 
 
 def factorized_bernoulli(q: Any) -> distrax.Bernoulli:
-    """The ``distrax.Bernoulli`` inside a factorized Bernoulli q, whose logits [*event] are
+    """The ``distrax.Bernoulli`` inside a factorized Bernoulli q, whose logits ``[*event]`` are
     q's: ``distrax.Bernoulli`` itself (one bit) or ``distrax.Independent`` layers around
     one, with batch_shape (). Anything else is a ``ValueError`` naming q."""
     inner = q
@@ -231,17 +233,21 @@ def elbo_disarm(key, log_joint, q, num_samples):
     Binary Latent Variables") for a factorized Bernoulli q with logits a [L].
 
     ``num_samples`` counts draws: P = num_samples / 2 antithetic pairs. Pair j shares one
-    u ~ U(0, 1)^L (key ``fold_in(key, j)``):
+    u ~ U(0, 1)^L (key ``fold_in(key, j)``)::
+
         b = 1[u < sigmoid(a)],   b~ = 1[1 - u < sigmoid(a)],
+
     each marginally ~ q, the two as negatively correlated as possible. With
-    f(z) = log p(x, z) - log q(z), the gradient for a is the pairs' mean of
+    f(z) = log p(x, z) - log q(z), the gradient for a is the pairs' mean of::
+
         g_i = 1/2 (f(b) - f(b~)) (-1)^{b~_i} 1[b_i != b~_i] sigmoid(|a_i|),
+
     unbiased for grad_a E_q[f] with f held fixed (the ARM estimator with the antithetic
     partner's noise integrated out). The value is the mean of f over all 2P draws, the
     same Monte Carlo ELBO as every estimator's; parameters inside ``log_joint`` get the
     mean of grad log p(x, z_k) over the draws.
 
-    z: [2P, *event] in q's sample dtype, draw 2j = b and 2j + 1 = b~ of pair j.
+    z: ``[2P, *event]`` in q's sample dtype, draw 2j = b and 2j + 1 = b~ of pair j.
     """
     logits = factorized_bernoulli(q).logits
     num_pairs = num_samples // 2

@@ -35,11 +35,12 @@ DATA_AXIS = "data"  # the mesh axis that batches are split over
 class TrainState(NamedTuple):
     """Everything that changes during training.
 
-    params: the model (and, for amortized inference, the encoder; for SVI, the table of
-      per-datapoint variational parameters).
-    opt_state: the optax optimizer state (``()`` where there is none, as in EM).
-    step: number of steps taken, an int32 scalar.
-    key: the PRNG key the next step splits.
+    Attributes:
+      params: the model (and, for amortized inference, the encoder; for SVI, the table of
+        per-datapoint variational parameters).
+      opt_state: the optax optimizer state (``()`` where there is none, as in EM).
+      step: number of steps taken, an int32 scalar.
+      key: the PRNG key the next step splits.
     """
 
     params: Any

@@ -27,9 +27,9 @@ from jlvm.models.protocol import Model
 
 # Exact float32 on every device (no TF32 matmuls on GPUs): the tests compare with oracles.
 HIGHEST = jax.lax.Precision.HIGHEST
-# The M-step clips each pixel probability to [MIN_PROB, 1 - MIN_PROB]: a pixel that is 0 in
-# every training image of a component would otherwise get p = 0, and one test image with
-# that pixel on would have log p(x) = -inf.
+#: The M-step clips each pixel probability to [MIN_PROB, 1 - MIN_PROB]: a pixel that is 0 in
+#: every training image of a component would otherwise get p = 0, and one test image with
+#: that pixel on would have log p(x) = -inf.
 MIN_PROB = 1e-6
 
 

@@ -1,4 +1,4 @@
-"""The "flow" posterior family: a diagonal Gaussian through affine coupling layers.
+"""The "flow" posterior family: a diagonal Gaussian through affine coupling layers::
 
     u ~ N(mean, diag exp(log_scale)^2),   z = f_n(... f_2(f_1(u)))
     f_i (RealNVP): z_B = u_B exp(a_i(u_A)) + b_i(u_A), z_A = u_A, for a mask A | B

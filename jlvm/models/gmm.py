@@ -51,7 +51,8 @@ from jlvm.models._mixture import (
 )
 from jlvm.models.protocol import Model
 
-COVARIANCE_TYPES = NAMES  # ("full", "diag", "spherical", "tied")
+#: The covariance types, as scikit-learn names them: "full", "diag", "spherical", "tied".
+COVARIANCE_TYPES = NAMES
 
 
 def _component(z: Any, num_components: int) -> tuple[jax.Array, jax.Array]:

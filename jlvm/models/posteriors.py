@@ -1,4 +1,4 @@
-"""Posterior families: variational parameters phi (unconstrained arrays) <-> distrax q(z).
+"""Posterior families: variational parameters phi (unconstrained arrays) <-> distrax q(z)::
 
     diagonal: phi = (mean [L], log_scale [L]);   q = N(mean, diag exp(log_scale)^2)
     full:     phi = (mean [L], raw [L, L]);      q = N(mean, S S^T), S = lower(raw) with its

@@ -1,4 +1,4 @@
-"""Priors p(z) over one latent z [L], named by a spec string (as likelihoods are):
+"""Priors p(z) over one latent z [L], named by a spec string (as likelihoods are)::
 
     "normal"      N(0, I_L)
     "mixture:K"   sum_k pi_k N(z; mu_k, diag sigma_k^2), pi = softmax(logits), all learned:

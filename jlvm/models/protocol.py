@@ -2,14 +2,15 @@
 
 Learners, evaluation and sampling see a model only through these functions, the way
 blackjax's kernels see only a ``logdensity_fn``: parameters may be any pytree (dicts,
-NamedTuples, Flax NNX state), and nothing in jlvm knows a model's class.
+NamedTuples, Flax NNX state), and nothing in jlvm knows a model's class::
 
     model = jlvm.Model(init, log_joint, encoder)
     init(key) -> params                               any pytree of arrays
     log_joint(params, x [D], z, mask=None) -> []      log p(x_obs, z) for ONE example
     encoder(params, x [D], mask=None) -> q            a distrax q(z | x_obs) over ONE z
 
-Optional fields:
+Optional fields::
+
     log_likelihood(params, x, z, mask=None) -> []     log p(x_obs | z): with ``prior``, the
                                                       KL form of the ELBO
     prior(params) -> distrax p(z)                     the KL form; SVI's latent shape

@@ -46,18 +46,19 @@ ARCHITECTURES = networks.ARCHITECTURES
 class Params(struct.PyTreeNode):
     """VAE parameters: array leaves in ``decoder``/``encoder``, structure as static fields.
 
-    decoder: nnx.State of the generative model (theta): the decoder network, a per-pixel
-      log-scale ("gaussian-pixel"), a learned prior's parameters ("mixture:K",
-      "bernoulli").
-    encoder: nnx.State of the encoder network (phi), with a flow's coupling layers.
-    likelihood: its spec, e.g. "bernoulli" or "categorical:17" (static).
-    data_dim, latent_dim: D and L (static).
-    posterior: the encoder's family, "diagonal", "full", "flow" or "bernoulli" (static;
-      runs written before the field existed are diagonal).
-    latent_prior: "normal", "mixture:K" or "bernoulli" (static).
-    architecture: "mlp" or "conv" (static).
-    encoder_sees_mask: whether the encoder's input is (x with missing entries 0, mask),
-      for models learned from incomplete data, rather than x alone (static).
+    Attributes:
+      decoder: nnx.State of the generative model (theta): the decoder network, a per-pixel
+        log-scale ("gaussian-pixel"), a learned prior's parameters ("mixture:K",
+        "bernoulli").
+      encoder: nnx.State of the encoder network (phi), with a flow's coupling layers.
+      likelihood: its spec, e.g. "bernoulli" or "categorical:17" (static).
+      data_dim, latent_dim: D and L (static).
+      posterior: the encoder's family, "diagonal", "full", "flow" or "bernoulli" (static;
+        runs written before the field existed are diagonal).
+      latent_prior: "normal", "mixture:K" or "bernoulli" (static).
+      architecture: "mlp" or "conv" (static).
+      encoder_sees_mask: whether the encoder's input is (x with missing entries 0, mask),
+        for models learned from incomplete data, rather than x alone (static).
     """
 
     decoder: nnx.State

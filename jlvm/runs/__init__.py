@@ -1,5 +1,5 @@
 """Run directories from Python: train, resume, evaluate, encode, impute and sample, as
-``jlvm`` does.
+``jlvm`` does::
 
     from jlvm import runs
     result = runs.train(runs.make_config(model="iwae", epochs=20), "runs/iwae-digits")

@@ -5,7 +5,7 @@ check, build)``. ``build(config, data, stored, warn)`` closes over the model and
 returns a ``Built``: the ``jlvm.Model``, its ``Learner`` and the functions a run needs of
 it (per-epoch bounds, evaluation, encoding, imputation, figures), each compiled once per
 run, as optax's and blackjax's factories return their functions. The training loop, the
-commands and ``jlvm.runs`` call those functions and never ask which kind they hold.
+commands and ``jlvm.runs`` call those functions and never ask which kind they hold::
 
     KINDS = {"vae": ..., "iwae": ..., "semi": ..., "svi": ..., "gmm": ...,
              "bernoulli-mixture": ..., "ppca": ...}
@@ -91,16 +91,17 @@ class View(NamedTuple):
 class Kind(NamedTuple):
     """A kind of model a run directory can hold.
 
-    settings: the ``Config`` fields it takes beyond those of every run
-      (``jlvm.runs._config.COMMON``); any other one given is refused.
-    defaults: (given settings, what the data is: a ``jlvm.data.Kind`` or None while a
-      file is unread) -> values for the settings not given.
-    check: ``Config -> None``: a ``RunError`` naming a setting it cannot take (static:
-      nothing is read or compiled).
-    build: (config, data: ``jlvm.runs._data.RunData``, stored facts of the run directory
-      ({} for a new run), warn: a function of one line) -> ``Built``.
-    data_parallel: whether ``--devices`` may split its batches.
-    describe: one line for ``jlvm train --help``.
+    Attributes:
+      settings: the ``Config`` fields it takes beyond those of every run
+        (``jlvm.runs._config.COMMON``); any other one given is refused.
+      defaults: (given settings, what the data is: a ``jlvm.data.Kind`` or None while a
+        file is unread) -> values for the settings not given.
+      check: ``Config -> None``: a ``RunError`` naming a setting it cannot take (static:
+        nothing is read or compiled).
+      build: (config, data: ``jlvm.runs._data.RunData``, stored facts of the run directory
+        ({} for a new run), warn: a function of one line) -> ``Built``.
+      data_parallel: whether ``--devices`` may split its batches.
+      describe: one line for ``jlvm train --help``.
     """
 
     settings: tuple[str, ...]
