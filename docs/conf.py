@@ -53,4 +53,29 @@ def _copy_notebooks() -> None:
         shutil.copyfile(notebook, target / notebook.name)
 
 
+def _command_line_page() -> None:
+    """docs/command-line.md (a build file git ignores): ``jlvm --help`` and every
+    subcommand's ``--help``, printed by the command's own parser, so the page cannot drift
+    from the command."""
+    import argparse
+    import os
+
+    os.environ["COLUMNS"] = "100"  # argparse wraps its help to this width
+    from jlvm import cli
+
+    parser = cli._parser()
+    parser.prog = "jlvm"
+    sections = ["# The command line", "",
+                "Every subcommand and option of `jlvm`, as `jlvm COMMAND --help` prints them "
+                "(this page is generated from the command's parser when the site is built).",
+                "", "```text", parser.format_help().rstrip(), "```"]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, subparser in action.choices.items():
+                sections += ["", f"## `jlvm {name}`", "", "```text",
+                             subparser.format_help().rstrip(), "```"]
+    (HERE / "command-line.md").write_text("\n".join(sections) + "\n")
+
+
 _copy_notebooks()
+_command_line_page()

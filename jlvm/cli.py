@@ -137,8 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last intact checkpoint")
 
-    evaluate = commands.add_parser("evaluate", help="test log-likelihood by importance sampling "
-                                   "or annealed importance sampling; the BDMC sandwich")
+    evaluate = commands.add_parser("evaluate", help="test log-likelihood by importance sampling, "
+                                   "exactly (--exact) or by annealed importance sampling; "
+                                   "the BDMC sandwich")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--num-samples", type=int, default=1000, help="K (default 1000)")
     evaluate.add_argument("--split", choices=runs.SPLITS, default="test")
