@@ -64,3 +64,72 @@ def test_every_public_name_has_a_reference_entry():
             if not _documented_as(owner, name, getattr(module, name)) & documented:
                 missing.append(f"{owner}.{name}")
     assert not missing, f"no reference entry for {missing}"
+
+
+def _sections(doc: str) -> dict[str, list[str]]:
+    """A Google-style docstring's sections (``Args:``, ``Returns:``, ...): their lines."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in doc.splitlines():
+        if line and not line[0].isspace() and line.rstrip().endswith(":") and " " not in line.strip():
+            current = sections.setdefault(line.strip()[:-1], [])
+        elif current is not None and line and not line[0].isspace():
+            current = None                      # an unindented paragraph ends the section
+        elif current is not None:
+            current.append(line)
+    return sections
+
+
+def docstring_problems(function) -> list[str]:
+    """What the reference entry of ``function`` lacks in optax's form: an ``Args:`` line for
+    every parameter (``name: ...``, or ``a, b: ...`` for several) and a ``Returns:`` (or ``Yields:``) section unless it is
+    annotated ``-> None``."""
+    doc = inspect.getdoc(function) or ""
+    if not doc:
+        return ["no docstring"]
+    sections = _sections(doc)
+    signature = inspect.signature(function)
+    problems = []
+    documented = {name.strip().lstrip("*").split(" (")[0]   # "key, q: as in elbo" counts both
+                  for line in sections.get("Args", []) if ":" in line
+                  for name in line.split(":")[0].split(",")}
+    for name, parameter in signature.parameters.items():
+        if name not in documented:
+            problems.append(f"no Args line for {name!r}")
+    returns_none = signature.return_annotation in (None, "None")
+    if not returns_none and not ({"Returns", "Yields"} & set(sections)):
+        problems.append("no Returns section")
+    return problems
+
+
+def public_functions() -> dict[str, object]:
+    """Every public function the reference documents (each once, under the first name it
+    has in ``jlvm`` and MODULES)."""
+    functions: dict[str, object] = {}
+    seen = set()
+    for owner in ("jlvm", *MODULES):
+        module = importlib.import_module(owner)
+        names = jlvm.__all__ if owner == "jlvm" else public_names(module)
+        for name in names:
+            value = getattr(module, name)
+            if inspect.isfunction(value) and id(value) not in seen:
+                seen.add(id(value))
+                functions[f"{owner}.{name}"] = value
+    return functions
+
+
+def test_every_public_function_documents_its_arguments_and_result():
+    problems = {name: found for name, function in public_functions().items()
+                if (found := docstring_problems(function))}
+    assert not problems, "\n".join(f"{name}: {', '.join(found)}"
+                                   for name, found in sorted(problems.items()))
+
+
+if __name__ == "__main__":  # python tests/test_docs.py [MODULE-PREFIX]: what is left to write
+    import sys
+
+    prefix = sys.argv[1] if len(sys.argv) > 1 else ""
+    for name, function in public_functions().items():
+        found = docstring_problems(function)
+        if found and f"{function.__module__}.{function.__name__}".startswith(prefix):
+            print(f"{function.__module__}.{function.__name__}: {', '.join(found)}")
