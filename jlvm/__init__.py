@@ -32,8 +32,8 @@ _NAMES = {
     "log_marginal_is": "jlvm.estimators",
     "log_marginal_naive": "jlvm.estimators",
 }
-_SUBMODULES = ("ais", "data", "diagnostics", "evaluate", "inference", "missing", "models", "plots",
-               "runs", "train")
+_SUBMODULES = ("ais", "checkpoint", "data", "diagnostics", "estimators", "evaluate", "gradients",
+               "inference", "missing", "models", "plots", "runs", "train")
 
 __all__ = [
     "GradientStatistics",

@@ -200,7 +200,7 @@ def _pilot(key, path, initial, betas, num_chains, num_leapfrog, inverse_mass, dt
 def tune_step_sizes(key: jax.Array, log_joint: LogJoint, initial: Any, num_steps: int, *,
                     schedule: Any = "sigmoidal", num_leapfrog: int = 10,
                     num_chains: int = PILOT_CHAINS) -> jax.Array:
-    """HMC step sizes [num_steps] for the moves at b_1..b_T, from a pilot run.
+    """HMC step sizes for the moves at b_1..b_T, from a pilot run.
 
     The pilot is an AIS run of its own (``num_chains`` chains from ``initial``, key ``key``)
     whose step size, in units of initial's standard deviations, follows its chains'
@@ -210,6 +210,14 @@ def tune_step_sizes(key: jax.Array, log_joint: LogJoint, initial: Any, num_steps
     acceptance, which would break E[w] = p(x). ``log_marginal_ais(key, ...)`` without
     ``step_size`` equals ``log_marginal_ais(key, ..., step_size=tune_step_sizes(
     jax.random.split(key)[0], ...))``.
+
+    Args:
+      key: PRNG key of the pilot (its initial draws and its moves).
+      log_joint, initial, num_steps, schedule, num_leapfrog: as in ``log_marginal_ais``.
+      num_chains: the pilot's chains, >= 1.
+
+    Returns:
+      ``[num_steps]`` step sizes in initial's dtype, the last for b_T = 1 (unused by AIS).
     """
     num_chains = _checks.positive_int(num_chains, "num_chains")
     _, num_leapfrog, z, betas, path, inverse_mass = _setup(key, log_joint, initial, num_steps,
@@ -320,11 +328,23 @@ def bdmc(key: jax.Array, model: Any, params: Any, num_examples: int, num_steps: 
     """Bidirectional Monte Carlo (Grosse et al., 2015) on data simulated from a model.
 
     Draws (z_n, x_n) from the model (``model.prior`` and ``model.decoder``), then brackets
-    each log p(x_n): forward AIS from ``initial`` (``"encoder"``: the model's q(z | x_n);
-    ``"prior"``) below, reverse AIS from z_n (an exact draw of p(z | x_n), repeated for
-    ``num_chains`` chains) above, with the same pilot step sizes. ``mean(upper - lower)``
-    bounds, in expectation, how far the forward AIS at these settings is from log p(x)
-    on data like the model's own (Wu et al., 2017).
+    each log p(x_n): forward AIS from ``initial`` below, reverse AIS from z_n (an exact draw
+    of p(z | x_n), repeated for ``num_chains`` chains) above, with the same pilot step
+    sizes. ``mean(upper - lower)`` bounds, in expectation, how far the forward AIS at these
+    settings is from log p(x) on data like the model's own (Wu et al., 2017).
+
+    Args:
+      key: PRNG key (split into the simulation's and the bounds').
+      model: a ``jlvm.Model`` with ``prior``, ``decoder`` (and ``encoder`` for "encoder").
+      params: the model's parameters.
+      num_examples: N >= 1 simulated rows.
+      num_steps, num_chains, schedule, num_leapfrog, step_size: as in ``log_marginal_ais``.
+      initial: ``"encoder"`` (the model's q(z | x_n)) or ``"prior"``: forward AIS's start.
+      batch_size: rows bounded at a time (a vmap of this many, to bound memory).
+
+    Returns:
+      ``Sandwich(x, z, lower, upper)`` with x ``[N, D]``, z ``[N, *event]`` and the bounds
+      ``[N]`` in nats (see ``Sandwich``).
     """
     from jlvm.models import protocol
 

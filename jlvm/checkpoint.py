@@ -108,11 +108,21 @@ def _reason(error: BaseException) -> str:
 
 
 def save(directory: str | os.PathLike, step: int, state: Any) -> None:
-    """Saves ``state`` (any pytree of arrays) as checkpoint ``step`` under ``directory``.
+    """Saves ``state`` as checkpoint ``step`` under ``directory``.
 
-    Raises ``CheckpointError`` (one line: the path and the reason, e.g. a full disk) if it
-    cannot be written; the earlier checkpoints are then left as they were. Steps only grow:
-    a ``step`` at or below the newest one is refused (orbax would skip it silently).
+    Steps only grow: a ``step`` at or below the newest one is refused (orbax would skip it
+    silently). The two newest checkpoints are kept, older ones deleted.
+
+    Args:
+      directory: the checkpoint folder (created if missing).
+      step: an int >= 0 (NumPy's and JAX's integers too, not a bool), above every saved step.
+      state: any pytree of arrays, e.g. a ``TrainState``.
+
+    Raises:
+      ValueError: ``step`` is not an int >= 0.
+      CheckpointError: ``step`` is not above the newest one, or the checkpoint cannot be
+        written (one line: the path and the reason, e.g. a full disk); the earlier
+        checkpoints are then left as they were.
     """
     given = step
     try:  # any integer (NumPy's and JAX's too), not a bool
@@ -136,7 +146,14 @@ def save(directory: str | os.PathLike, step: int, state: Any) -> None:
 
 
 def steps(directory: str | os.PathLike) -> list[int]:
-    """The steps of every complete (committed) checkpoint, oldest first."""
+    """The steps of every complete (committed) checkpoint, oldest first.
+
+    Args:
+      directory: the checkpoint folder; one that does not exist holds none.
+
+    Returns:
+      A sorted ``list[int]``, empty if there is none.
+    """
     if not pathlib.Path(directory).is_dir():
         return []
     with _quiet(), _manager(directory, local=True) as manager:
@@ -144,17 +161,37 @@ def steps(directory: str | os.PathLike) -> list[int]:
 
 
 def latest_step(directory: str | os.PathLike) -> int | None:
-    """The newest complete checkpoint's step, or None if there is none."""
+    """The newest complete checkpoint's step.
+
+    Args:
+      directory: the checkpoint folder.
+
+    Returns:
+      An int, or None if there is no complete checkpoint.
+    """
     found = steps(directory)
     return found[-1] if found else None
 
 
 def restore(directory: str | os.PathLike, like: Any, step: int | None = None) -> Any:
-    """Restores checkpoint ``step`` (default: the latest) into the structure of ``like``
-    (a state of the same shapes, e.g. a freshly initialized one).
+    """Restores checkpoint ``step`` into the structure of ``like``.
 
-    Raises ``FileNotFoundError`` if there is no checkpoint and whatever orbax raises if it
-    is damaged (``restore_intact`` falls back instead)."""
+    Args:
+      directory: the checkpoint folder.
+      like: a state of the same structure, shapes and dtypes (e.g. a freshly initialized
+        one); only its shapes and dtypes are read.
+      step: the checkpoint to read; None for the latest.
+
+    Returns:
+      The saved state, a pytree of ``like``'s structure.
+
+    Raises:
+      FileNotFoundError: there is no complete checkpoint.
+      CheckpointError: there is no checkpoint ``step``.
+      CheckpointMismatch: its arrays' names, shapes or dtypes differ from ``like``'s.
+      Exception: whatever orbax raises if it is damaged (``restore_intact`` falls back
+        instead).
+    """
     if not pathlib.Path(directory).is_dir():
         raise FileNotFoundError(f"no complete checkpoint in {directory}.")
     with _quiet(), _manager(directory) as manager:
@@ -238,8 +275,18 @@ class Restored(NamedTuple):
 def restore_intact(directory: str | os.PathLike, like: Any) -> Restored:
     """The newest checkpoint under ``directory`` that reads, and the damaged ones above it.
 
-    Raises ``CheckpointError`` if there is none at all, or none that reads (naming each
-    checkpoint and why it failed)."""
+    Args:
+      directory, like: as in ``restore``.
+
+    Returns:
+      ``Restored(step, state, damaged)``, the checkpoint read, its contents, and
+      ``(step, reason)`` for each newer one that could not be read, newest first.
+
+    Raises:
+      CheckpointError: there is no checkpoint at all, or none that reads (naming each
+        checkpoint and why it failed).
+      CheckpointMismatch: a checkpoint does not fit ``like`` (not damage: no fall back).
+    """
     found = steps(directory)
     if not found:
         raise CheckpointError(f"no complete checkpoint in {directory}.")

@@ -67,7 +67,15 @@ def digits(*, binarize: bool = True, test_fraction: float = 0.2, split_seed: int
     Args:
       binarize: threshold at 0.5 to get 0/1 pixels (for Bernoulli likelihoods).
       test_fraction: share of images held out, chosen by a fixed permutation.
-      split_seed: seed of that permutation (NumPy), so splits are reproducible.
+      split_seed: seed of that permutation (NumPy), an int >= 0, so splits are reproducible.
+
+    Returns:
+      A ``Dataset`` named ``"digits"`` (``"digits-gray"`` unbinarized) with train and test
+      float32 ``[N, 64]`` (N = 1797 in all), valid None, int32 labels ``[N]`` (0-9),
+      image_shape ``(8, 8)``.
+
+    Raises:
+      ValueError: test_fraction outside (0, 1) or leaving a split empty; a bad split_seed.
     """
     if isinstance(test_fraction, (bool, str)) or not isinstance(test_fraction, (int, float)) \
             or not 0.0 < test_fraction < 1.0:
@@ -122,7 +130,19 @@ def _check_split(array: np.ndarray, split: str, source: pathlib.Path,
 
 def read_amat(path: str | os.PathLike, split: str = "?",
               expected_rows: int | None = None) -> np.ndarray:
-    """One published ``.amat`` file: one image a line, 784 space-separated 0/1 values."""
+    """Reads one published ``.amat`` file: one image a line, 784 space-separated 0/1 values.
+
+    Args:
+      path: the ``.amat`` file.
+      split: the split's name, for error messages only.
+      expected_rows: the number of images required, or None for any.
+
+    Returns:
+      float32 ``[N, 784]`` array of 0/1 values.
+
+    Raises:
+      ValueError: not such a file, a wrong shape or row count, or values other than 0/1.
+    """
     path = pathlib.Path(path)
     try:
         array = np.loadtxt(path, dtype=np.float32, ndmin=2)
@@ -139,6 +159,15 @@ def binarized_mnist(path: str | os.PathLike | None = None, *,
       path: a ``.npz`` file, or a folder holding ``binarized_mnist.npz`` or the three
         ``binarized_mnist_{train,valid,test}.amat`` files; default ``$JLVM_DATA_DIR``.
       check_sizes: insist on the published 50k/10k/10k split sizes.
+
+    Returns:
+      A ``Dataset`` named ``"binarized-mnist"``, train, valid, test float32 ``[N, 784]`` of
+      0/1 values, no labels (None), binary True, image_shape ``(28, 28)``. A ``.npz`` is
+      read in preference to the ``.amat`` files.
+
+    Raises:
+      FileNotFoundError: no path and no ``$JLVM_DATA_DIR``, or no data set there.
+      ValueError: a missing ``.npz`` key, a wrong shape or size, or values other than 0/1.
     """
     location = _data_dir(path)
     expected = MNIST_SPLITS if check_sizes else dict.fromkeys(MNIST_SPLITS)
@@ -179,7 +208,22 @@ def download_binarized_mnist(cache_dir: str | os.PathLike, *, base_url: str = MN
     Each file is downloaded to a temporary name, checked (its SHA-256 when ``sha256`` gives
     one, and always its shape and 0/1 values), then renamed into place, so an interrupted
     or corrupt download never leaves a file that looks complete. Files already present and
-    valid are kept. Returns ``cache_dir``, ready for ``binarized_mnist(cache_dir)``.
+    valid are kept.
+
+    Args:
+      cache_dir: the folder to fill (created where missing).
+      base_url: where the three files are published.
+      sha256: optional dict from split (``train``, ``valid``, ``test``) to the expected hex
+        digest of its downloaded file.
+      check_sizes: insist on the published 50k/10k/10k split sizes.
+
+    Returns:
+      ``cache_dir`` as a ``pathlib.Path``, ready for ``binarized_mnist(cache_dir)``.
+
+    Raises:
+      ConnectionError: a download failed.
+      ValueError: a file (downloaded or already present) failed its checks.
+      TypeError: a malformed ``sha256``.
     """
     if sha256 is not None and not (isinstance(sha256, dict) and set(sha256) <= set(MNIST_SPLITS)
                                    and all(isinstance(v, str) for v in sha256.values())):
@@ -215,7 +259,20 @@ def download_binarized_mnist(cache_dir: str | os.PathLike, *, base_url: str = MN
 
 
 def blobs(n: int = 2000, *, seed: int = 0, num_components: int = 3) -> Dataset:
-    """Samples of a 2-D Gaussian mixture (``models.gmm``), labelled by component."""
+    """Samples of a 2-D Gaussian mixture (``models.gmm``), labelled by component.
+
+    Equal weights, means on a circle of radius 3, covariance 0.49 I; the first 80% of
+    the draws train, the rest test.
+
+    Args:
+      n: number of points >= 2, a Python int.
+      seed: JAX PRNG seed, an int in [0, 2**32 - 1001].
+      num_components: number of mixture components >= 1.
+
+    Returns:
+      A ``Dataset`` named ``"blobs"`` with train and test float32 ``[N, 2]``, valid None, int32
+      component labels ``[N]``, binary False, image_shape None.
+    """
     from jlvm import _checks
 
     n = _checks.positive_int(n, "n")
@@ -240,9 +297,19 @@ def blobs(n: int = 2000, *, seed: int = 0, num_components: int = 3) -> Dataset:
 
 
 def lecture_2d(n: int = 2000, *, seed: int = 0) -> Dataset:
-    """Samples of the lecture's 2-D example.
+    """Samples of the lecture's 2-D example (``models.vae.lecture_example``).
 
-    mu(z) = sigmoid(Az + c), Sigma(z) = diag(exp(sigmoid(Bz + d))), z ~ N(0, I_2).
+    ``x | z ~ N(mu(z), Sigma(z))``, mu(z) = sigmoid(Az + c),
+    Sigma(z) = diag(exp(sigmoid(Bz + d))), z ~ N(0, I_2); the first 80% train.
+
+    Args:
+      n: number of points >= 2, a Python int.
+      seed: JAX PRNG seed of the draws (the model's parameters use seed + 1000), an int in
+        [0, 2**32 - 1001].
+
+    Returns:
+      A ``Dataset`` named ``"lecture-2d"`` with train and test float32 ``[N, 2]``, valid and
+      labels None, binary False, image_shape None.
     """
     from jlvm import _checks
 
@@ -270,7 +337,18 @@ def _seed(seed: object) -> int:
 
 
 def load(name: str, *, path: str | os.PathLike | None = None) -> Dataset:
-    """A data set by its command-line name: one of ``NAMES``."""
+    """A data set by its command-line name, with each loader's defaults.
+
+    Args:
+      name: one of ``NAMES``.
+      path: for ``"binarized-mnist"``, as in ``binarized_mnist``; ignored otherwise.
+
+    Returns:
+      The ``Dataset``.
+
+    Raises:
+      ValueError: an unknown name.
+    """
     if name == "digits":
         return digits(binarize=True)
     if name == "digits-gray":

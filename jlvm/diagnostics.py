@@ -33,6 +33,11 @@ def gradient_statistics(key: jax.Array, objective: Callable[[jax.Array, Any], ja
         ``lambda k, phi: jlvm.elbo(k, log_joint, make_q(phi), 4, grad_estimator="stl")``.
       params: where to measure (any pytree).
       num_draws: independent gradients, >= 2.
+
+    Returns:
+      ``GradientStatistics(mean, std, snr)``, each a pytree shaped like ``params``, the
+      gradients' mean, standard deviation (ddof=1) and ``|mean| / std`` (inf for a constant
+      nonzero gradient, 0 for a zero one).
     """
     _checks.prng_key(key)
     if not callable(objective):

@@ -94,6 +94,12 @@ def elbo_with_entropy(key: jax.Array, log_joint: LogJoint, q: Any,
 
     Same expectation as ``elbo``. Not always lower variance: at q = p(z|x) the joint form
     is exact for every draw, while this form keeps the noise of log p(x, z).
+
+    Args:
+      key, log_joint, q, num_samples: as in ``elbo`` (pathwise gradients; H(q) analytic).
+
+    Returns:
+      Scalar estimate in nats.
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     _checks.proposal_and_model(key, log_joint, q, pathwise="reparam")
@@ -110,8 +116,12 @@ def elbo_with_kl(key: jax.Array, log_likelihood: LogJoint, q: Any, prior: Any,
     The autoencoder reading: expected reconstruction log-likelihood minus a KL to the prior.
 
     Args:
-      log_likelihood: ``z -> log p(x | z)`` for one z.
-      q, prior: distrax distributions over one z with a registered KL (e.g. two Gaussians).
+      key, num_samples: as in ``elbo`` (gradients are pathwise).
+      log_likelihood: ``z -> log p(x | z)``, z: ``[*event]`` -> scalar.
+      q, prior: distrax distributions over the same z with a registered KL (e.g. Gaussians).
+
+    Returns:
+      Scalar estimate in nats.
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     _checks.proposal_and_model(key, log_likelihood, q, name="log_likelihood", pathwise="reparam")
@@ -147,7 +157,15 @@ def _analytic(compute: Callable[[], jax.Array], what: str, instead: str) -> jax.
 
 def importance_log_weights(key: jax.Array, log_joint: LogJoint, q: Any,
                            num_samples: int) -> jax.Array:
-    """log w_k = log p(x, z_k) - log q(z_k), z_k ~ q: [K]. For diagnostics and plots."""
+    """Importance log-weights ``log p(x, z_k) - log q(z_k)``, z_k ~ q: for diagnostics, plots.
+
+    Args:
+      key, log_joint, q: as in ``elbo``.
+      num_samples: K >= 1.
+
+    Returns:
+      ``[K]`` log-weights; -inf where p(x, z_k) = 0.
+    """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     _checks.proposal_and_model(key, log_joint, q)
     z, log_q = _draw(key, q, num_samples)
@@ -156,7 +174,7 @@ def importance_log_weights(key: jax.Array, log_joint: LogJoint, q: Any,
 
 
 def effective_sample_size(log_weights: jax.Array) -> jax.Array:
-    """Kish's effective sample size of importance weights, from log-weights [K].
+    """Kish's effective sample size of importance weights, from their logs.
 
     ``ESS = (sum_k w_k)^2 / sum_k w_k^2`` in [1, K]; near 1 means one draw dominates and
     the importance sampling estimate is unreliable. Computed from log-weights shifted by
@@ -164,6 +182,12 @@ def effective_sample_size(log_weights: jax.Array) -> jax.Array:
     log-weights give K whether they are -1e30 or 1e6). Infinite weights dominate every
     finite one and count as equals (ESS = their number); if every weight is 0 there is no
     effective sample (ESS = 0).
+
+    Args:
+      log_weights: ``[K]`` real, K >= 1 (a concrete NaN is a ``ValueError``).
+
+    Returns:
+      Scalar ESS, in [1, K], or as above for infinite or all-zero weights.
     """
     log_weights = _checks.float_array(log_weights, "log_weights")
     if log_weights.ndim != 1 or log_weights.shape[0] < 1:
@@ -288,6 +312,9 @@ def log_marginal_naive(key: jax.Array, log_joint: LogJoint, support: jax.Array,
       log_joint: ``z -> log p(x, z)``.
       support: ``[|Z|, *event]`` every latent value, one per row.
       num_samples: K >= 1.
+
+    Returns:
+      Scalar estimate in nats.
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     _checks.prng_key(key)
@@ -304,9 +331,11 @@ def log_marginal_exact(log_joint: LogJoint, support: jax.Array, *,
 
     Args:
       log_joint: ``z -> log p(x, z)``.
-      support: ``[|Z|, *event]`` every latent value, one per row (e.g.
-        ``binary_support(n)``).
+      support: ``[|Z|, *event]`` every latent value, one per row (e.g. ``binary_support(n)``).
       chunk_size: evaluate that many rows at a time (running logsumexp) for large supports.
+
+    Returns:
+      Scalar log p(x) in nats.
     """
     support, size = _support(support, log_joint)
     if chunk_size is not None:
@@ -317,11 +346,17 @@ def log_marginal_exact(log_joint: LogJoint, support: jax.Array, *,
 
 
 def binary_support(num_bits: int, dtype: Any = jnp.float32) -> jax.Array:
-    """Every bit pattern of length ``num_bits``: [2**num_bits, num_bits].
+    """Every bit pattern of length ``num_bits``, one per row.
 
     Row i is the binary expansion of i, most significant bit first (row 0 all zeros,
-    row 2**n - 1 all ones). Values are 0/1 in ``dtype`` (float32 by default, ready for
-    models that multiply by z).
+    row 2**n - 1 all ones).
+
+    Args:
+      num_bits: n >= 0, at most ``MAX_SUPPORT_BITS`` (24; more is a ``ValueError``).
+      dtype: integer, real or boolean (float32 by default: models multiply by z).
+
+    Returns:
+      ``[2**num_bits, num_bits]`` 0/1 values in ``dtype``.
     """
     num_bits = _checks.nonnegative_int(num_bits, "num_bits")
     try:
@@ -342,11 +377,20 @@ def binary_support(num_bits: int, dtype: Any = jnp.float32) -> jax.Array:
 
 
 def enumerable_support(distribution: Any) -> jax.Array | None:
-    """Every value of z under ``distribution``, one per row, where its support is finite:
-    a factorized Bernoulli over z [L] (``distrax.Independent`` of a ``distrax.Bernoulli``,
-    or a Bernoulli of one bit) gives ``binary_support(L)`` [2**L, L] (float32); a
-    ``distrax.Categorical`` over K values gives [K] indices. Anything else: None. More
-    than 2**MAX_SUPPORT_BITS rows is a ``ValueError`` (use importance sampling)."""
+    """Every value of z under ``distribution``, one per row, where its support is finite.
+
+    Args:
+      distribution: a distrax distribution over one z (batch_shape ()).
+
+    Returns:
+      For a factorized Bernoulli over L bits z ``[*event]`` (``distrax.Independent`` of a
+      ``distrax.Bernoulli``, or one bit), ``binary_support(L)`` as ``[2**L, *event]``
+      (float32). For a ``distrax.Categorical`` over K values, ``[K]`` indices; for n
+      independent ones (``distrax.Independent``, event ``[*event]``), every combination,
+      ``[K**n, *event]`` int32 indices in lexicographic order. More rows than
+      ``2**MAX_SUPPORT_BITS`` is a ``ValueError`` (use importance sampling). Anything
+      else gives None.
+    """
     import distrax
 
     inner = distribution
@@ -354,12 +398,17 @@ def enumerable_support(distribution: Any) -> jax.Array | None:
         inner = inner.distribution
     if tuple(getattr(distribution, "batch_shape", (None,))) != ():
         return None
-    if isinstance(inner, distrax.Categorical):
-        return jnp.arange(inner.num_categories)
-    if not isinstance(inner, distrax.Bernoulli):
+    if not isinstance(inner, distrax.Categorical | distrax.Bernoulli):
         return None
-    bits = math.prod(distribution.event_shape)
-    if bits > MAX_SUPPORT_BITS:
-        raise ValueError(f"z has {bits} binary coordinates: 2**{bits} values are too many to "
-                         f"enumerate (at most 2**{MAX_SUPPORT_BITS}); use importance sampling.")
-    return binary_support(bits).reshape((2**bits, *distribution.event_shape))
+    event = tuple(distribution.event_shape)
+    coordinates = math.prod(event)
+    values = inner.num_categories if isinstance(inner, distrax.Categorical) else 2
+    if coordinates * math.log2(values) > MAX_SUPPORT_BITS:
+        raise ValueError(f"z has {coordinates} coordinates of {values} values each: "
+                         f"{values}**{coordinates} values are too many to enumerate (at most "
+                         f"2**{MAX_SUPPORT_BITS}); use importance sampling.")
+    if isinstance(inner, distrax.Bernoulli):
+        return binary_support(coordinates).reshape((2**coordinates, *event))
+    # every combination of the n coordinates' indices, the last varying fastest
+    grids = jnp.meshgrid(*[jnp.arange(values, dtype=jnp.int32)] * coordinates, indexing="ij")
+    return jnp.stack([g.reshape(-1) for g in grids], axis=-1).reshape((-1, *event))

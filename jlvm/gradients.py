@@ -30,19 +30,36 @@ _sg = jax.lax.stop_gradient
 
 
 def draw(key: jax.Array, q: Any, num_samples: int) -> tuple[jax.Array, jax.Array]:
-    """K independent draws from ``q``, one PRNG key each: ``(z [K, *event], log q(z) [K])``.
+    """K independent draws from ``q``, one PRNG key each.
 
     One key per draw (rather than one call with ``sample_shape=(K,)``) makes draw k depend
     only on (key, k): chunked and unchunked evaluations, the ELBO and the IWAE bound all
     see the same z's for the same key.
+
+    Args:
+      key: PRNG key; draw k's own is ``fold_in(key, k)`` (``draw_keys``).
+      q: distrax distribution over one z (batch_shape ()).
+      num_samples: K >= 1.
+
+    Returns:
+      A tuple ``(z, log_q)`` of z ``[K, *event]`` and log q(z) ``[K]``.
     """
     return draw_with_keys(draw_keys(key, jnp.arange(num_samples)), q)
 
 
 def draw_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
-    """The key of draw k for each k in ``indices``: ``fold_in(key, k)``, computed where it
-    is needed, so K draws never hold K keys in memory at once (a chunked sum holds one
-    chunk's)."""
+    """The key of draw k for each k in ``indices``: ``fold_in(key, k)``.
+
+    Computed where it is needed, so K draws never hold K keys in memory at once (a chunked
+    sum holds one chunk's).
+
+    Args:
+      key: PRNG key.
+      indices: ``[n]`` integer draw indices.
+
+    Returns:
+      ``[n]`` keys, stacked like ``key`` (``[n, 2]`` for a raw ``uint32`` key).
+    """
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
 
 
@@ -66,7 +83,15 @@ def _diagonal_normal_log_prob(u: jax.Array, scale: jax.Array) -> jax.Array:
 
 
 def draw_with_keys(keys: jax.Array, q: Any) -> tuple[jax.Array, jax.Array]:
-    """One draw from ``q`` per key in ``keys`` [K]: ``(z [K, *event], log q(z) [K])``."""
+    """One draw from ``q`` per key in ``keys``.
+
+    Args:
+      keys: ``[K]`` PRNG keys (``draw_keys``).
+      q: as in ``draw``.
+
+    Returns:
+      A tuple ``(z, log_q)`` of z ``[K, *event]`` and log q(z) ``[K]``.
+    """
     diagonal = _diagonal_normal(q)
     if diagonal is not None:
         loc, scale = diagonal
@@ -79,7 +104,15 @@ def draw_with_keys(keys: jax.Array, q: Any) -> tuple[jax.Array, jax.Array]:
 
 
 def log_joints(log_joint: LogJoint, z: jax.Array) -> jax.Array:
-    """log p(x, z_k) for a stack ``z [K, *event] -> [K]``, checking log_joint returns a scalar."""
+    """log p(x, z_k) for a stack of z, checking that log_joint returns a scalar.
+
+    Args:
+      log_joint: ``z -> log p(x, z)``, z: ``[*event]`` -> scalar (else a ``ValueError``).
+      z: ``[K, *event]``.
+
+    Returns:
+      ``[K]`` values.
+    """
     if jnp.shape(z)[0] == 1:
         # no vmap over a single draw: under an outer vmap over data points its axis of
         # size 1 would make XLA transpose every gradient of the decoder's activations
@@ -95,7 +128,7 @@ def log_joints(log_joint: LogJoint, z: jax.Array) -> jax.Array:
 
 
 def path_log_prob(q: Any, z: jax.Array) -> jax.Array:
-    """log q(z) [K] whose gradient flows only along the path z(phi), not via q's parameters.
+    """log q(z) whose gradient flows only along the path z(phi), not via q's parameters.
 
     First-order stop-gradient of q's parameters, written without rebuilding q::
 
@@ -104,6 +137,13 @@ def path_log_prob(q: Any, z: jax.Array) -> jax.Array:
     has the value log q(z) and the gradient (d log q / dz)(dz / dphi). (Rebuilding q from
     stopped leaves with tree_map is unsafe: distrax bijectors keep bound methods of the
     ORIGINAL objects in their static data, which would leak the parameters' gradient.)
+
+    Args:
+      q: as in ``draw``; continuous.
+      z: ``[K, *event]`` reparameterized draws of q (a discrete dtype is a ``ValueError``).
+
+    Returns:
+      ``[K]`` log q(z).
     """
     if not jnp.issubdtype(jnp.result_type(z), jnp.floating):
         raise ValueError("this grad_estimator differentiates along the sampling path and needs "
@@ -123,9 +163,19 @@ def path_log_prob(q: Any, z: jax.Array) -> jax.Array:
 
 
 def log_probs(q: Any, z: jax.Array) -> jax.Array:
-    """log q(z_k) for a stack ``z [K, *event] -> [K]``: in one call where q's ``log_prob``
-    takes a batch of z, else one draw at a time (a flow's coupling layers, distrax's
-    ``MaskedCoupling``, take one z: tried with ``jax.eval_shape``, nothing computed)."""
+    """log q(z_k) for a stack of z.
+
+    In one call where q's ``log_prob`` takes a batch of z, else one draw at a time (a
+    flow's coupling layers, distrax's ``MaskedCoupling``, take one z: tried with
+    ``jax.eval_shape``, nothing computed).
+
+    Args:
+      q: as in ``draw``.
+      z: ``[K, *event]``.
+
+    Returns:
+      ``[K]`` log q(z_k).
+    """
     try:
         batched = jax.eval_shape(lambda: _checks.log_prob(q, z)).shape == z.shape[:1]
     except Exception:  # whatever a q's log_prob raises on a batch of z
@@ -165,7 +215,14 @@ def _with_gradient_of(value: jax.Array, term: jax.Array) -> jax.Array:
 
 
 def elbo_reparam(key, log_joint, q, num_samples):
-    """Pathwise gradient: z = g(eps; phi), differentiate through the sample."""
+    """Pathwise gradient: z = g(eps; phi), differentiate through the sample.
+
+    Args:
+      key, log_joint, q, num_samples: as in ``jlvm.elbo`` (checked there).
+
+    Returns:
+      Scalar, the Monte Carlo ELBO; its ``jax.grad`` is this estimator.
+    """
     z, log_q = draw(key, q, num_samples)
     return jnp.mean(log_joints(log_joint, z) - log_q)
 
@@ -176,6 +233,12 @@ def elbo_stl(key, log_joint, q, num_samples):
     log q is evaluated with its parameters stopped, so only the path z(phi) carries
     gradient; at q = p(z|x) the integrand log p(x,z) - log q(z) is constant in z and the
     gradient is exactly zero for every draw.
+
+    Args:
+      key, log_joint, q, num_samples: as in ``jlvm.elbo`` (checked there).
+
+    Returns:
+      Scalar, the Monte Carlo ELBO; its ``jax.grad`` is this estimator.
     """
     z, _ = draw(key, q, num_samples)
     return jnp.mean(log_joints(log_joint, z) - path_log_prob(q, z))
@@ -188,6 +251,12 @@ def elbo_score_function(key, log_joint, q, num_samples):
     other K-1 draws, independent of draw k, so the estimator stays unbiased. A draw of
     f = -inf makes the ELBO -inf, as for every estimator (not NaN: its learning signal,
     infinite, is left out of the surrogate's value).
+
+    Args:
+      key, log_joint, q, num_samples: as in ``jlvm.elbo`` (checked there).
+
+    Returns:
+      Scalar, the Monte Carlo ELBO; its ``jax.grad`` is this estimator.
     """
     z, _ = draw(key, q, num_samples)
     z = _sg(z)
@@ -199,9 +268,15 @@ def elbo_score_function(key, log_joint, q, num_samples):
 
 
 def factorized_bernoulli(q: Any) -> distrax.Bernoulli:
-    """The ``distrax.Bernoulli`` inside a factorized Bernoulli q, whose logits ``[*event]`` are
-    q's: ``distrax.Bernoulli`` itself (one bit) or ``distrax.Independent`` layers around
-    one, with batch_shape (). Anything else is a ``ValueError`` naming q."""
+    """The ``distrax.Bernoulli`` inside a factorized Bernoulli q (DisARM's q).
+
+    Args:
+      q: ``distrax.Bernoulli`` itself (one bit) or ``distrax.Independent`` layers around
+        one, with batch_shape (). Anything else is a ``ValueError`` naming q.
+
+    Returns:
+      The inner ``distrax.Bernoulli``, whose logits ``[*event]`` are q's.
+    """
     inner = q
     while isinstance(inner, distrax.Independent):
         inner = inner.distribution
@@ -221,7 +296,14 @@ def factorized_bernoulli(q: Any) -> distrax.Bernoulli:
 
 
 def even_num_samples(num_samples: int) -> int:
-    """``num_samples`` if it is even, else a ``ValueError`` naming it (DisARM's pairs)."""
+    """``num_samples`` if it is even, else a ``ValueError`` naming it (DisARM's pairs).
+
+    Args:
+      num_samples: K, the number of draws.
+
+    Returns:
+      ``num_samples`` unchanged.
+    """
     if num_samples % 2:
         raise ValueError(f"num_samples counts draws; DisARM draws antithetic pairs, so it "
                          f"must be even, got {num_samples}.")
@@ -229,11 +311,11 @@ def even_num_samples(num_samples: int) -> int:
 
 
 def elbo_disarm(key, log_joint, q, num_samples):
-    """DisARM (Dong, Mnih & Tucker, 2020, "DisARM: An Antithetic Gradient Estimator for
-    Binary Latent Variables") for a factorized Bernoulli q with logits a [L].
+    """DisARM gradient for a factorized Bernoulli q with logits a ``[L]``.
 
-    ``num_samples`` counts draws: P = num_samples / 2 antithetic pairs. Pair j shares one
-    u ~ U(0, 1)^L (key ``fold_in(key, j)``)::
+    Dong, Mnih & Tucker, 2020, "DisARM: An Antithetic Gradient Estimator for Binary Latent
+    Variables". ``num_samples`` counts draws: P = num_samples / 2 antithetic pairs. Pair j
+    shares one u ~ U(0, 1)^L (key ``fold_in(key, j)``)::
 
         b = 1[u < sigmoid(a)],   b~ = 1[1 - u < sigmoid(a)],
 
@@ -248,6 +330,12 @@ def elbo_disarm(key, log_joint, q, num_samples):
     mean of grad log p(x, z_k) over the draws.
 
     z: ``[2P, *event]`` in q's sample dtype, draw 2j = b and 2j + 1 = b~ of pair j.
+
+    Args:
+      key, log_joint, q, num_samples: as in ``jlvm.elbo`` (q factorized Bernoulli, K even).
+
+    Returns:
+      Scalar, the Monte Carlo ELBO; its ``jax.grad`` is DisARM's for q's logits.
     """
     logits = factorized_bernoulli(q).logits
     num_pairs = num_samples // 2
@@ -289,6 +377,14 @@ def elbo_disarm(key, log_joint, q, num_samples):
 
 
 def iwae_reparam(key, log_joint, q, num_samples):
+    """Pathwise IWAE gradient: differentiate the bound through the draws z(phi).
+
+    Args:
+      key, log_joint, q, num_samples: as in ``jlvm.iwae_bound`` (checked there).
+
+    Returns:
+      Scalar, the IWAE bound; its ``jax.grad`` is this estimator.
+    """
     z, log_q = draw(key, q, num_samples)
     return _log_mean_exp(log_joints(log_joint, z) - log_q)
 
@@ -300,6 +396,12 @@ def iwae_dreg(key, log_joint, q, num_samples):
     Model parameters theta (inside log_joint): sum_k wt_k grad_theta log p(x, z_k), the
     ordinary IWAE gradient. Squared weights must NOT reach theta; the second term below
     restores the missing (wt - wt^2) share with z stopped, so it touches theta only.
+
+    Args:
+      key, log_joint, q, num_samples: as in ``jlvm.iwae_bound`` (checked there).
+
+    Returns:
+      Scalar, the IWAE bound; its ``jax.grad`` is this estimator.
     """
     z, log_q = draw(key, q, num_samples)
     log_w = log_joints(log_joint, z) - path_log_prob(q, z)
@@ -318,6 +420,12 @@ def iwae_score_function(key, log_joint, q, num_samples):
     For draw k the baseline replaces log w_k by the mean of the other log-weights; it does
     not depend on z_k, so the estimator stays unbiased. Where every other draw has weight
     0 the baseline is -inf and draw k's learning signal infinite: it is left out.
+
+    Args:
+      key, log_joint, q, num_samples: as in ``jlvm.iwae_bound`` (checked there).
+
+    Returns:
+      Scalar, the IWAE bound; its ``jax.grad`` is this estimator.
     """
     z, _ = draw(key, q, num_samples)
     z = _sg(z)

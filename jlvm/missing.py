@@ -29,12 +29,20 @@ from jlvm import _checks, estimators
 
 
 def check_mask(mask: Any, data_dim: int, *, need_missing: bool = True) -> np.ndarray:
-    """Validates a concrete observation mask: [D] booleans (or 0/1), True where observed.
+    """Validates a concrete observation mask, True where observed.
 
-    The rules of every mask in jlvm (``vae.log_joint``, ``evaluate``): the shape [D], 0/1
-    values, something observed; here also, with ``need_missing``, something missing, and
-    the mask must be concrete since it fixes the shape of the latent z. Raises
-    ``ValueError`` naming ``mask``. Returns it as a NumPy bool array.
+    The rules of every mask in jlvm (``vae.log_joint``, ``evaluate``): the shape ``[D]``,
+    0/1 values, something observed; here also, with ``need_missing``, something missing,
+    and the mask must be concrete since it fixes the shape of the latent z. Raises
+    ``ValueError`` naming ``mask``.
+
+    Args:
+      mask: ``[D]`` booleans (or 0/1 numbers), concrete (not traced).
+      data_dim: D, the length of x.
+      need_missing: also require at least one missing entry (mask False).
+
+    Returns:
+      The mask as a NumPy bool array ``[D]``.
     """
     if not _checks.is_concrete(mask):
         raise ValueError("mask must be concrete (a NumPy or JAX array outside jit): it fixes "
@@ -46,7 +54,16 @@ def check_mask(mask: Any, data_dim: int, *, need_missing: bool = True) -> np.nda
 
 
 def complete(x: jax.Array, z: jax.Array, mask: Any) -> jax.Array:
-    """The full vector: observed entries from x [D], missing ones (in index order) from z [M]."""
+    """The full vector: observed entries from x, missing ones (in index order) from z.
+
+    Args:
+      x: ``[D]`` real; its entries where ``mask`` is False are ignored.
+      z: ``[M]`` one value per missing entry (M: the number of False in ``mask``).
+      mask: ``[D]`` concrete, True where observed (``check_mask``).
+
+    Returns:
+      ``[D]`` in x's dtype.
+    """
     x = _checks.float_array(x, "x")
     if x.ndim != 1:
         raise ValueError(f"x must have shape [D], got {x.shape}.")
@@ -65,8 +82,11 @@ def log_joint_with_missing(log_prob: Callable[[jax.Array], jax.Array], x: jax.Ar
     Args:
       log_prob: ``x [D] -> log p(x)`` of the fully observed model, e.g.
         ``functools.partial(autoregressive.log_prob, params)``.
-      x: [D] an observation; its entries where ``mask`` is False are ignored.
-      mask: [D] concrete booleans, True where observed.
+      x: ``[D]`` an observation; its entries where ``mask`` is False are ignored.
+      mask: ``[D]`` concrete booleans, True where observed.
+
+    Returns:
+      The function ``z -> log p(x_obs, z)``, z ``[M]`` the missing entries in index order.
     """
     if not callable(log_prob):
         raise TypeError(f"log_prob must be a function x [D] -> log p(x), got "
@@ -81,7 +101,16 @@ def log_joint_with_missing(log_prob: Callable[[jax.Array], jax.Array], x: jax.Ar
 
 
 def mean_field_bernoulli(logits: jax.Array) -> distrax.Independent:
-    """q(z; phi) = prod_i phi_i^{z_i} (1 - phi_i)^{1 - z_i}, phi = sigmoid(logits): one z [M]."""
+    """Mean-field Bernoulli ``q(z; phi) = prod_i phi_i^{z_i} (1 - phi_i)^{1 - z_i}``.
+
+    phi = sigmoid(logits); one binary z.
+
+    Args:
+      logits: ``[M]`` real.
+
+    Returns:
+      ``distrax.Independent`` over z ``[M]`` (batch_shape ()).
+    """
     return distrax.Independent(distrax.Bernoulli(logits=logits), 1)
 
 
@@ -124,8 +153,14 @@ def fit_mean_field(key: jax.Array, log_joint: Callable[[jax.Array], jax.Array], 
       key: PRNG key.
       log_joint: ``z [M] -> log p(x, z)``, e.g. from ``log_joint_with_missing``.
       num_latent: M, the number of binary latents.
-      num_steps, num_samples, learning_rate: the SVI schedule.
-      init_logits: [M] starting logits; zeros (phi = 0.5) by default.
+      num_steps: Adam steps.
+      num_samples: draws per step, >= 2 (the baseline leaves one out).
+      learning_rate: Adam's step size.
+      init_logits: ``[M]`` starting logits; zeros (phi = 0.5) by default.
+
+    Returns:
+      ``MeanFieldFit(logits, elbo)`` with the fitted logits ``[M]`` and the ELBO estimate of
+      each step, before its update, ``[num_steps]``.
     """
     _checks.prng_key(key)
     num_latent = _checks.positive_int(num_latent, "num_latent")
@@ -149,16 +184,24 @@ def fit_mean_field(key: jax.Array, log_joint: Callable[[jax.Array], jax.Array], 
 
 def completion_model(init: Callable[[jax.Array], Any],
                      log_prob: Callable[[Any, jax.Array], jax.Array]) -> Any:
-    """A ``jlvm.Model`` whose latent z is the missing entries of x, from a model of the full
-    binary vector, ``log_prob(params, x_full [D]) -> log p(x)`` (e.g.
-    ``autoregressive.log_prob``):
+    """A ``jlvm.Model`` whose latent z is the missing entries of x.
+
+    Built from a model of the full binary vector::
 
         log_joint(params, x, z, mask) = log p(x_obs, z) = log_prob(params, where(mask, x, z))
 
-    z: [D] 0/1, of which only the missing entries (mask False) are read; without a mask
+    z: ``[D]`` 0/1, of which only the missing entries (mask False) are read; without a mask
     every entry is observed and z is not read. Unlike ``log_joint_with_missing`` the mask
     may vary from row to row under ``vmap``: this is the form the learners
     (``inference.missing_svi``, ``inference.missing_exact``) take.
+
+    Args:
+      init: ``key -> params`` of the full model.
+      log_prob: ``(params, x_full) -> log p(x)``, x_full ``[D]`` (``autoregressive.log_prob``).
+
+    Returns:
+      ``Model(init, log_joint)`` with the ``log_joint`` above (a z not of x's shape is a
+      ``ValueError``).
     """
     from jlvm.models.protocol import Model
 
@@ -182,9 +225,10 @@ def completion_model(init: Callable[[jax.Array], Any],
 
 def log_marginal_enumerated(log_joint: Callable[[jax.Array], jax.Array], x: jax.Array,
                             mask: jax.Array, max_missing: int) -> jax.Array:
-    """Exact log p(x_obs) = log sum over the 2^m completions z of x's m missing entries of
-    p(x_obs, z), for any m <= ``max_missing``; the mask may be traced (rows of a ``vmap``
-    with different masks).
+    """Exact log p(x_obs) by enumeration, for any m <= ``max_missing`` missing entries.
+
+    ``log sum_z p(x_obs, z)`` over the 2^m completions z of x's m missing entries; the mask
+    may be traced (rows of a ``vmap`` with different masks).
 
     Every completion is counted once: the 2^max_missing patterns fill the first
     ``max_missing`` missing positions, and patterns that set a bit past the m-th are left
@@ -195,9 +239,12 @@ def log_marginal_enumerated(log_joint: Callable[[jax.Array], jax.Array], x: jax.
       log_joint: ``z [D] -> log p(x_obs, z)`` with x and the parameters bound, z read only
         where ``mask`` is False (e.g. ``functools.partial(completion_model(...).log_joint,
         params, x, mask=mask)``).
-      x: [D] the observation (anything at missing entries).
-      mask: [D] bool, True = observed.
+      x: ``[D]`` the observation (anything at missing entries).
+      mask: ``[D]`` bool, True = observed.
       max_missing: M, a Python int <= ``estimators.MAX_SUPPORT_BITS``.
+
+    Returns:
+      Scalar log p(x_obs) in nats; NaN where m > max_missing (under jit).
     """
     max_missing = _checks.positive_int(max_missing, "max_missing")
     x = _checks.float_array(x, "x")
@@ -224,9 +271,19 @@ def log_marginal_enumerated(log_joint: Callable[[jax.Array], jax.Array], x: jax.
 
 
 def masked_mean_field_bernoulli(logits: jax.Array, mask: jax.Array) -> distrax.Independent:
-    """q(z; phi) = prod over MISSING d of Bernoulli(z_d; sigmoid(logits_d)), one z [D]:
-    observed entries (mask True) are a point mass at 0 that adds nothing to log q and
-    takes no gradient, so q's entropy and score are those of the missing entries alone."""
+    """Mean-field Bernoulli q over the MISSING entries of one z ``[D]``.
+
+    ``q(z; phi) = prod over missing d of Bernoulli(z_d; sigmoid(logits_d))``: observed
+    entries (mask True) are a point mass at 0 that adds nothing to log q and takes no
+    gradient, so q's entropy and score are those of the missing entries alone.
+
+    Args:
+      logits: ``[D]`` real, read where ``mask`` is False.
+      mask: ``[D]`` bool, True = observed (may be traced).
+
+    Returns:
+      ``distrax.Independent`` over z ``[D]`` (batch_shape ()).
+    """
     return distrax.Independent(distrax.Bernoulli(logits=jnp.where(mask, -_POINT_MASS,
                                                                   logits)), 1)
 
@@ -257,10 +314,10 @@ class Imputation(NamedTuple):
 def impute(key: jax.Array, model: Any, params: Any, x: jax.Array, mask: Any,
            num_samples: int = 1000, *, num_draws: int = 0, q: Any = None,
            chunk_size: int = 500) -> Imputation:
-    """Imputes the missing entries of ONE x [D] under a latent variable model.
+    """Imputes the missing entries of ONE x under a latent variable model.
 
     Self-normalized importance sampling with z_k ~ q(z | x_obs) (the model's encoder, or
-    ``q``): w_k = p(x_obs, z_k) / q(z_k | x_obs), and
+    ``q``): w_k = p(x_obs, z_k) / q(z_k | x_obs), and::
 
         E[x_mis | x_obs] = E_{p(z | x_obs)} E[x_mis | z] ~ sum_k w_k E[x_mis | z_k] / sum_k w_k,
 
@@ -274,11 +331,16 @@ def impute(key: jax.Array, model: Any, params: Any, x: jax.Array, mask: Any,
       model: a ``jlvm.Model`` with ``decoder`` (and ``encoder`` unless ``q`` is given);
         its functions take the mask.
       params: the model's parameters.
-      x: [D], anything (NaN included) at missing entries.
-      mask: [D] bool, True = observed.
-      num_samples: K.
+      x: ``[D]``, anything (NaN included) at missing entries.
+      mask: ``[D]`` bool, True = observed.
+      num_samples: K >= 1 draws of q.
       num_draws: M >= 0 draws of multiple imputation.
       q: a proposal over z to use instead of the encoder's (e.g. a q fitted per example).
+      chunk_size: draws summed at a time, to bound memory (capped at K).
+
+    Returns:
+      ``Imputation(mean, draws, effective_sample_size)`` with mean ``[D]``, draws ``[M, D]``
+      (None where M = 0) and the scalar ESS of the K weights (see ``Imputation``).
     """
     from jlvm import gradients
     from jlvm.models import protocol

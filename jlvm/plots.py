@@ -35,8 +35,11 @@ _FORMATS = ("eps", "jpeg", "jpg", "pdf", "png", "ps", "svg", "tif", "tiff", "web
 
 
 def formats() -> tuple[str, ...]:
-    """File name suffixes ``save`` can write: png, pdf, svg, jpg, ... (those of
-    matplotlib's that need no outside program)."""
+    """File name suffixes ``save`` can write: png, pdf, svg, jpg, ...
+
+    Returns:
+      Tuple of suffixes without the dot, those of matplotlib's that need no outside program.
+    """
     plt = _pyplot()
     figure = plt.figure()
     try:
@@ -46,10 +49,25 @@ def formats() -> tuple[str, ...]:
 
 
 def save(fig, path: str | os.PathLike, *, replace: bool = True) -> pathlib.Path:
-    """Writes ``fig`` to ``path`` in the format its suffix names (``.png``, ``.pdf``,
-    ``.svg``, ``.jpg``, ...), atomically: a killed process never leaves a half-written
-    picture (see ``jlvm._files``). An unknown suffix is a ``ValueError``; with
-    ``replace=False`` an existing file is a ``FileExistsError`` and stays as it was."""
+    """Writes ``fig`` to ``path`` atomically, then closes it.
+
+    A killed process never leaves a half-written picture (a temporary file renamed into
+    place). The figure is closed whether or not the write succeeds.
+
+    Args:
+      fig: a matplotlib Figure.
+      path: the file; its suffix names the format (one of ``formats()``: ``.png``,
+        ``.pdf``, ``.svg``, ``.jpg``, ...).
+      replace: whether an existing file may be overwritten.
+
+    Returns:
+      ``path`` as a ``pathlib.Path``.
+
+    Raises:
+      TypeError: fig is not a Figure.
+      ValueError: an unknown suffix.
+      FileExistsError: ``replace=False`` and the file exists (it stays as it was).
+    """
     if not hasattr(fig, "savefig"):
         raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}.")
     path = pathlib.Path(path)
@@ -67,7 +85,18 @@ def save(fig, path: str | os.PathLike, *, replace: bool = True) -> pathlib.Path:
 
 def image_grid(images: np.ndarray, image_shape: Sequence[int], *, columns: int = 8,
                title: str = ""):
-    """A grid of [n, H*W] images with values in [0, 1]."""
+    """A grid of images, row by row.
+
+    Args:
+      images: ``[n, H*W]`` (``[n, prod(image_shape)]``), n >= 1, values in [0, 1]
+        (drawn in reversed gray: 1 is black).
+      image_shape: ``(H, W)`` (trailing channel sizes allowed: ``(H, W, C)``).
+      columns: images per row, >= 1.
+      title: the figure's title; none when empty.
+
+    Returns:
+      The matplotlib Figure.
+    """
     plt = _pyplot()
     images = _images(images, image_shape, "images")
     columns = int(columns)
@@ -84,8 +113,17 @@ def image_grid(images: np.ndarray, image_shape: Sequence[int], *, columns: int =
 def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray,
                         image_shape: Sequence[int], *, title: str = "",
                         bottom_label: str = "reconstruction E[x | z], z = E_q[z | x]"):
-    """Pairs of rows: originals above, their reconstructions below (``bottom_label`` says
-    what the lower row is)."""
+    """Two rows of images: originals above, their reconstructions below.
+
+    Args:
+      originals, reconstructions: ``[n, H*W]``, n >= 1 the same for both, values in [0, 1].
+      image_shape: as in ``image_grid``.
+      title: the figure's title; none when empty.
+      bottom_label: the caption that says what the lower row is.
+
+    Returns:
+      The matplotlib Figure.
+    """
     plt = _pyplot()
     originals = _images(originals, image_shape, "originals")
     reconstructions = _images(reconstructions, image_shape, "reconstructions")
@@ -137,7 +175,16 @@ def _images(images, image_shape, name: str) -> np.ndarray:
 
 
 def scatter_pairs(points: Sequence[np.ndarray], labels: Sequence[str], *, title: str = ""):
-    """2-D scatter of several point sets (for non-image data)."""
+    """2-D scatter of several point sets (for non-image data), one colour each.
+
+    Args:
+      points: point sets, each ``[n, >= 2]``; only the first two columns are drawn.
+      labels: one legend name per point set.
+      title: the axes' title.
+
+    Returns:
+      The matplotlib Figure.
+    """
     plt = _pyplot()
     if len(points) != len(labels):
         raise ValueError(f"points and labels must be as many, got {len(points)} and "
@@ -159,9 +206,21 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, *, title: str =
                    axis_names: Sequence[str] | None = None, colour_label: str = "label"):
     """Points in 2-D coloured by ``labels`` (named ``colour_label``).
 
-    By default ``codes`` are E_q[z | x], shown as they are when L <= 2 (axes z_1, z_2) and
-    by their first two principal components when L > 2; ``axis_names`` shows ``codes``
-    as given, under those names.
+    By default ``codes`` are E_q[z | x], shown as they are when L <= 2 (axes z_1, z_2; L = 1
+    along a line) and by their first two principal components when L > 2; ``axis_names``
+    shows ``codes`` as given, under those names. Labels with at most 20 distinct integer
+    values are categories (a legend); others get a colour bar.
+
+    Args:
+      codes: ``[n, L]``, n >= 1.
+      labels: ``[n]`` or None (one colour).
+      title: the axes' title.
+      axis_names: None, or the two axis names (then ``codes`` are drawn as given: their
+        first two columns).
+      colour_label: the name of the labels, on the legend or colour bar.
+
+    Returns:
+      The matplotlib Figure.
     """
     plt = _pyplot()
     codes = np.asarray(codes, np.float64)
@@ -204,9 +263,17 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray | None, *, title: str =
 
 
 def cluster_sizes(weights: np.ndarray, components: np.ndarray, *, title: str = ""):
-    """A mixture's clusters by size: its mixing weights pi_k [K] beside the share of
-    examples whose most probable component is k (``components`` [n], integers in [0, K)),
-    the components ordered by weight, largest first."""
+    """A mixture's clusters by size, the components ordered by weight, largest first.
+
+    Args:
+      weights: the mixing weights pi_k ``[K]``, K >= 1.
+      components: ``[n]`` integers in [0, K), n >= 1: each example's most probable
+        component, drawn as the share of examples per k beside pi_k.
+      title: the axes' title.
+
+    Returns:
+      The matplotlib Figure.
+    """
     plt = _pyplot()
     weights = np.asarray(weights, np.float64)
     components = np.asarray(components)
@@ -233,9 +300,20 @@ def cluster_sizes(weights: np.ndarray, components: np.ndarray, *, title: str = "
 
 
 def training_curves(records: list[dict], *, title: str = "", ylabel: str = "nats per example"):
-    """Per-epoch curves of every ``*_elbo`` (and related bound) field in metrics records;
-    with several seeds (a ``seed`` field), one thin line per seed in the field's colour.
-    Every recorded epoch is marked, so a one-epoch run shows its points."""
+    """Per-epoch curves of the bound fields of metrics records.
+
+    Every numeric field whose name holds ``elbo``, ``iwae_bound`` or ``log_likelihood`` is
+    a curve; with several seeds (a ``seed`` field), one thin line per seed in the field's
+    colour. Every recorded epoch is marked, so a one-epoch run shows its points.
+
+    Args:
+      records: list (or tuple) of dicts, metrics.jsonl's lines, each with an ``epoch``.
+      title: the axes' title.
+      ylabel: the y axis label.
+
+    Returns:
+      The matplotlib Figure.
+    """
     if not isinstance(records, (list, tuple)) or not all(isinstance(r, dict) for r in records):
         raise TypeError(f"records must be a list of dicts (metrics.jsonl's lines), got "
                         f"{type(records).__name__}.")

@@ -61,8 +61,14 @@ class Learner(NamedTuple):
 
 
 def all_finite(*trees: Any) -> jax.Array:
-    """Whether every floating-point entry of every leaf of ``trees`` is finite: a bool
-    scalar (integer leaves count as finite)."""
+    """Whether every floating-point entry of every leaf of ``trees`` is finite.
+
+    Args:
+      trees: any number of pytrees of arrays (integer leaves count as finite).
+
+    Returns:
+      A bool scalar array (True when there is no floating-point leaf).
+    """
     checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(trees)
               if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
     return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
@@ -70,13 +76,21 @@ def all_finite(*trees: Any) -> jax.Array:
 
 def keep_if_finite(loss: jax.Array, new: TrainState, old: TrainState,
                    grads: Any = None) -> tuple[TrainState, jax.Array]:
-    """(state, finite): the new state where the loss (and every entry of ``grads``) is
-    finite, else the old one (with the step counted); ``finite`` says which.
+    """The new state where the loss (and every entry of ``grads``) is finite, else the old.
 
     A NaN or infinite loss or gradient must never reach the parameters: a gradient can be
     NaN while the loss is finite (a user's log_joint that multiplies a NaN at a missing
     entry by 0, an overflow on one draw). The step's metrics report ``finite`` and the
     training loop stops with a message.
+
+    Args:
+      loss: the step's scalar loss.
+      new, old: the ``TrainState`` after and before the step.
+      grads: the step's gradients (any pytree), or None to check the loss alone.
+
+    Returns:
+      ``(state, finite)``, ``new``, or ``old`` with ``new.step`` (the step is counted);
+      ``finite`` a bool scalar saying which.
     """
     finite = jnp.isfinite(loss) & all_finite(grads)
     chosen = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
@@ -84,7 +98,15 @@ def keep_if_finite(loss: jax.Array, new: TrainState, old: TrainState,
 
 
 def num_batches(num_examples: int, batch_size: int) -> int:
-    """Full batches per epoch (the remainder of a shuffled epoch is dropped)."""
+    """Full batches per epoch (the remainder of a shuffled epoch is dropped).
+
+    Args:
+      num_examples: N, the training examples.
+      batch_size: examples per batch, an int in [1, N] (else ValueError).
+
+    Returns:
+      ``N // batch_size``, an int.
+    """
     batch_size = _checks.positive_int(batch_size, "batch_size")
     if batch_size > num_examples:
         raise ValueError(f"batch_size must be <= the number of training examples "
@@ -114,10 +136,19 @@ def _rows(data: Any) -> int:
 
 
 def shuffled_batches(key: jax.Array, data: Any, batch_size: int) -> Any:
-    """A random permutation of the rows of ``data`` (any pytree, leading axis N) cut into
-    [num_batches, batch_size, ...] batches; the last N mod batch_size rows are dropped.
+    """A random permutation of the rows of ``data``, cut into batches.
 
-    These are the batches ``make_epoch`` trains on for the same key."""
+    These are the batches ``make_epoch`` trains on for the same key.
+
+    Args:
+      key: PRNG key of the permutation.
+      data: an array or pytree of arrays, each with the same leading axis N.
+      batch_size: rows per batch, in [1, N].
+
+    Returns:
+      ``data``'s structure with leaves ``[N // batch_size, batch_size, ...]``; the last
+      N mod batch_size rows of the permutation are dropped.
+    """
     _checks.prng_key(key)
     count = _rows(data)
     order = _batch_indices(key, count, batch_size)
@@ -131,6 +162,9 @@ def data_mesh(num_devices: int | None = None, devices: Sequence[Any] | None = No
       num_devices: how many of ``jax.devices()`` (every process's devices, after
         ``jax.distributed.initialize()``) to use; None for all of them.
       devices: the devices themselves, instead of ``num_devices``.
+
+    Returns:
+      A ``Mesh`` over those devices with the single axis ``"data"``.
     """
     if devices is not None:
         if num_devices is not None:
@@ -152,7 +186,12 @@ def data_mesh(num_devices: int | None = None, devices: Sequence[Any] | None = No
 
 
 def check_mesh(mesh: Mesh | None, batch_size: int) -> None:
-    """ValueError unless ``mesh`` is None or has a "data" axis that divides ``batch_size``."""
+    """ValueError unless ``mesh`` is None or has a "data" axis that divides ``batch_size``.
+
+    Args:
+      mesh: a ``jax.sharding.Mesh`` (see ``data_mesh``), or None.
+      batch_size: rows per batch.
+    """
     if mesh is None:
         return
     if DATA_AXIS not in mesh.axis_names:
@@ -165,7 +204,15 @@ def check_mesh(mesh: Mesh | None, batch_size: int) -> None:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Every leaf of ``tree`` placed whole on every device of ``mesh``."""
+    """Every leaf of ``tree`` placed whole on every device of ``mesh``.
+
+    Args:
+      tree: any pytree of arrays.
+      mesh: a ``jax.sharding.Mesh`` (e.g. from ``data_mesh``).
+
+    Returns:
+      ``tree`` with each leaf a ``jax.Array`` replicated on the mesh (``PartitionSpec()``).
+    """
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
@@ -178,10 +225,13 @@ def make_epoch(learner: Learner, batch_size: int, *, chunk_steps: int = 50,
     from a permutation drawn with a key split from ``state.key``. The steps run as
     ``lax.scan``, ``chunk_steps`` steps per compiled call (on CPU, a step that convolves is
     one compiled call per batch: XLA convolves slowly inside loops there); ``progress(n)``
-    (e.g. a tqdm bar's ``update``) is told after each chunk. Metrics are stacked per step:
-    [num_steps].
+    (e.g. a tqdm bar's ``update``) is told after each chunk.
 
     Args:
+      learner: a ``Learner(init, step)``.
+      batch_size: rows per step, in [1, N]; the last N mod batch_size rows are dropped.
+      chunk_steps: steps per compiled call (and per ``progress`` call).
+      progress: None, or a function told the number of steps done after each chunk.
       mesh: data parallelism: with a ``data_mesh``, state and data are replicated on its
         devices (``replicate`` the data once beforehand, or each epoch copies it) and every
         batch is split over them along the "data" axis (``batch_size`` must be a multiple
@@ -191,6 +241,10 @@ def make_epoch(learner: Learner, batch_size: int, *, chunk_steps: int = 50,
         (``jax.vmap(learner.init, in_axes=(0, None))(keys, batch)``), each run shuffles
         with its own key, and metrics are [num_steps, S]. Run s equals the single run
         started from the same key.
+
+    Returns:
+      ``epoch(state, data) -> (state, metrics)``, a ``TrainState`` and the steps' metrics
+      dict, each value stacked per step: ``[num_steps]`` (``[num_steps, S]``).
     """
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be a function of the number of steps done (e.g. a "
@@ -275,7 +329,14 @@ def make_epoch(learner: Learner, batch_size: int, *, chunk_steps: int = 50,
 
 
 def equations(jaxpr):
-    """Every equation of ``jaxpr`` and of the programs nested in it (scan, cond, pjit...)."""
+    """Every equation of ``jaxpr`` and of the programs nested in it (scan, cond, pjit...).
+
+    Args:
+      jaxpr: a ``Jaxpr`` (e.g. ``jax.make_jaxpr(f)(x).jaxpr``).
+
+    Yields:
+      Each ``JaxprEqn``, depth first, an equation before those nested in it.
+    """
     for equation in jaxpr.eqns:
         yield equation
         for value in equation.params.values():
@@ -307,6 +368,12 @@ def to_host(tree: Any) -> Any:
 
     Also for arrays that span several processes (after ``jax.distributed.initialize()``),
     which NumPy cannot read directly: those are gathered from every process first.
+
+    Args:
+      tree: any pytree of arrays.
+
+    Returns:
+      ``tree`` with every leaf a ``numpy.ndarray``.
     """
     from jax.experimental import multihost_utils
 
@@ -321,7 +388,14 @@ def to_host(tree: Any) -> Any:
 
 
 def summarize(metrics: Metrics) -> dict[str, float]:
-    """Per-epoch means of stacked per-step metrics, as Python floats."""
+    """Per-epoch means of stacked per-step metrics, as Python floats.
+
+    Args:
+      metrics: name -> per-step values (e.g. ``[num_steps]``), none empty (else ValueError).
+
+    Returns:
+      ``dict[str, float]``, name -> the mean over every entry.
+    """
     empty = [name for name, values in metrics.items() if np.size(values) == 0]
     if empty:
         raise ValueError(f"metrics {empty} hold no steps: nothing to average.")

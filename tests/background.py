@@ -1,8 +1,8 @@
 """The session's background runner: work that runs in a process of its own, on the core
 conftest leaves free (``JLVM_TESTS_KERNEL_CPU``), one piece at a time, while this process
-runs the other tests on its core. The notebooks (test_notebooks.py), the README's examples
-(test_readme.py) and the tests' own `jlvm` processes (``jlvm``, ``job``) run there; their
-tests wait for the outcome."""
+runs the other tests on its core. The notebooks (test_notebooks.py), the examples of
+README.md and docs/ (test_examples.py) and the tests' own `jlvm` processes (``jlvm``,
+``job``) run there; their tests wait for the outcome."""
 
 import atexit
 import concurrent.futures

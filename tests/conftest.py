@@ -200,9 +200,9 @@ def pytest_runtest_setup(item):
 
 
 def pytest_collection_finish(session):
-    """Queues the collected background tests' work (the README's examples first, then the
-    notebooks, see test_readme.py and test_notebooks.py): it runs in processes of its own
-    while the other tests run here."""
+    """Queues the collected background tests' work (the examples of README.md and docs/
+    first, then the notebooks, see test_examples.py and test_notebooks.py): it runs in
+    processes of its own while the other tests run here."""
     def named(name):
         return [item for item in session.items
                 if getattr(item, "originalname", None) == name]
@@ -216,8 +216,8 @@ def pytest_collection_finish(session):
             background.start(background.key(work), work)
     if elsewhere := named("test_module_passes_in_its_own_process"):
         elsewhere[0].module.start([item.callspec.params["module"] for item in elsewhere])
-    if readme := named("test_every_python_block_runs_and_prints"):
-        readme[0].module.start()
+    if examples := named("test_every_python_block_runs_and_prints"):
+        examples[0].module.start()
     if notebooks := named("test_notebook_runs"):  # the module pytest imported
         notebooks[0].module.start([item.callspec.params["path"] for item in notebooks])
 

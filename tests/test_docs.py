@@ -5,6 +5,7 @@ has an entry in its inventory. Without a build the test is skipped and says how 
 import importlib
 import inspect
 import pathlib
+import re
 
 import pytest
 
@@ -71,7 +72,8 @@ def _sections(doc: str) -> dict[str, list[str]]:
     sections: dict[str, list[str]] = {}
     current = None
     for line in doc.splitlines():
-        if line and not line[0].isspace() and line.rstrip().endswith(":") and " " not in line.strip():
+        header = line and not line[0].isspace() and line.rstrip().endswith(":")
+        if header and " " not in line.strip():
             current = sections.setdefault(line.strip()[:-1], [])
         elif current is not None and line and not line[0].isspace():
             current = None                      # an unindented paragraph ends the section
@@ -80,10 +82,14 @@ def _sections(doc: str) -> dict[str, list[str]]:
     return sections
 
 
+LITERALS = re.compile(r"``.+?``|:\w+:`.+?`")   # where napoleon looks for no colon
+ENUMERATOR = re.compile(r"^\(?([A-Za-z]|\d+|[ivxlcdm]+)[.)](\s|$)")
+
+
 def docstring_problems(function) -> list[str]:
     """What the reference entry of ``function`` lacks in optax's form: an ``Args:`` line for
-    every parameter (``name: ...``, or ``a, b: ...`` for several) and a ``Returns:`` (or ``Yields:``) section unless it is
-    annotated ``-> None``."""
+    every parameter (``name: ...``, or ``a, b: ...`` for several) and a ``Returns:`` (or
+    ``Yields:``) section unless it is annotated ``-> None``."""
     doc = inspect.getdoc(function) or ""
     if not doc:
         return ["no docstring"]
@@ -93,12 +99,21 @@ def docstring_problems(function) -> list[str]:
     documented = {name.strip().lstrip("*").split(" (")[0]   # "key, q: as in elbo" counts both
                   for line in sections.get("Args", []) if ":" in line
                   for name in line.split(":")[0].split(",")}
-    for name, parameter in signature.parameters.items():
+    for name in signature.parameters:
         if name not in documented:
             problems.append(f"no Args line for {name!r}")
     returns_none = signature.return_annotation in (None, "None")
     if not returns_none and not ({"Returns", "Yields"} & set(sections)):
         problems.append("no Returns section")
+    result = [line for name in ("Returns", "Yields") for line in sections.get(name, []) if line]
+    if result and ":" in LITERALS.sub("", result[0]).replace("::", ""):
+        # napoleon reads the text before such a colon as the return type, in place of the
+        # annotation ("Return type: What jlvm train prints")
+        problems.append(f"a colon in the first line of Returns: {result[0].strip()!r}")
+    for line in sections.get("Args", []):
+        description = line.partition(":")[2].strip()
+        if ENUMERATOR.match(description):  # reStructuredText reads "L." as a list's label
+            problems.append(f"an Args description that reads as a list item: {line.strip()!r}")
     return problems
 
 
@@ -129,7 +144,7 @@ if __name__ == "__main__":  # python tests/test_docs.py [MODULE-PREFIX]: what is
     import sys
 
     prefix = sys.argv[1] if len(sys.argv) > 1 else ""
-    for name, function in public_functions().items():
+    for function in public_functions().values():
         found = docstring_problems(function)
         if found and f"{function.__module__}.{function.__name__}".startswith(prefix):
             print(f"{function.__module__}.{function.__name__}: {', '.join(found)}")

@@ -619,3 +619,25 @@ def test_enumerable_support_of_bits_and_categories_and_none_else():
     with pytest.raises(ValueError, match="too many to enumerate"):
         jlvm.estimators.enumerable_support(
             distrax.Independent(distrax.Bernoulli(logits=jnp.zeros(30)), 1))
+
+
+def test_enumerable_support_of_independent_categoricals_is_every_combination():
+    # three coordinates of four values each: 4**3 rows, all distinct, in order; the exact
+    # marginal over them equals a brute-force sum written with itertools
+    import itertools
+
+    logits = jax.random.normal(jax.random.PRNGKey(0), (3, 4))
+    q = distrax.Independent(distrax.Categorical(logits=logits), 1)
+    support = jlvm.estimators.enumerable_support(q)
+    expected = np.array(list(itertools.product(range(4), repeat=3)))
+    np.testing.assert_array_equal(support, expected)
+    weights = jax.random.normal(jax.random.PRNGKey(1), (3, 4))
+
+    def log_joint(z):
+        return q.log_prob(z) + jnp.sum(jnp.take_along_axis(weights, z[:, None], 1))
+
+    brute = np.logaddexp.reduce([float(log_joint(jnp.asarray(z))) for z in expected])
+    np.testing.assert_allclose(jlvm.log_marginal_exact(log_joint, support), brute, rtol=1e-5)
+    with pytest.raises(ValueError, match="too many to enumerate"):
+        jlvm.estimators.enumerable_support(
+            distrax.Independent(distrax.Categorical(logits=jnp.zeros((13, 4))), 1))

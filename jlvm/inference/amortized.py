@@ -181,10 +181,18 @@ def semi_amortized(model: Model, optimizer: optax.GradientTransformation, *,
     term). ``amortization_gap`` = ELBO(phi*) - ELBO(phi_0), same draws: how much the
     encoder leaves on the table.
 
+    Args:
+      model: a ``jlvm.Model`` with an encoder, as in ``amortized``.
+      optimizer: an optax optimizer over all parameters (decoder and encoder).
+      inner_steps: Adam steps per data point, >= 1.
+      inner_learning_rate: the inner Adam's learning rate, > 0.
+      num_samples: K >= 1 reparameterized draws per ELBO estimate (inner steps and both
+        terms of the loss).
+
     Returns:
-      ``Learner``; ``step(state, batch)`` (x [B, D] or (x, mask)) reports ``loss``,
-      ``elbo`` (refined), ``elbo_amortized``, ``amortization_gap`` (nats per example) and
-      ``finite``.
+      ``Learner``; ``step(state, batch)`` with batch x ``[B, D]`` or (x ``[B, D]``, mask
+      ``[B, D]`` bool, True = observed) reports ``loss``, ``elbo`` (refined),
+      ``elbo_amortized``, ``amortization_gap`` (nats per example) and ``finite``.
     """
     protocol.check(model, "encoder")
     _checks.optimizer(optimizer)

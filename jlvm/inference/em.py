@@ -64,25 +64,30 @@ def _of_module(family: ModuleType, num_components: int) -> _Family:
 
 def em(num_components: int, *, reg_covar: float = _REG_COVAR,
        covariance_type: str = _COVARIANCE_TYPE, family: ModuleType | None = None) -> Learner:
-    """EM for a mixture as a Learner: ``init`` picks starting parameters from the batch
-    (the family's ``init_from_data``); each ``step(state, batch)`` is one full EM
-    iteration, where the batch is the data X [N, D], or (X, mask [N, D] bool, True =
-    observed) for EM on the observed entries.
+    """EM for a mixture as a Learner.
 
-    ``family``: the mixture, a module of functions (``jlvm.models.gmm`` when None, or
-    ``jlvm.models.bernoulli_mixture``, or any module with ``init_from_data(key, X, K, *,
-    mask)``, ``em_iteration(params, X, mask)`` and ``sizes(params)``).
+    ``init`` picks starting parameters from the batch (the family's ``init_from_data``);
+    each ``step(state, batch)`` is one full EM iteration on the whole batch. The Gaussian
+    mixture uses ``gmm.init_from_data`` and ``gmm.em_iteration``; with a mask
+    ``gmm.masked_em_step``, from a start drawn from the column-mean-imputed data.
 
-    The Gaussian mixture: covariances of ``covariance_type`` ("full", "diag", "spherical"
-    or "tied", scikit-learn's names) with ``reg_covar`` added to their diagonals
-    (``gmm.init_from_data``, ``gmm.em_iteration``; with a mask ``gmm.masked_em_step``
-    from a start drawn from the column-mean-imputed data). Another family takes neither
-    setting: a value other than the default is a ValueError.
+    Args:
+      num_components: K >= 1 mixture components.
+      reg_covar: Gaussian mixture only: >= 0, added to every covariance's diagonal.
+      covariance_type: Gaussian mixture only: ``"full"``, ``"diag"``, ``"spherical"`` or
+        ``"tied"`` (scikit-learn's names). Another family takes neither setting: a value
+        other than the default is a ValueError.
+      family: the mixture, a module of functions: ``jlvm.models.gmm`` when None, or
+        ``jlvm.models.bernoulli_mixture``, or any module with ``init_from_data(key, X, K,
+        *, mask)``, ``em_iteration(params, X, mask)`` and ``sizes(params) -> (K, D)``.
 
-    Metrics: ``log_likelihood``, the mean log p(x) (log p(x_obs) with a mask) under the
-    parameters BEFORE the step, which equals the ELBO after the E-step (reported as
-    ``elbo`` too), and ``finite``: whether the step's numbers were finite (else the old
-    parameters are kept).
+    Returns:
+      ``Learner``; ``init(key, batch)`` and ``step(state, batch)`` take the data X
+      ``[N, D]``, or ``(X, mask)`` with mask ``[N, D]`` bool (True = observed) for EM on
+      the observed entries. The step reports ``log_likelihood``, the mean log p(x)
+      (log p(x_obs) with a mask) under the parameters BEFORE the step, which equals the
+      ELBO after the E-step (reported as ``elbo`` too), and ``finite``: whether the
+      step's numbers were finite (else the old parameters are kept).
     """
     num_components = _checks.positive_int(num_components, "num_components")
     if family is None or family is gmm:

@@ -37,11 +37,22 @@ from jlvm.models._mixture import HIGHEST as _HIGHEST
 
 def init_from_data(key: jax.Array, X: jax.Array, num_components: int, *,
                    reg_covar: float = 1e-6, covariance_type: str = "full") -> Any:
-    """A starting point for EM: K distinct data points as means, equal weights, and every
-    component's covariance from the data covariance C + reg_covar I, as the type keeps it
-    (full and tied: C + reg I; diag: its diagonal; spherical: the mean of its diagonal).
-    X: [N, D]. Returns the parameters of ``covariance_type`` ("full": ``Params``, "diag":
-    ``DiagParams``, "spherical": ``SphericalParams``, "tied": ``TiedParams``)."""
+    """A starting point for EM: K distinct data points as means, equal weights.
+
+    Every component's covariance is the data covariance C + reg_covar I as the type keeps
+    it (full and tied: C + reg I; diag: its diagonal; spherical: the mean of its diagonal).
+
+    Args:
+      key: PRNG key; picks the means.
+      X: ``[N, D]``, finite, N >= max(2, num_components), at least K distinct rows.
+      num_components: K, a Python int >= 1.
+      reg_covar: >= 0 (> 0 where the data's covariance is singular).
+      covariance_type: "full", "diag", "spherical" or "tied".
+
+    Returns:
+      The parameters of ``covariance_type``, a ``Params`` ("full"), ``DiagParams`` ("diag"),
+      ``SphericalParams`` ("spherical") or ``TiedParams`` ("tied").
+    """
     _checks.prng_key(key)
     num_components = _checks.positive_int(num_components, "num_components")
     reg_covar = _checks.positive_number(reg_covar, "reg_covar", allow_zero=True)
@@ -129,9 +140,17 @@ def _data(params: Any, X: Any) -> jax.Array:
 
 
 def e_step(params: Any, X: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Exact posterior for every point: (log responsibilities [N, K], mean log p(x) scalar).
+    """Exact posterior for every point.
 
     With q(z_n) = p(z_n | x_n) the ELBO is tight, so the mean log-likelihood is returned too.
+
+    Args:
+      params: mixture parameters of any covariance type.
+      X: ``[N, D]``, complete data, N >= 1.
+
+    Returns:
+      A tuple ``(log_resp, mean_log_likelihood)``, log responsibilities ``[N, K]`` and the
+      scalar mean log p(x_n).
     """
     X = _data(params, X)
     relative, shift = jax.vmap(log_joint_table, in_axes=(None, 0))(params, X)
@@ -141,14 +160,21 @@ def e_step(params: Any, X: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def m_step(X: jax.Array, log_resp: jax.Array, reg_covar: float,
            covariance_type: str = "full") -> Any:
-    """Maximizes the ELBO in the parameters for fixed responsibilities (closed form):
+    """Maximizes the ELBO in the parameters for fixed responsibilities (closed form).
+
     pi_k = N_k / N, mu_k = sum_n r_nk x_n / N_k, and with
     S_k = sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / N_k, as scikit-learn estimates them:
     full Sigma_k = S_k + reg I; tied Sigma = sum_k N_k S_k / N + reg I; diag
     sigma_kd^2 = (S_k)_dd + reg; spherical sigma_k^2 = mean_d (S_k)_dd + reg.
 
-    X: [N, D], log_resp: [N, K], reg_covar >= 0. Returns the parameters of
-    ``covariance_type``.
+    Args:
+      X: ``[N, D]``.
+      log_resp: ``[N, K]`` log responsibilities (``e_step``'s).
+      reg_covar: >= 0, added to each covariance's diagonal.
+      covariance_type: "full", "diag", "spherical" or "tied".
+
+    Returns:
+      The parameters of ``covariance_type``.
     """
     family = covariance_named(covariance_type)
     X = _checks.float_array(X, "X")
@@ -168,8 +194,16 @@ def m_step(X: jax.Array, log_resp: jax.Array, reg_covar: float,
 
 
 def em_iteration(params: Any, X: jax.Array, reg_covar: float) -> tuple[Any, jax.Array]:
-    """One EM iteration: returns the new parameters (of the same covariance type) and the
-    mean log p(x) of the OLD ones."""
+    """One EM iteration: ``e_step``, then ``m_step``.
+
+    Args:
+      params, X: as in ``e_step``.
+      reg_covar: as in ``m_step``.
+
+    Returns:
+      A tuple ``(new_params, mean_log_likelihood)``, the new parameters, of the same
+      covariance type, and the scalar mean log p(x) of the OLD ones.
+    """
     log_resp, mean_log_likelihood = e_step(params, X)
     return (m_step(_data(params, X), log_resp, reg_covar, covariance_of(params).name),
             mean_log_likelihood)
@@ -182,10 +216,7 @@ _BLOCK_FLOATS = 2**20
 
 def masked_em_iteration(params: Any, X: jax.Array, mask: jax.Array, reg_covar: float,
                         block: int) -> tuple[Any, jax.Array]:
-    """One EM iteration on the observed entries: returns the new parameters and the mean
-    log p(x_obs) of the OLD ones. X: [N, D] (missing entries 0), mask: [N, D] bool;
-    N a multiple of ``block`` (rows with an all-False mask row count for nothing: padding).
-    ``masked_em_step`` takes data of any size, with anything at missing entries.
+    """One EM iteration on the observed entries (any N, anything missing: ``masked_em_step``).
 
     E-step, per point n and component k: r_nk = p(k | x_obs), x_hat_nk = x with its
     missing entries at E[x_mis | x_obs, k], C_nk = Cov[x_mis | x_obs, k] (0 outside the
@@ -196,6 +227,17 @@ def masked_em_iteration(params: Any, X: jax.Array, mask: jax.Array, reg_covar: f
     diagonals, spherical their diagonals' means; + reg), so that with nothing missing this
     is ``em_iteration``. Accumulated around the old means (no cancellation in float32) a
     block of points at a time, so memory holds ``block`` x K spreads, not N x K.
+
+    Args:
+      params: mixture parameters of any covariance type.
+      X: ``[N, D]``, missing entries 0.
+      mask: ``[N, D]`` bool, True = observed (all-False rows count for nothing: padding).
+      reg_covar: as in ``m_step``.
+      block: points per block, a Python int; N must be a multiple of it.
+
+    Returns:
+      A tuple ``(new_params, mean_log_likelihood)``, the new parameters and the scalar
+      mean log p(x_obs) of the OLD ones, over the rows that observe something.
     """
     num_components, dim = sizes(params)
     family = covariance_of(params)
@@ -256,18 +298,18 @@ def fit_em(params: Any, X: jax.Array, num_iters: int, *, mask: Any = None,
 
     Args:
       params: starting parameters (e.g. ``init_from_data``), of any covariance type.
-      X: [N, D] data (with a mask: anything, NaN included, at missing entries).
+      X: ``[N, D]`` data (with a mask: anything, NaN included, at missing entries).
       num_iters: number of EM iterations (>= 1).
-      mask: [N, D] bool, True = observed; every row must observe something.
+      mask: ``[N, D]`` bool, True = observed; every row must observe something.
       reg_covar: added to each covariance's diagonal, as in scikit-learn.
       covariance_type: None (the type of ``params``), or "full", "diag", "spherical" or
         "tied": a full start of another type is converted first (diag: its diagonal
         variances; spherical: their mean; tied: the covariances' mean weighted by pi).
 
     Returns:
-      (params after ``num_iters`` M-steps, of the covariance type, and trace [num_iters]
-      where trace[t] is the mean log p(x_n) (log p(x_n,obs) with a mask) under the
-      parameters after t M-steps). The trace never decreases.
+      A tuple ``(params, trace)``, params after ``num_iters`` M-steps, of the covariance
+      type; trace ``[num_iters]``, trace[t] the mean log p(x_n) (log p(x_n,obs) with a
+      mask) under the parameters after t M-steps. The trace never decreases.
     """
     num_iters = _checks.positive_int(num_iters, "num_iters")
     X = _data(params, X)
@@ -312,17 +354,33 @@ def _converted(params: Any, target: Covariance) -> Any:
 
 def masked_em_step(params: Any, X: jax.Array, mask: Any,
                    reg_covar: float) -> tuple[Any, jax.Array]:
-    """``masked_em_iteration`` on data of any size N: X [N, D] (anything at missing
-    entries), mask [N, D] bool. Returns the new parameters and the mean log p(x_obs) of the
-    old ones."""
+    """``masked_em_iteration`` on data of any size N, padded and blocked here.
+
+    Args:
+      params, reg_covar: as in ``masked_em_iteration``.
+      X: ``[N, D]``, anything (NaN included) at missing entries.
+      mask: ``[N, D]`` bool, True = observed; every row must observe something.
+
+    Returns:
+      ``(new_params, mean_log_likelihood)``, as ``masked_em_iteration``.
+    """
     X = _data(params, X)
     X, mask, block = _masked_data(X, mask, params.means.shape[0], covariance_of(params))
     return masked_em_iteration(params, X, mask, reg_covar, block)
 
 
 def mean_imputed(X: jax.Array, mask: Any) -> jax.Array:
-    """X with each missing entry set to its column's mean over the observed entries (0 for
-    a column never observed): a start for EM, not an estimate."""
+    """X with each missing entry set to its column's mean over the observed entries.
+
+    A column never observed gets 0. A start for EM, not an estimate.
+
+    Args:
+      X: ``[N, D]``; anything (NaN included) at missing entries.
+      mask: ``[N, D]`` bool, True = observed.
+
+    Returns:
+      ``[N, D]``.
+    """
     observed = jnp.asarray(mask)
     counts = jnp.sum(observed, axis=0)
     means = jnp.sum(jnp.where(observed, X, 0.0), axis=0) / jnp.maximum(counts, 1)

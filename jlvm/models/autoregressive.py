@@ -30,7 +30,16 @@ class Params(NamedTuple):
 
 
 def init(key: jax.Array, data_dim: int, hidden_dim: int = 64) -> Params:
-    """Small random weights (scale 1/sqrt(fan-in)); biases zero."""
+    """Small random weights (scale 1/sqrt(fan-in)); biases zero.
+
+    Args:
+      key: PRNG key.
+      data_dim: D >= 1, a Python int.
+      hidden_dim: H >= 1, a Python int.
+
+    Returns:
+      ``Params`` with W ``[H, D]``, c ``[H]``, V ``[D, H]``, b ``[D]``.
+    """
     _checks.prng_key(key)
     data_dim = _checks.positive_int(data_dim, "data_dim")
     hidden_dim = _checks.positive_int(hidden_dim, "hidden_dim")
@@ -62,10 +71,17 @@ def _check_params(params: Any) -> int:
 
 
 def conditional_logits(params: Params, x: jax.Array) -> jax.Array:
-    """logit p(x_d = 1 | x_{<d}) for every d: [D], all at once (teacher forcing).
+    """The logits ``logit p(x_d = 1 | x_{<d})`` for every d, all at once (teacher forcing).
 
     The hidden pre-activations a_d = c + sum_{j<d} W[:, j] x_j are an exclusive cumulative
     sum, so the whole vector costs O(D H) rather than O(D^2 H).
+
+    Args:
+      params: ``Params``.
+      x: one observation ``[D]`` (0/1 values; not checked here).
+
+    Returns:
+      Logits ``[D]``.
     """
     x = _checks.float_array(x, "x")
     _checks.shape_is(x, "x", (_check_params(params),), "[D]")
@@ -76,9 +92,18 @@ def conditional_logits(params: Params, x: jax.Array) -> jax.Array:
 
 
 def log_prob(params: Params, x: jax.Array) -> jax.Array:
-    """Exact log p(x) = sum_d x_d l_d - softplus(l_d), l = conditional_logits. x: [D] in
-    {0,1}; an x with another value has probability 0: -inf, eagerly and under jit alike
-    (NaN stays NaN)."""
+    """Exact log likelihood of one binary vector.
+
+    ``log p(x) = sum_d [x_d l_d - softplus(l_d)]``, l = ``conditional_logits(params, x)``.
+
+    Args:
+      params: ``Params``.
+      x: one observation ``[D]`` in {0, 1}; an x with another value has probability 0:
+        -inf, eagerly and under jit alike (NaN stays NaN).
+
+    Returns:
+      Scalar log p(x) in nats.
+    """
     logits = conditional_logits(params, x)
     value = jnp.sum(x * logits - jax.nn.softplus(logits))
     # behind a barrier: where x is a constant of the program (data a jitted closure holds)
@@ -89,7 +114,16 @@ def log_prob(params: Params, x: jax.Array) -> jax.Array:
 
 
 def sample(key: jax.Array, params: Params, n: int) -> jax.Array:
-    """Ancestral sampling, one pixel at a time in raster order: [n, D] of 0/1 floats."""
+    """Ancestral sampling, one pixel at a time in raster order.
+
+    Args:
+      key: PRNG key.
+      params: ``Params``.
+      n: number of draws >= 1, a Python int.
+
+    Returns:
+      ``[n, D]`` float32 array of 0/1 values.
+    """
     _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
     data_dim = _check_params(params)
@@ -143,8 +177,14 @@ def fit(key: jax.Array, params: Params, X: jax.Array, *, num_steps: int = 3000,
     Args:
       key: PRNG key for the minibatches.
       params: starting parameters (``init``).
-      X: [N, D] binary training data.
-      num_steps, batch_size, learning_rate: the optimization schedule.
+      X: ``[N, D]`` training data of 0/1 values.
+      num_steps: Adam steps >= 1, a Python int.
+      batch_size: rows per step, in [1, N], drawn without replacement within a batch.
+      learning_rate: Adam's step size > 0.
+
+    Returns:
+      A ``FitResult`` of ``params`` (the fitted ``Params``) and ``train_log_likelihood``
+      ``[num_steps]``, the mean log p(x) of each step's batch (before its update).
     """
     _checks.prng_key(key)
     num_steps = _checks.positive_int(num_steps, "num_steps")

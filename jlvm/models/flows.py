@@ -23,9 +23,19 @@ Conditioner = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 
 
 def coupling_masks(latent_dim: int, layers: int) -> list[np.ndarray]:
-    """Layer i leaves the coordinates with index parity i % 2 unchanged (True) and
+    """The coupling layers' masks, alternating by parity.
+
+    Layer i leaves the coordinates with index parity i % 2 unchanged (True) and
     transforms the others conditioned on them, so two layers in a row change every
-    coordinate."""
+    coordinate.
+
+    Args:
+      latent_dim: L, the dimension of z.
+      layers: the number of coupling layers.
+
+    Returns:
+      A list of ``layers`` boolean NumPy arrays ``[L]``.
+    """
     return [np.arange(latent_dim) % 2 == i % 2 for i in range(layers)]
 
 
@@ -36,9 +46,20 @@ def _affine(params: tuple[jax.Array, jax.Array]) -> distrax.ScalarAffine:
 
 def flow(mean: jax.Array, log_scale: jax.Array,
          conditioners: Sequence[Conditioner]) -> distrax.Transformed:
-    """q = f_n o ... o f_1 (N(mean, diag exp(log_scale)^2)), f_i an affine coupling layer
-    (``distrax.MaskedCoupling``, mask ``coupling_masks``) whose shift and log-scale [L]
-    are ``conditioners[i](masked z)``; mean, log_scale: [L]."""
+    """The flow family: a diagonal Gaussian pushed through affine coupling layers.
+
+    ``q = f_n o ... o f_1 (N(mean, diag exp(log_scale)^2))``, f_i an affine coupling layer
+    (``distrax.MaskedCoupling``, mask ``coupling_masks``); f_1 acts first.
+
+    Args:
+      mean, log_scale: ``[L]``, the base Gaussian's phi (as in
+        ``jlvm.models.posteriors.diagonal``).
+      conditioners: n >= 1 functions, one per layer: the layer's input ``[L]`` with the
+        coordinates it transforms set to 0 -> ``(shift [L], log_scale [L])``.
+
+    Returns:
+      ``distrax.Transformed`` over z ``[L]``.
+    """
     masks = coupling_masks(mean.shape[0], len(conditioners))
     layers = [distrax.MaskedCoupling(mask=mask, conditioner=conditioner, bijector=_affine)
               for mask, conditioner in zip(masks, conditioners, strict=True)]

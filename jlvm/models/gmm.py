@@ -88,59 +88,110 @@ def _component_log_density(params, x, z, mask):
 
 
 def covariance_type(params: Any) -> str:
-    """scikit-learn's name of the parameters' covariance type: "full" (``Params``),
-    "diag" (``DiagParams``), "spherical" (``SphericalParams``) or "tied" (``TiedParams``)."""
+    """scikit-learn's name of the parameters' covariance type.
+
+    Args:
+      params: ``Params``, ``DiagParams``, ``SphericalParams`` or ``TiedParams``.
+
+    Returns:
+      "full" (``Params``), "diag" (``DiagParams``), "spherical" (``SphericalParams``) or
+      "tied" (``TiedParams``).
+    """
     return covariance_of(params).name
 
 
 def covariances(params: Any) -> jax.Array:
-    """The covariances in scikit-learn's shapes (``GaussianMixture.covariances_``): full
-    [K, D, D] (L_k L_k^T), diag [K, D] (scale^2), spherical [K] (scale^2), tied [D, D]."""
+    """The covariances in scikit-learn's shapes (``GaussianMixture.covariances_``).
+
+    Args:
+      params: mixture parameters of any covariance type.
+
+    Returns:
+      full ``[K, D, D]`` (L_k L_k^T), diag ``[K, D]`` (scale^2), spherical ``[K]``
+      (scale^2), tied ``[D, D]``.
+    """
     sizes(params)
     return covariance_of(params).covariances(params[2])
 
 
 def precisions_cholesky(params: Any) -> jax.Array:
-    """scikit-learn's ``precisions_cholesky_`` (Sigma^{-1} = U U^T): full [K, D, D] and
-    tied [D, D] as U = (L^{-1})^T, diag [K, D] and spherical [K] as 1 / scale."""
+    """scikit-learn's ``precisions_cholesky_``: U with ``Sigma^{-1} = U U^T``.
+
+    Args:
+      params: as in ``covariances``.
+
+    Returns:
+      full ``[K, D, D]`` and tied ``[D, D]`` as U = (L^{-1})^T, diag ``[K, D]`` and
+      spherical ``[K]`` as 1 / scale.
+    """
     sizes(params)
     return covariance_of(params).precisions_cholesky(params[2])
 
 
 def log_likelihood(params: Any, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
-    """log p(x_obs | z) = log N(x_obs; mu_z,obs, Sigma_z,oo). x: [D], z: integer scalar;
-    -inf for a z outside [0, K) (no such component), eagerly and under jit alike."""
+    """Component z's log density: ``log p(x_obs | z) = log N(x_obs; mu_z,obs, Sigma_z,oo)``.
+
+    -inf for a z outside [0, K) (no such component), eagerly and under jit alike.
+
+    Args:
+      params, x, z, mask: as in ``log_joint``.
+
+    Returns:
+      Scalar log density in nats.
+    """
     _, inside, value = _component_log_density(params, x, z, mask)
     return jnp.where(inside, value, -jnp.inf)
 
 
 def log_joint(params: Any, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
-    """log p(x_obs, z) = log pi_z + log N(x_obs; mu_z,obs, Sigma_z,oo). x: [D], z: integer
-    scalar; ``mask`` [D] (True = observed) or None (all of x).
+    """Log joint of one example and one component.
 
-    A z outside [0, K) has probability 0: log p(x, z) = -inf, eagerly and under jit alike.
-    Only component z's density is computed: enumerating z costs K densities, not K^2.
-    For x so far out that float32 cannot hold its squared distance, -inf.
+    ``log p(x_obs, z) = log pi_z + log N(x_obs; mu_z,obs, Sigma_z,oo)``. A z outside
+    [0, K) has probability 0: -inf, eagerly and under jit alike. Only component z's density
+    is computed: enumerating z costs K densities, not K^2. For x so far out that float32
+    cannot hold its squared distance, -inf.
+
+    Args:
+      params: mixture parameters of any covariance type (``covariance_type``).
+      x: ``[D]``; with a mask, anything (NaN included) at missing entries.
+      z: integer scalar, the component.
+      mask: ``[D]`` bool (True = observed), or None (all of x).
+
+    Returns:
+      Scalar log density in nats.
     """
     k, inside, value = _component_log_density(params, x, z, mask)
     return jnp.where(inside, jax.nn.log_softmax(params.logits)[k] + value, -jnp.inf)
 
 
 def log_marginal(params: Any, x: jax.Array, mask: Any = None) -> jax.Array:
-    """Exact log p(x) = logsumexp_k [log pi_k + log N(x; mu_k, Sigma_k)]. x: [D].
+    """Exact ``log p(x) = logsumexp_k [log pi_k + log N(x; mu_k, Sigma_k)]``.
 
-    With ``mask`` [D] (True = observed): log p(x_obs), each component's Gaussian
-    marginalized to the observed coordinates, N(x_obs; mu_k,obs, Sigma_k,obs,obs) (for
-    diag and spherical, the product over the observed coordinates).
-    For x so far out that float32 cannot hold its squared distances, -inf.
+    With ``mask``: log p(x_obs), each component's Gaussian marginalized to the observed
+    coordinates, N(x_obs; mu_k,obs, Sigma_k,obs,obs) (for diag and spherical, the product
+    over the observed coordinates). For x so far out that float32 cannot hold its squared
+    distances, -inf.
+
+    Args:
+      params, x, mask: as in ``log_joint``.
+
+    Returns:
+      Scalar log density in nats.
     """
     relative, shift = log_joint_table(params, *observation(params, x, mask))
     return jax.nn.logsumexp(relative) - shift
 
 
 def posterior(params: Any, x: jax.Array, mask: Any = None) -> distrax.Categorical:
-    """p(z | x) (or p(z | x_obs) with ``mask``): the responsibilities, as a
-    ``distrax.Categorical`` (logits normalized); a distribution for any finite x."""
+    """p(z | x) (or p(z | x_obs) with ``mask``): the responsibilities.
+
+    Args:
+      params, x, mask: as in ``log_joint``.
+
+    Returns:
+      ``distrax.Categorical`` over the K components (logits normalized); a distribution
+      for any finite x.
+    """
     relative, _ = log_joint_table(params, *observation(params, x, mask))
     return distrax.Categorical(logits=jax.nn.log_softmax(relative))
 
@@ -159,17 +210,34 @@ def _information(params: Any, X: Any) -> tuple[jax.Array, int, int]:
 
 
 def bic(params: Any, X: jax.Array) -> jax.Array:
-    """Bayesian information criterion on complete data X [N, D] (lower is better), as
-    scikit-learn's ``GaussianMixture.bic``: -2 sum_n log p(x_n) + n_params log N, n_params
-    the free parameters (full: K D (D + 1) / 2, diag: K D, spherical: K, tied:
-    D (D + 1) / 2 covariance entries, K D means, K - 1 weights)."""
+    """Bayesian information criterion on complete data, as ``GaussianMixture.bic``.
+
+    ``-2 sum_n log p(x_n) + n_params log N`` (lower is better), n_params the free
+    parameters (full: K D (D + 1) / 2, diag: K D, spherical: K, tied: D (D + 1) / 2
+    covariance entries, K D means, K - 1 weights).
+
+    Args:
+      params: as in ``log_joint``.
+      X: ``[N, D]``, N >= 1, finite.
+
+    Returns:
+      Scalar.
+    """
     mean_log_likelihood, count, num_points = _information(params, X)
     return -2.0 * num_points * mean_log_likelihood + count * math.log(num_points)
 
 
 def aic(params: Any, X: jax.Array) -> jax.Array:
-    """Akaike information criterion on X [N, D] (lower is better), as scikit-learn's
-    ``GaussianMixture.aic``: -2 sum_n log p(x_n) + 2 n_params (n_params as in ``bic``)."""
+    """Akaike information criterion, as scikit-learn's ``GaussianMixture.aic``.
+
+    ``-2 sum_n log p(x_n) + 2 n_params`` (lower is better; n_params as in ``bic``).
+
+    Args:
+      params, X: as in ``bic``.
+
+    Returns:
+      Scalar.
+    """
     mean_log_likelihood, count, num_points = _information(params, X)
     return -2.0 * num_points * mean_log_likelihood + 2.0 * count
 
@@ -189,10 +257,18 @@ def _conditionals(params: Any, x: jax.Array, mask: Any):
 
 
 def conditional_mean(params: Any, x: jax.Array, mask: Any) -> jax.Array:
-    """E[x | x_obs]: x [D] with every missing entry replaced by sum_k p(k | x_obs)
-    E[x_mis | x_obs, k], the exact conditional mean under the mixture (observed entries
-    as they are; for diag and spherical, E[x_mis | x_obs, k] = mu_k,mis). ``mask`` [D],
-    True = observed."""
+    """E[x | x_obs], the exact conditional mean under the mixture.
+
+    Every missing entry becomes ``sum_k p(k | x_obs) E[x_mis | x_obs, k]`` (for diag and
+    spherical, E[x_mis | x_obs, k] = mu_k,mis); observed entries stay as they are.
+
+    Args:
+      params, x: as in ``log_joint``.
+      mask: ``[D]`` bool, True = observed; None is a TypeError (it says what to fill in).
+
+    Returns:
+      ``[D]``, x with its missing entries filled in.
+    """
     x, mask, log_resp, filled, _ = _conditionals(params, x, mask)
     resp = jnp.exp(log_resp)
     # a component of weight 0 adds 0, whatever its conditional mean (inf for x far out)
@@ -201,7 +277,16 @@ def conditional_mean(params: Any, x: jax.Array, mask: Any) -> jax.Array:
 
 
 def sample(key: jax.Array, params: Any, n: int) -> tuple[jax.Array, jax.Array]:
-    """Ancestral sampling: z ~ pi, x ~ N(mu_z, Sigma_z). Returns (x [n, D], z [n])."""
+    """Ancestral sampling: z ~ pi, x ~ N(mu_z, Sigma_z).
+
+    Args:
+      key: PRNG key.
+      params: as in ``log_joint``.
+      n: number of draws, a Python int >= 1.
+
+    Returns:
+      A tuple ``(x, z)``, x ``[n, D]``, z ``[n]`` integers.
+    """
     _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
     _, dim = sizes(params)
@@ -217,8 +302,17 @@ def sample(key: jax.Array, params: Any, n: int) -> tuple[jax.Array, jax.Array]:
 
 def conditional_draws(key: jax.Array, params: Any, x: jax.Array, mask: Any,
                       n: int) -> jax.Array:
-    """n draws x ~ p(x | x_obs) [n, D]: k ~ p(k | x_obs), then x_mis ~ N(E[x_mis | x_obs,
-    k], Cov[x_mis | x_obs, k]) (multiple imputation; observed entries as given)."""
+    """n draws x ~ p(x | x_obs) (multiple imputation).
+
+    k ~ p(k | x_obs), then x_mis ~ N(E[x_mis | x_obs, k], Cov[x_mis | x_obs, k]).
+
+    Args:
+      key, params, n: as in ``sample``.
+      x, mask: as in ``conditional_mean``.
+
+    Returns:
+      ``[n, D]``, observed entries as given.
+    """
     _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
     family = covariance_of(params)
@@ -235,15 +329,29 @@ def conditional_draws(key: jax.Array, params: Any, x: jax.Array, mask: Any,
 
 
 def prior(params: Any) -> distrax.Categorical:
-    """p(z) = Categorical(softmax(logits))."""
+    """p(z) = Categorical(softmax(logits)).
+
+    Args:
+      params: as in ``log_joint``.
+
+    Returns:
+      ``distrax.Categorical`` over the K components.
+    """
     sizes(params)
     return distrax.Categorical(logits=params.logits)
 
 
 def decoder(params: Any, z: jax.Array) -> distrax.Distribution:
-    """p(x | z) = N(mu_z, Sigma_z) over x [D] (``MultivariateNormalTri`` for full and tied,
-    ``MultivariateNormalDiag`` for diag and spherical); a z outside [0, K) has no
-    component: its distribution's parameters are NaN, eagerly and under jit alike."""
+    """p(x | z) = N(mu_z, Sigma_z).
+
+    Args:
+      params, z: as in ``log_joint``.
+
+    Returns:
+      distrax distribution over x ``[D]`` (``MultivariateNormalTri`` for full and tied,
+      ``MultivariateNormalDiag`` for diag and spherical); a z outside [0, K) has no
+      component: its distribution's parameters are NaN, eagerly and under jit alike.
+    """
     num_components, _ = sizes(params)
     _, inside = _component(z, num_components)
     k = jnp.where(inside, z, num_components)  # out of range even where z < 0: filled NaN
@@ -252,12 +360,21 @@ def decoder(params: Any, z: jax.Array) -> distrax.Distribution:
 
 
 def model(num_components: int, data_dim: int, covariance_type: str = "full") -> Model:
-    """The mixture of ``num_components`` Gaussians over x [data_dim] as a ``jlvm.Model``,
-    its covariances of ``covariance_type`` ("full", "diag", "spherical" or "tied"):
+    """The mixture of K Gaussians over x ``[D]`` as a ``jlvm.Model``.
+
     ``init(key)`` gives that type's parameters with means ~ N(0, I), identity covariances
     and equal weights; the encoder is the exact posterior (``posterior``), so importance
     sampling with it as the proposal has zero variance; ``log_joint``, ``log_likelihood``,
-    ``prior`` and ``decoder`` are this module's functions."""
+    ``prior`` and ``decoder`` are this module's functions.
+
+    Args:
+      num_components: K, a Python int >= 1.
+      data_dim: D, a Python int >= 1.
+      covariance_type: "full", "diag", "spherical" or "tied".
+
+    Returns:
+      ``jlvm.Model``.
+    """
     num_components = _checks.positive_int(num_components, "num_components")
     data_dim = _checks.positive_int(data_dim, "data_dim")
     family = covariance_named(covariance_type)

@@ -54,10 +54,21 @@ _DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 def parse(spec: Any, name: str = "likelihood") -> Spec:
-    """``Spec`` of a spec string (or a ``Spec``); ``ValueError`` naming ``name`` if it is
-    not one of "bernoulli", "gaussian", "gaussian-pixel", "gaussian-fixed:S" (S > 0 in
-    decimal digits) or "categorical:M" (an integer M >= 2). Cached: a repeated spec costs
-    a dictionary lookup."""
+    """Parse a likelihood spec string. Cached: a repeated spec costs a dictionary lookup.
+
+    Args:
+      spec: ``"bernoulli"``, ``"gaussian"``, ``"gaussian-pixel"``, ``"gaussian-fixed:S"``
+        (a finite S > 0 in ASCII decimal digits, an exponent allowed) or
+        ``"categorical:M"`` (an integer 2 <= M <= ``MAX_LEVELS``), or a ``Spec``.
+      name: what the error messages call ``spec``.
+
+    Returns:
+      The ``Spec``, its ``name`` and ``argument`` (S a float, M an int, else None).
+
+    Raises:
+      TypeError: if ``spec`` is neither a string nor a ``Spec``.
+      ValueError: naming ``name``, for any other string.
+    """
     if isinstance(spec, Spec):
         spec = str(spec)
     if not isinstance(spec, str):
@@ -84,36 +95,74 @@ def _parse(spec: str, name: str) -> Spec:
 
 
 def rows(spec: Spec) -> int:
-    """P, the rows of parameters per pixel that the likelihood reads: [P, D]."""
+    """P, the rows of parameters per pixel that the likelihood reads from ``[P, D]``.
+
+    Args:
+      spec: a parsed ``Spec``.
+
+    Returns:
+      An int, 1 (bernoulli), 2 (the Gaussians' mean and log-scale) or M (``categorical:M``).
+    """
     if spec.name == "categorical":
         return spec.argument
     return 1 if spec.name == "bernoulli" else 2
 
 
 def network_rows(spec: Spec) -> int:
-    """The rows the decoder NETWORK gives (a Gaussian whose scale is not a function of z
-    gets only its mean from the network)."""
+    """The rows the decoder NETWORK gives.
+
+    A Gaussian whose scale is not a function of z (gaussian-pixel, gaussian-fixed) gets
+    only its mean from the network.
+
+    Args:
+      spec: a parsed ``Spec``.
+
+    Returns:
+      An int, 1 for gaussian-pixel and gaussian-fixed, else ``rows(spec)``.
+    """
     return 1 if spec.name in ("gaussian-pixel", "gaussian-fixed") else rows(spec)
 
 
 def is_discrete(spec: Spec) -> bool:
-    """Whether p(x | z), and so p(x), is a probability of discrete x (Bernoulli pixels, gray
-    levels), rather than a density of continuous x."""
+    """Whether p(x | z), and so p(x), is a probability of discrete x.
+
+    Args:
+      spec: a parsed ``Spec``.
+
+    Returns:
+      True for Bernoulli pixels and gray levels (categorical), False for the Gaussians'
+      densities of continuous x.
+    """
     return spec.name in ("bernoulli", "categorical")
 
 
 def levels(spec: Spec) -> np.ndarray:
-    """The values a pixel can take under "categorical:M": k / (M - 1), k = 0..M-1."""
+    """The values a pixel can take under "categorical:M": k / (M - 1), k = 0..M-1.
+
+    Args:
+      spec: a parsed categorical ``Spec``.
+
+    Returns:
+      ``[M]`` float64 NumPy array, from 0 to 1.
+    """
     return np.arange(spec.argument) / (spec.argument - 1)
 
 
 def pixel_log_probs(spec: Spec, outputs: jax.Array, x: jax.Array) -> jax.Array:
-    """log p(x_d | z) for each pixel: outputs [P, D], x [D] -> [D].
+    """log p(x_d | z) for each pixel.
 
-    Bernoulli: x l - softplus(l), the stable form of x log s + (1 - x) log(1 - s).
-    Categorical: log softmax(logits_d)[k_d] with k_d = round(x_d (M - 1)).
+    Bernoulli: ``x l - softplus(l)``, the stable form of x log s + (1 - x) log(1 - s).
+    Categorical: ``log softmax(logits_d)[k_d]`` with k_d = round(x_d (M - 1)).
     A value the likelihood cannot take (not 0/1 for the Bernoulli, off the grid for the
     categorical) has probability 0: -inf, as it must; a NaN stays NaN.
+
+    Args:
+      spec: a parsed ``Spec``.
+      outputs: ``[P, D]``, the decoder's rows (``rows(spec)`` of them).
+      x: ``[D]``, one observation.
+
+    Returns:
+      ``[D]`` log-probabilities (log-densities for the Gaussians).
     """
     if spec.name == "bernoulli":
         logits = outputs[0]
@@ -136,7 +185,14 @@ def _off_support(x: jax.Array, possible: jax.Array, value: jax.Array) -> jax.Arr
 
 
 def mean(spec: Spec, outputs: jax.Array) -> jax.Array:
-    """E[x | z]: [D] (Bernoulli probabilities, Gaussian means, or sum_k p_k k / (M - 1))."""
+    """E[x | z]: Bernoulli probabilities, Gaussian means, or ``sum_k p_k k / (M - 1)``.
+
+    Args:
+      spec, outputs: as in ``pixel_log_probs``.
+
+    Returns:
+      ``[D]``.
+    """
     if spec.name == "bernoulli":
         return jax.nn.sigmoid(outputs[0])
     if spec.name == "categorical":
@@ -145,7 +201,15 @@ def mean(spec: Spec, outputs: jax.Array) -> jax.Array:
 
 
 def distribution(spec: Spec, outputs: jax.Array) -> distrax.Distribution:
-    """p(x | z) as a distrax distribution over x [D]."""
+    """p(x | z) as a distrax distribution.
+
+    Args:
+      spec, outputs: as in ``pixel_log_probs``.
+
+    Returns:
+      A distrax distribution over x ``[D]``, ``Independent`` of ``Bernoulli``,
+      ``GrayLevels`` or ``MultivariateNormalDiag``.
+    """
     if spec.name == "bernoulli":
         return distrax.Independent(distrax.Bernoulli(logits=outputs[0]), 1)
     if spec.name == "categorical":
@@ -154,9 +218,19 @@ def distribution(spec: Spec, outputs: jax.Array) -> distrax.Distribution:
 
 
 def check_values(spec: Spec, observed: np.ndarray, name: str = "x") -> None:
-    """``ValueError`` if concrete observed values have no probability under ``spec``: 0/1
-    for the Bernoulli, the M gray levels for the categorical (Gaussians take any finite
-    number)."""
+    """Check that concrete observed values have probability under ``spec``.
+
+    0/1 for the Bernoulli, the M gray levels for the categorical (Gaussians take any
+    finite number: nothing is checked).
+
+    Args:
+      spec: a parsed ``Spec``.
+      observed: the observed values, a NumPy array of any shape.
+      name: what the error messages call the data.
+
+    Raises:
+      ValueError: naming ``name``, if a value has no probability.
+    """
     if spec.name == "bernoulli" and not np.all((observed == 0) | (observed == 1)):
         raise ValueError(f"{name} must hold 0/1 values at observed entries for the Bernoulli "
                          "likelihood (binary images).")

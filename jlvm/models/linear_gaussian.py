@@ -57,7 +57,17 @@ def _sizes(params: Params) -> tuple[int, int]:
 
 
 def init(key: jax.Array, data_dim: int, latent_dim: int, *, noise_std: float = 0.5) -> Params:
-    """Random parameters: W ~ N(0, 1), b ~ N(0, 1), the given noise_std."""
+    """Random parameters: W ~ N(0, 1), b ~ N(0, 1), the given noise_std.
+
+    Args:
+      key: PRNG key.
+      data_dim: D >= 1, a Python int.
+      latent_dim: L >= 1, a Python int.
+      noise_std: sigma, a finite number > 0.
+
+    Returns:
+      ``Params`` with W ``[D, L]``, b ``[D]``, noise_std a float32 scalar.
+    """
     _checks.prng_key(key)
     data_dim = _checks.positive_int(data_dim, "data_dim")
     latent_dim = _checks.positive_int(latent_dim, "latent_dim")
@@ -71,7 +81,18 @@ def init(key: jax.Array, data_dim: int, latent_dim: int, *, noise_std: float = 0
 
 
 def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
-    """log p(x, z) = log N(z; 0, I) + log N(x; W z + b, sigma^2 I). x: [D], z: [L]."""
+    """Log joint density of one observation and one latent value.
+
+    ``log p(x, z) = log N(z; 0, I) + log N(x; W z + b, sigma^2 I)``.
+
+    Args:
+      params: ``Params``.
+      x: one observation ``[D]``, finite.
+      z: one latent value ``[L]``, finite.
+
+    Returns:
+      Scalar log density in nats.
+    """
     data_dim, latent_dim = _sizes(params)
     x = _check_x(params, x)
     z = _checks.float_array(z, "z")
@@ -84,7 +105,14 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
 
 
 def marginal(params: Params) -> distrax.MultivariateNormalTri:
-    """p(x) = N(b, W W^T + sigma^2 I) as a distrax distribution over [D]."""
+    """The exact marginal ``p(x) = N(b, W W^T + sigma^2 I)``.
+
+    Args:
+      params: ``Params``.
+
+    Returns:
+      ``distrax.MultivariateNormalTri`` with event shape ``[D]``.
+    """
     data_dim, _ = _sizes(params)
     covariance = _mm(params.W, params.W.T) + params.noise_std**2 * jnp.eye(data_dim)
     return distrax.MultivariateNormalTri(params.b, jnp.linalg.cholesky(covariance))
@@ -129,14 +157,29 @@ def _scaled(params: Params, x: jax.Array, mask: Any = None):
 
 
 def log_marginal(params: Params, x: jax.Array, mask: Any = None) -> jax.Array:
-    """Exact log p(x) = log N(x; b, W W^T + s^2 I), or with ``mask`` [D] (True = observed)
-    log p(x_obs) = log N(x_obs; b_obs, W_obs W_obs^T + s^2 I). x: [D] (any value, NaN
-    included, at missing entries).
+    """Exact log marginal likelihood, of all of x or of its observed entries.
 
-    By the matrix determinant lemma and Woodbury's identity, through the L x L system of
-    ``_scaled``: ``-D/2 log 2pi - D log s - 1/2 log det M - 1/2 (|u - A m|^2 + |m|^2)``
+    ``log p(x) = log N(x; b, W W^T + s^2 I)``, s = noise_std; with a mask
+    ``log p(x_obs) = log N(x_obs; b_obs, W_obs W_obs^T + s^2 I)``.
+
+    By the matrix determinant lemma and Woodbury's identity, through an L x L system
+    (A = W / s, u = (x - b) / s, M = I + A^T A, m = M^{-1} A^T u):
+    ``-D/2 log 2pi - D log s - 1/2 log det M - 1/2 (|u - A m|^2 + |m|^2)``
     (D the observed count), a sum of non-negative squares (no cancellation), exact in
     float32 over any noise scale.
+
+    Args:
+      params: ``Params``.
+      x: one observation ``[D]``; any value (NaN included) at missing entries.
+      mask: None (all observed) or ``[D]`` booleans, True = observed (0/1 numbers also
+        outside jit).
+
+    Returns:
+      Scalar log p(x) (or log p(x_obs)) in nats.
+
+    Raises:
+      ValueError: where the value is concrete and not finite (W / noise_std leaves
+        float32's range).
     """
     data_dim, _ = _sizes(params)
     x, mask = _observed(params, x, mask)
@@ -153,9 +196,18 @@ def log_marginal(params: Params, x: jax.Array, mask: Any = None) -> jax.Array:
 
 
 def posterior(params: Params, x: jax.Array, mask: Any = None) -> distrax.MultivariateNormalTri:
-    """Exact p(z | x) = N(m, M^{-1}), M = I + W^T W / s^2, m = M^{-1} W^T (x - b) / s^2
-    (the usual sigma^2 (W^T W + sigma^2 I)^{-1}, written in units of s). x: [D]; with
-    ``mask`` [D] (True = observed), p(z | x_obs): W and x restricted to observed rows."""
+    """Exact posterior p(z | x), or p(z | x_obs) with a mask.
+
+    ``p(z | x) = N(m, M^{-1})``, ``M = I + W^T W / s^2``, ``m = M^{-1} W^T (x - b) / s^2``
+    (the usual covariance sigma^2 (W^T W + sigma^2 I)^{-1}, written in units of s); with a
+    mask, W and x restricted to the observed rows.
+
+    Args:
+      params, x, mask: as in ``log_marginal``.
+
+    Returns:
+      ``distrax.MultivariateNormalTri`` with event shape ``[L]``.
+    """
     _, latent_dim = _sizes(params)
     x, mask = _observed(params, x, mask)
     factor, mean, _ = _scaled(params, x, mask)
@@ -165,7 +217,16 @@ def posterior(params: Params, x: jax.Array, mask: Any = None) -> distrax.Multiva
 
 
 def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
-    """Ancestral sampling. Returns (x [n, D], z [n, L])."""
+    """Ancestral sampling: z ~ N(0, I), then x | z.
+
+    Args:
+      key: PRNG key.
+      params: ``Params``.
+      n: number of draws >= 1, a Python int.
+
+    Returns:
+      A tuple ``(x, z)`` of x ``[n, D]`` and z ``[n, L]``.
+    """
     _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
     data_dim, latent_dim = _sizes(params)

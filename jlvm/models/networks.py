@@ -205,9 +205,22 @@ class ConvDecoderNet(nnx.Module):
 def encoder_net(architecture: str, data_dim: int, hidden_dims: Sequence[int], out_dim: int,
                 activation: str, image_shape: Sequence[int] | None, *,
                 rngs: nnx.Rngs, in_channels: int = 1) -> nnx.Module:
-    """x [C*D] (C vectors of D, e.g. an image and its mask) -> [out_dim]: an MLP through
-    ``hidden_dims``, or convolutions with ``hidden_dims`` channels over C-channel images of
-    ``image_shape``."""
+    """The encoder's network: x ``[C*D]`` (C vectors of D, e.g. an image and its mask) ->
+    ``[out_dim]``.
+
+    Args:
+      architecture: ``"conv"`` for ``ConvEncoderNet``; anything else (``"mlp"``) an ``MLP``.
+      data_dim: D (the MLP's; a conv net reads ``image_shape``).
+      hidden_dims: the MLP's hidden widths, or the conv net's channels per layer.
+      out_dim: the output size (e.g. ``posteriors.num_outputs``).
+      activation: a key of ``ACTIVATIONS``.
+      image_shape: ``(H, W)`` with H*W = D for ``"conv"``; None serves for an MLP.
+      rngs: the Flax NNX random streams that initialize the parameters.
+      in_channels: C, the channels of x (e.g. 2 for an image and its mask).
+
+    Returns:
+      An ``nnx.Module``, ``ConvEncoderNet`` or ``MLP``, ``[C*D] -> [out_dim]``.
+    """
     if architecture == "conv":
         return ConvEncoderNet(image_shape, hidden_dims, out_dim, activation, rngs=rngs,
                               in_channels=in_channels)
@@ -217,8 +230,22 @@ def encoder_net(architecture: str, data_dim: int, hidden_dims: Sequence[int], ou
 def decoder_net(architecture: str, latent_dim: int, hidden_dims: Sequence[int],
                 data_dim: int, rows: int, activation: str,
                 image_shape: Sequence[int] | None, *, rngs: nnx.Rngs) -> nnx.Module:
-    """z [L] -> [rows * D] (parameter-major): an MLP through ``hidden_dims``, or the
-    mirror of the convolutional encoder (``hidden_dims`` are its channels)."""
+    """The decoder's network: z ``[L]`` -> ``[rows * D]``, parameter-major.
+
+    ``out.reshape(rows, D)[p]`` is parameter p of every pixel.
+
+    Args:
+      architecture: ``"conv"`` for ``ConvDecoderNet`` (the mirror of the convolutional
+        encoder); anything else (``"mlp"``) an ``MLP``.
+      latent_dim: L, the dimension of z.
+      data_dim: D (the MLP's; a conv net gives H*W of ``image_shape``).
+      hidden_dims: the MLP's hidden widths, or the conv net's channels.
+      rows: P, the rows per pixel (``likelihoods.network_rows``).
+      activation, image_shape, rngs: as in ``encoder_net``.
+
+    Returns:
+      An ``nnx.Module``, ``ConvDecoderNet`` or ``MLP``, ``[L] -> [rows * D]``.
+    """
     if architecture == "conv":
         return ConvDecoderNet(latent_dim, hidden_dims, image_shape, rows, activation,
                               rngs=rngs)

@@ -34,32 +34,73 @@ DISCRETE = ("bernoulli",)  # the families over a discrete z
 
 
 def diagonal(mean: jax.Array, log_scale: jax.Array) -> distrax.MultivariateNormalDiag:
-    """q = N(mean, diag exp(log_scale)^2); mean, log_scale: [L]."""
+    """The diagonal Gaussian family: q = N(mean, diag exp(log_scale)^2).
+
+    Args:
+      mean: ``[L]``, the mean.
+      log_scale: ``[L]``, the log standard deviation of each coordinate (unconstrained).
+
+    Returns:
+      ``distrax.MultivariateNormalDiag`` over z ``[L]``.
+    """
     return distrax.MultivariateNormalDiag(mean, jnp.exp(log_scale))
 
 
 def scale_tril(raw: jax.Array) -> jax.Array:
-    """The Cholesky factor S [L, L] from unconstrained ``raw`` [L, L]: the strict lower
-    triangle as it is, the diagonal exp(diag(raw)) > 0 (the upper triangle is unused)."""
+    """The Cholesky factor S of the full-covariance family from its unconstrained ``raw``.
+
+    ``S = tril(raw, -1) + diag(exp(diag(raw)))``: the strict lower triangle as it is, the
+    diagonal exp(diag(raw)) > 0 (the upper triangle is unused).
+
+    Args:
+      raw: ``[L, L]``, unconstrained.
+
+    Returns:
+      S ``[L, L]``, lower triangular with a positive diagonal.
+    """
     return jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diagonal(raw)))
 
 
 def full(mean: jax.Array, raw: jax.Array) -> distrax.MultivariateNormalTri:
-    """q = N(mean, S S^T) with S = ``scale_tril(raw)``; mean: [L], raw: [L, L]."""
+    """The full-covariance Gaussian family: q = N(mean, S S^T), S = ``scale_tril(raw)``.
+
+    Args:
+      mean: ``[L]``, the mean.
+      raw: ``[L, L]``, the unconstrained Cholesky factor (see ``scale_tril``).
+
+    Returns:
+      ``distrax.MultivariateNormalTri`` over z ``[L]``.
+    """
     return distrax.MultivariateNormalTri(mean, scale_tril(raw))
 
 
 def bernoulli(logits: jax.Array) -> distrax.Independent:
-    """q = prod_l Bernoulli(z_l; sigmoid(logits_l)), one distribution with event shape [L];
-    draws are float32 0/1 (``jlvm.models.priors.bernoulli``)."""
+    """The Bernoulli family: q = prod_l Bernoulli(z_l; sigmoid(logits_l)).
+
+    The same distribution as ``jlvm.models.priors.bernoulli``.
+
+    Args:
+      logits: ``[L]``, unconstrained.
+
+    Returns:
+      ``distrax.Independent`` over z in {0,1}^L (event shape ``[L]``); draws are float32 0/1.
+    """
     return priors.bernoulli(logits)
 
 
 def num_outputs(family: str, latent_dim: int, context_dim: int = 0) -> int:
-    """How many numbers an encoder network gives for q of ``family`` over z [L]: 2L
-    (diagonal), L + L(L+1)/2 (mean and the Cholesky factor's lower triangle), 2L + C
-    (a flow: its base Gaussian and C numbers of context for its coupling layers), or L
-    (bernoulli: the logits)."""
+    """How many numbers an encoder network gives for q of ``family`` over z ``[L]``.
+
+    Args:
+      family: ``"diagonal"``, ``"full"``, ``"flow"`` or ``"bernoulli"``.
+      latent_dim: L, the dimension of z.
+      context_dim: C, the numbers of context for a flow's coupling layers (a flow only).
+
+    Returns:
+      An int, 2L (diagonal), L + L(L+1)/2 (full, the mean and the Cholesky factor's
+      lower triangle), 2L + C (flow, its base Gaussian and the context) or L (bernoulli,
+      the logits).
+    """
     if family == "bernoulli":
         return latent_dim
     if family == "full":
@@ -68,8 +109,18 @@ def num_outputs(family: str, latent_dim: int, context_dim: int = 0) -> int:
 
 
 def from_outputs(family: str, outputs: jax.Array, latent_dim: int):
-    """The phi of ``family`` from an encoder network's ``num_outputs`` numbers: (mean,
-    log_scale) or (mean, raw); for a flow (mean, log_scale, context [C]); (logits,)."""
+    """The phi of ``family`` from an encoder network's outputs.
+
+    Args:
+      family: ``"diagonal"``, ``"full"``, ``"flow"`` or ``"bernoulli"``.
+      outputs: ``[num_outputs(family, L, C)]``, the network's numbers for one x.
+      latent_dim: L, the dimension of z.
+
+    Returns:
+      phi, a tuple ``(mean [L], log_scale [L])`` (diagonal), ``(mean [L], raw [L, L])``
+      (full; raw's upper triangle zero), ``(mean [L], log_scale [L], context [C])`` (flow)
+      or ``(logits [L],)`` (bernoulli).
+    """
     if family == "bernoulli":
         return (outputs[:latent_dim],)
     if family == "full":
@@ -83,9 +134,15 @@ def from_outputs(family: str, outputs: jax.Array, latent_dim: int):
 
 
 def closed_form_moments(q: Any) -> tuple[jax.Array, jax.Array] | None:
-    """(E_q[z], the standard deviation of each coordinate) where distrax has them in
-    closed form (the Gaussian families, a product of Normals or Bernoullis...), else None
-    (a flow's, a categorical's)."""
+    """The mean and standard deviation of q where distrax has them in closed form.
+
+    Args:
+      q: distrax distribution over one z ``[L]``.
+
+    Returns:
+      ``(E_q[z], stddev)``, ``[L]`` each, for the Gaussian families, a product of Normals
+      or Bernoullis...; None where distrax has no closed form (a flow's, a categorical's).
+    """
     try:
         return q.mean(), q.stddev()
     except NotImplementedError:
@@ -93,9 +150,19 @@ def closed_form_moments(q: Any) -> tuple[jax.Array, jax.Array] | None:
 
 
 def moments(q: Any, key: jax.Array, num_samples: int = 1000) -> tuple[jax.Array, jax.Array]:
-    """(E_q[z], the standard deviation of each coordinate), [L] each: exact where distrax
-    has them in closed form (``closed_form_moments``), else a Monte Carlo estimate from
-    ``num_samples`` draws with ``key`` (a flow's moments have no closed form)."""
+    """The mean and standard deviation of q: exact, else a Monte Carlo estimate.
+
+    Exact where distrax has them in closed form (``closed_form_moments``), else estimated
+    from ``num_samples`` draws (a flow's moments have no closed form).
+
+    Args:
+      q: distrax distribution over one z ``[L]``.
+      key: PRNG key for the draws (unused where the moments are exact).
+      num_samples: draws for the estimate, >= 1 (checked even where unused).
+
+    Returns:
+      ``(E_q[z], stddev)``, ``[L]`` each.
+    """
     num_samples = _checks.positive_int(num_samples, "num_samples")  # 0 draws: NaN moments
     exact = closed_form_moments(q)
     if exact is not None:
@@ -105,7 +172,19 @@ def moments(q: Any, key: jax.Array, num_samples: int = 1000) -> tuple[jax.Array,
 
 
 def standard(latent_dim: int, family: str = "diagonal") -> tuple[jax.Array, jax.Array]:
-    """phi of N(0, I_L) in ``family`` (where SVI's per-datapoint q start)."""
+    """phi of N(0, I_L) in ``family`` (where SVI's per-datapoint q start).
+
+    Args:
+      latent_dim: L, the dimension of z.
+      family: ``"diagonal"`` or ``"full"`` (``FAMILIES``).
+
+    Returns:
+      ``(zeros [L], zeros [L])`` (mean, log_scale) or ``(zeros [L], zeros [L, L])``
+      (mean, raw).
+
+    Raises:
+      ValueError: for another family.
+    """
     if family == "diagonal":
         return jnp.zeros(latent_dim), jnp.zeros(latent_dim)
     if family == "full":
@@ -114,20 +193,39 @@ def standard(latent_dim: int, family: str = "diagonal") -> tuple[jax.Array, jax.
 
 
 def build(family: str) -> Callable[..., distrax.Distribution]:
-    """The function phi -> q of ``family``."""
+    """The function phi -> q of ``family``.
+
+    Args:
+      family: ``"diagonal"`` or ``"full"`` (``FAMILIES``).
+
+    Returns:
+      ``diagonal`` or ``full``.
+
+    Raises:
+      ValueError: for another family.
+    """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}.")
     return diagonal if family == "diagonal" else full
 
 
 def parameters(q: Any) -> tuple[tuple[jax.Array, ...], Callable[..., distrax.Distribution]]:
-    """(phi, rebuild) with ``rebuild(*phi)`` equal to ``q``: the unconstrained parameters
-    of a q that semi-amortized inference can refine.
+    """The unconstrained parameters of a q that semi-amortized inference can refine.
 
     A diagonal or full-covariance Gaussian gives its own phi (a
     ``MultivariateNormalFullCovariance`` the phi of its Cholesky factor); a
     ``distrax.Transformed`` (a flow) gives its base distribution's phi, with the bijector
     kept as it is.
+
+    Args:
+      q: distrax distribution over one z ``[L]``.
+
+    Returns:
+      ``(phi, rebuild)``, phi a tuple ``(mean [L], log_scale [L])`` or
+      ``(mean [L], raw [L, L])``, and ``rebuild(*phi)`` a distribution equal to ``q``.
+
+    Raises:
+      TypeError: for any other q (e.g. a Bernoulli one).
     """
     # distrax's Gaussians are themselves Transformed (of a standard normal): them first
     if isinstance(q, distrax.MultivariateNormalDiag):

@@ -38,8 +38,20 @@ class Spec(NamedTuple):
 
 
 def parse(spec: Any, name: str = "prior") -> Spec:
-    """``Spec`` of "normal", "bernoulli" or "mixture:K" (K >= 1 an integer in decimal digits);
-    ``ValueError`` naming ``name`` otherwise. Cached: a repeated spec costs a lookup."""
+    """Parse a prior spec string. Cached: a repeated spec costs a lookup.
+
+    Args:
+      spec: ``"normal"``, ``"bernoulli"`` or ``"mixture:K"`` (K an integer in ASCII
+        decimal digits, 1 <= K <= ``MAX_COMPONENTS``), or a ``Spec``.
+      name: what the error messages call ``spec``.
+
+    Returns:
+      The ``Spec``, ``Spec("normal")``, ``Spec("bernoulli")`` or ``Spec("mixture", K)``.
+
+    Raises:
+      TypeError: if ``spec`` is neither a string nor a ``Spec``.
+      ValueError: naming ``name``, for any other string.
+    """
     if isinstance(spec, Spec):
         spec = str(spec)
     if not isinstance(spec, str):
@@ -61,14 +73,32 @@ def _parse(spec: str, name: str) -> Spec:
 
 
 def standard_normal(latent_dim: int) -> distrax.MultivariateNormalDiag:
-    """N(0, I_L)."""
+    """The "normal" prior N(0, I_L).
+
+    Args:
+      latent_dim: L, the dimension of z.
+
+    Returns:
+      ``distrax.MultivariateNormalDiag`` over z ``[L]``.
+    """
     return distrax.MultivariateNormalDiag(jnp.zeros(latent_dim), jnp.ones(latent_dim))
 
 
 def mixture(logits: jax.Array, means: jax.Array,
             log_scales: jax.Array) -> distrax.MixtureSameFamily:
-    """sum_k softmax(logits)_k N(z; means[k], diag exp(log_scales[k])^2); logits [K],
-    means and log_scales [K, L]. ``log_prob`` is a logsumexp over the components."""
+    """The "mixture:K" prior: a mixture of K diagonal Gaussians.
+
+    ``sum_k softmax(logits)_k N(z; means[k], diag exp(log_scales[k])^2)``.
+
+    Args:
+      logits: ``[K]``, unnormalized log weights.
+      means: ``[K, L]``.
+      log_scales: ``[K, L]``, log standard deviations.
+
+    Returns:
+      ``distrax.MixtureSameFamily`` over z ``[L]``; its ``log_prob`` is a logsumexp over
+      the components.
+    """
     return distrax.MixtureSameFamily(
         mixture_distribution=distrax.Categorical(logits=logits),
         components_distribution=distrax.MultivariateNormalDiag(means, jnp.exp(log_scales)))
@@ -88,8 +118,15 @@ class MixturePrior(nnx.Module):
 
 
 def bernoulli(logits: jax.Array) -> distrax.Independent:
-    """prod_l Bernoulli(z_l; sigmoid(logits_l)): one distribution over z in {0,1}^L
-    (event shape [L]), logits [L]. Draws are float32 0/1, ready for a network."""
+    """The "bernoulli" prior: ``prod_l Bernoulli(z_l; sigmoid(logits_l))``.
+
+    Args:
+      logits: ``[L]``, unconstrained.
+
+    Returns:
+      ``distrax.Independent``, one distribution over z in {0,1}^L (event shape ``[L]``);
+      draws are float32 0/1, ready for a network.
+    """
     return distrax.Independent(distrax.Bernoulli(logits=logits, dtype=jnp.float32), 1)
 
 

@@ -48,8 +48,21 @@ _FIELDS_FOR = {"log_likelihood": "the KL form of the ELBO",
 
 
 def check(model: Any, *needs: str, name: str = "model") -> Model:
-    """Returns ``model`` if it is a ``jlvm.Model`` whose fields ``needs`` are functions,
-    else a ``TypeError`` naming what is missing."""
+    """Check that ``model`` is a ``jlvm.Model`` with the functions a caller needs.
+
+    Args:
+      model: the value to check.
+      needs: names of optional fields that must be functions (``"encoder"``,
+        ``"prior"``...); ``init`` and ``log_joint`` always must.
+      name: what the error messages call ``model``.
+
+    Returns:
+      ``model``, unchanged.
+
+    Raises:
+      TypeError: naming what is missing, if ``model`` is not a ``Model`` or a field it
+        needs is not callable.
+    """
     if not isinstance(model, Model):
         hint = (" (a function key -> params was the old form; wrap it in a model, e.g. "
                 "jlvm.models.vae.model(...))") if callable(model) else ""
@@ -64,8 +77,22 @@ def check(model: Any, *needs: str, name: str = "model") -> Model:
 
 
 def split_batch(batch: Any, name: str = "batch") -> tuple[jax.Array, Any]:
-    """A learner's batch: x [B, D], or (x [B, D], mask [B, D] bool). Returns (x, mask or
-    None); shapes are static, so this is checked at once, before anything compiles."""
+    """Split and check a learner's batch.
+
+    Shapes are static, so this is checked at once, before anything compiles.
+
+    Args:
+      batch: x ``[B, D]`` with B >= 1, or a pair ``(x [B, D], mask [B, D])``, mask boolean
+        (True = observed).
+      name: what the error messages call ``batch``.
+
+    Returns:
+      ``(x, mask)``, mask None for a bare x.
+
+    Raises:
+      TypeError: for a tuple or list of other than 2 items, or a mask that is not boolean.
+      ValueError: for an x that is not ``[B, D]`` with B >= 1, or a mask of another shape.
+    """
     if isinstance(batch, (tuple, list)):
         if len(batch) != 2:
             raise TypeError(f"{name} must be x [B, D] or a pair (x [B, D], mask [B, D]), got "
@@ -87,15 +114,34 @@ def split_batch(batch: Any, name: str = "batch") -> tuple[jax.Array, Any]:
 
 
 def log_joint(model: Model, params: Any, x: jax.Array, z: Any, mask: Any = None) -> jax.Array:
-    """``model.log_joint(params, x, z)``, with ``mask`` passed only where there is one (a
-    model written for complete data need not take it)."""
+    """``model.log_joint(params, x, z)``, with ``mask`` passed only where there is one.
+
+    A model written for complete data need not take a mask.
+
+    Args:
+      model: a ``jlvm.Model``.
+      params: its parameters (any pytree).
+      x: ``[D]``, one example.
+      z: one latent (e.g. ``[L]``).
+      mask: None, or a boolean ``[D]`` (True = observed).
+
+    Returns:
+      Scalar log p(x_obs, z).
+    """
     if mask is None:
         return model.log_joint(params, x, z)
     return model.log_joint(params, x, z, mask)
 
 
 def encoder(model: Model, params: Any, x: jax.Array, mask: Any = None) -> Any:
-    """``model.encoder(params, x)``, with ``mask`` passed only where there is one."""
+    """``model.encoder(params, x)``, with ``mask`` passed only where there is one.
+
+    Args:
+      model, params, x, mask: as in ``log_joint``.
+
+    Returns:
+      q(z | x_obs), a distrax distribution over one z.
+    """
     if mask is None:
         return model.encoder(params, x)
     return model.encoder(params, x, mask)
@@ -103,7 +149,14 @@ def encoder(model: Model, params: Any, x: jax.Array, mask: Any = None) -> Any:
 
 def log_likelihood(model: Model, params: Any, x: jax.Array, z: Any,
                    mask: Any = None) -> jax.Array:
-    """``model.log_likelihood(params, x, z)``, with ``mask`` only where there is one."""
+    """``model.log_likelihood(params, x, z)``, with ``mask`` only where there is one.
+
+    Args:
+      model, params, x, z, mask: as in ``log_joint``.
+
+    Returns:
+      Scalar log p(x_obs | z).
+    """
     if mask is None:
         return model.log_likelihood(params, x, z)
     return model.log_likelihood(params, x, z, mask)
@@ -127,8 +180,22 @@ def _traced(what: str, fn, *args):
 
 def latent_example(model: Model, params: Any, x: jax.Array | None,
                    mask: Any = None) -> Any:
-    """The shape and dtype of one z (a ``jax.ShapeDtypeStruct``), from a draw of the
-    encoder's q(z | x) or, without an encoder or an x, of the prior; traced only."""
+    """The shape and dtype of one z, from a draw of q(z | x) or of the prior; traced only.
+
+    Args:
+      model, params: as in ``log_joint``.
+      x: ``[D]``, one example, or None (then the prior's draw).
+      mask: as in ``log_joint``.
+
+    Returns:
+      A ``jax.ShapeDtypeStruct``, of a draw of the encoder's q(z | x), or, without an
+      encoder or an x, of the prior.
+
+    Raises:
+      TypeError: if the model has neither an encoder nor a prior.
+      ValueError: (or TypeError) naming the function, if the encoder or prior fails when
+        traced.
+    """
     key = jax.random.PRNGKey(0)
     if model.encoder is not None and x is not None:
         def draw(p, x):
@@ -148,8 +215,17 @@ def latent_example(model: Model, params: Any, x: jax.Array | None,
 
 
 def check_params(params: Any, name: str = "model.init(key)") -> None:
-    """Parameters that gradients can move: every leaf an array of floating-point numbers
-    (an integer leaf, which ``jax.grad`` refuses, is named here with its path)."""
+    """Check that gradients can move ``params``: every leaf floating point.
+
+    An integer leaf, which ``jax.grad`` refuses, is named here with its path.
+
+    Args:
+      params: a pytree of arrays.
+      name: what the error messages call ``params``.
+
+    Raises:
+      TypeError: for a leaf that is not numeric or not floating point.
+    """
     _checks.numeric_leaves(params, name)
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         dtype = jax.numpy.result_type(leaf)
@@ -161,9 +237,21 @@ def check_params(params: Any, name: str = "model.init(key)") -> None:
 
 
 def check_against(model: Model, params: Any, x: jax.Array, mask: Any = None) -> None:
-    """Traces (``jax.eval_shape``, nothing is computed or compiled) the model's encoder and
-    log_joint on one example: a q over several z, or a log_joint that does not return a
-    scalar, is named here rather than deep inside a compiled step."""
+    """Trace the model's encoder and log_joint on one example.
+
+    Traced with ``jax.eval_shape``: nothing is computed or compiled. A q over several z,
+    or a log_joint that does not return a scalar, is named here rather than deep inside a
+    compiled step.
+
+    Args:
+      model, params: as in ``log_joint``.
+      x: ``[D]``, one example.
+      mask: as in ``log_joint``.
+
+    Raises:
+      ValueError: (or TypeError) naming the function that fails when traced (see
+        ``latent_example``), or if log_joint does not return a scalar.
+    """
     z = latent_example(model, params, x, mask)
     value = _traced(f"model.log_joint(params, x, z) on one example x {tuple(x.shape)} and a "
                     f"draw z {tuple(z.shape)} of the encoder's q",

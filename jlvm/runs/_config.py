@@ -99,6 +99,18 @@ def make_config(**given: Any) -> Config:
 
     Relative paths (``data``, ``missing_file``, a ``FILE.py`` model) are resolved against
     the current directory, so that the run can be resumed and evaluated from anywhere.
+
+    Args:
+      given: ``Config``'s fields by name (the options of ``jlvm train``), e.g.
+        ``model="iwae", epochs=20``; only those that apply to the model's kind
+        (``Kind.settings``) and the common ones (``COMMON``).
+
+    Returns:
+      The ``Config``, frozen.
+
+    Raises:
+      RunError: an unknown field, one that does not apply to the model, ``data_path``
+        with data that does not read it, or an invalid value.
     """
     unknown = sorted(set(given) - set(FIELDS))
     if unknown:
