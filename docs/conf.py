@@ -31,6 +31,7 @@ myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 
 autosummary_generate = True
+autosummary_ignore_module_all = False   # a module's tables list its __all__, re-exports too
 autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": False}
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"

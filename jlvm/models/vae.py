@@ -18,6 +18,8 @@ Networks are MLPs or, for images, convolutional (``architecture="conv"``; then
 states) with the network structure as static metadata, so ``jax.grad``, optax and
 ``jax.jit`` see plain arrays and the functions here stay pure: ``log_joint(params, x, z)``
 for ONE x: [D] and z: [L]. ``model(...)`` gives the whole thing as a ``jlvm.Model``.
+``Params``, ``init`` and ``lecture_example`` (building the parameters) live in
+``jlvm.models._vae_params`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -30,183 +32,35 @@ import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx, struct
+from flax import nnx
 
 from jlvm import _checks
-from jlvm.models import likelihoods, networks, posteriors, priors
+from jlvm.models import likelihoods, priors
 from jlvm.models._gaussian import standard_normal_log_prob
+
+# vae.LIKELIHOODS, vae.PRIORS and vae.ARCHITECTURES are the settings' names, re-exported
+# ("X as X") though nothing here uses them
+from jlvm.models._vae_params import ARCHITECTURES as ARCHITECTURES
+from jlvm.models._vae_params import LIKELIHOODS as LIKELIHOODS
+from jlvm.models._vae_params import POSTERIORS, Params, _settings, init, lecture_example
+from jlvm.models._vae_params import PRIORS as PRIORS
 from jlvm.models.protocol import Model
-
-LIKELIHOODS = likelihoods.NAMES  # specs: see jlvm.models.likelihoods.parse
-POSTERIORS = posteriors.ENCODER_FAMILIES  # the encoder's family
-PRIORS = priors.NAMES
-ARCHITECTURES = networks.ARCHITECTURES
-
-
-class Params(struct.PyTreeNode):
-    """VAE parameters: array leaves in ``decoder``/``encoder``, structure as static fields.
-
-    Attributes:
-      decoder: nnx.State of the generative model (theta): the decoder network, a per-pixel
-        log-scale ("gaussian-pixel"), a learned prior's parameters ("mixture:K",
-        "bernoulli").
-      encoder: nnx.State of the encoder network (phi), with a flow's coupling layers.
-      likelihood: its spec, e.g. "bernoulli" or "categorical:17" (static).
-      data_dim, latent_dim: D and L (static).
-      posterior: the encoder's family, "diagonal", "full", "flow" or "bernoulli" (static;
-        runs written before the field existed are diagonal).
-      latent_prior: "normal", "mixture:K" or "bernoulli" (static).
-      architecture: "mlp" or "conv" (static).
-      encoder_sees_mask: whether the encoder's input is (x with missing entries 0, mask),
-        for models learned from incomplete data, rather than x alone (static).
-    """
-
-    decoder: nnx.State
-    encoder: nnx.State
-    decoder_graph: Any = struct.field(pytree_node=False)
-    encoder_graph: Any = struct.field(pytree_node=False)
-    likelihood: str = struct.field(pytree_node=False)
-    data_dim: int = struct.field(pytree_node=False)
-    latent_dim: int = struct.field(pytree_node=False)
-    posterior: str = struct.field(pytree_node=False, default="diagonal")
-    latent_prior: str = struct.field(pytree_node=False, default="normal")
-    architecture: str = struct.field(pytree_node=False, default="mlp")
-    encoder_sees_mask: bool = struct.field(pytree_node=False, default=False)
-
-
-def _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
-              architecture, image_shape, encoder_sees_mask):
-    """The VAE's settings checked once, as plain values: (data_dim, latent_dim,
-    hidden_dims, likelihood spec string, prior spec string, image_shape or None,
-    encoder_sees_mask)."""
-    likelihood = str(likelihoods.parse(likelihood))
-    prior = str(priors.parse(prior))
-    _checks.one_of(activation, "activation", tuple(networks.ACTIVATIONS))
-    _checks.one_of(posterior, "posterior", POSTERIORS)
-    _checks.one_of(architecture, "architecture", ARCHITECTURES)
-    data_dim = _checks.positive_int(data_dim, "data_dim")
-    latent_dim = _checks.positive_int(latent_dim, "latent_dim")
-    hidden_dims = _checks.dims(hidden_dims, "hidden_dims")
-    if image_shape is not None:
-        image_shape = _checks.dims(image_shape, "image_shape")
-        if len(image_shape) != 2 or image_shape[0] * image_shape[1] != data_dim:
-            raise ValueError(f"image_shape must be (height, width) with height * width = "
-                             f"data_dim = {data_dim}, got {image_shape}.")
-    if architecture == "conv" and image_shape is None:
-        raise ValueError("architecture='conv' needs image_shape=(height, width): "
-                         "convolutions are for images.")
-    if architecture == "conv" and not hidden_dims:
-        raise ValueError("hidden_dims must hold at least one channel count for "
-                         "architecture='conv' (one stride-2 convolution each), got ().")
-    if (prior == "bernoulli") != (posterior in posteriors.DISCRETE):
-        raise ValueError(
-            f"prior='bernoulli' (binary z) and posterior='bernoulli' go together: log p(x, z) "
-            f"- log q(z | x) needs p and q over the same space, z in {{0,1}}^L or R^L; got "
-            f"prior={prior!r} with posterior={posterior!r}.")
-    if not isinstance(encoder_sees_mask, (bool, np.bool_)):
-        raise TypeError(f"encoder_sees_mask must be a bool (True or False), got "
-                        f"{encoder_sees_mask!r} of type {type(encoder_sees_mask).__name__}.")
-    return (data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape,
-            bool(encoder_sees_mask))
-
-
-def init(key: jax.Array, data_dim: int, latent_dim: int, *,
-         hidden_dims: Sequence[int] = (200, 200), likelihood: str = "bernoulli",
-         activation: str = "tanh", posterior: str = "diagonal", prior: str = "normal",
-         architecture: str = "mlp", image_shape: Sequence[int] | None = None,
-         encoder_sees_mask: bool = False) -> Params:
-    """A decoder z -> p(x | z) and an encoder x -> q(z | x), with their initial weights.
-
-    Args:
-      key: PRNG key for the initial weights.
-      data_dim: D, pixels per image.
-      latent_dim: L.
-      hidden_dims: "mlp": the decoder's hidden widths (the encoder mirrors them; () for
-        linear nets); "conv": the encoder's channel counts, at least one, one stride-2
-        convolution each (the decoder mirrors them with transposed convolutions).
-      likelihood: a spec of ``jlvm.models.likelihoods``: "bernoulli" (binary data),
-        "gaussian", "gaussian-pixel", "gaussian-fixed:S" or "categorical:M".
-      activation: one of ``networks.ACTIVATIONS``.
-      posterior: the encoder's q: "diagonal" (N(m, diag s^2)), "full" (N(m, S S^T), S a
-        Cholesky factor from the network), "flow" (affine coupling layers on a diagonal
-        Gaussian, conditioned on x) or "bernoulli" (independent bits, logits from the
-        network; with prior "bernoulli" only): ``jlvm.models.posteriors``.
-      prior: "normal" (N(0, I)), "mixture:K" (learned; ``jlvm.models.priors``) or
-        "bernoulli" (z in {0,1}^L, learned logits; with posterior "bernoulli"). Binary z
-        trains with ``grad_estimator="disarm"`` or "score_function"; log p(x) is exact by
-        enumeration where L <= 20 (``jlvm.evaluate.log_likelihood_exact``).
-      architecture: "mlp" or "conv" (needs ``image_shape``).
-      image_shape: (height, width) with height * width = D, for "conv".
-      encoder_sees_mask: a bool: the encoder takes the mask beside x (missing entries 0),
-        so that it can tell a missing pixel from a 0: for learning from incomplete data.
-    """
-    _checks.prng_key(key)
-    data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape, encoder_sees_mask = \
-        _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
-                  architecture, image_shape, encoder_sees_mask)
-    key_decoder, key_encoder, key_prior = jax.random.split(key, 3)
-    spec = likelihoods.parse(likelihood)
-    net = networks.decoder_net(architecture, latent_dim, hidden_dims, data_dim,
-                               likelihoods.network_rows(spec), activation, image_shape,
-                               rngs=nnx.Rngs(key_decoder))
-    prior_spec = priors.parse(prior)
-    prior_module = (None if prior_spec.name == "normal"
-                    else priors.BernoulliPrior(latent_dim) if prior_spec.name == "bernoulli"
-                    else priors.MixturePrior(prior_spec.components, latent_dim,
-                                             rngs=nnx.Rngs(key_prior)))
-    decoder_module = networks.Decoder(net, likelihood, data_dim, prior_module)
-    encoder_dims = hidden_dims if architecture == "conv" else hidden_dims[::-1]
-    encoder_net = networks.encoder_net(
-        architecture, data_dim, encoder_dims,
-        posteriors.num_outputs(posterior, latent_dim, networks.FLOW_CONTEXT), activation,
-        image_shape, rngs=nnx.Rngs(key_encoder), in_channels=2 if encoder_sees_mask else 1)
-    # a flow's coupling layers are as wide as the last hidden layer (linear nets: the
-    # Encoder's default width)
-    widths = {"flow_hidden": hidden_dims[-1]} if hidden_dims else {}
-    encoder_module = networks.Encoder(encoder_net, posterior, latent_dim, **widths,
-                                      activation=activation,
-                                      rngs=nnx.Rngs(jax.random.fold_in(key_encoder, 1)))
-    return _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim,
-                         posterior=posterior, latent_prior=prior, architecture=architecture,
-                         encoder_sees_mask=encoder_sees_mask)
-
-
-def _from_modules(decoder_module, encoder_module, likelihood, data_dim, latent_dim,
-                  **static) -> Params:
-    decoder_graph, decoder_state = nnx.split(decoder_module)
-    encoder_graph, encoder_state = nnx.split(encoder_module)
-    return Params(decoder=decoder_state, encoder=encoder_state, decoder_graph=decoder_graph,
-                  encoder_graph=encoder_graph, likelihood=likelihood, data_dim=data_dim,
-                  latent_dim=latent_dim, **static)
-
-
-def lecture_example(key: jax.Array, *, latent_dim: int = 2, data_dim: int = 2,
-                    encoder_hidden_dims: Sequence[int] = (64,)) -> Params:
-    """The lecture's two-dimensional Gaussian example as a ready model.
-
-    mu_theta(z) = sigmoid(A z + c), Sigma_theta(z) = diag(exp(sigmoid(B z + d))),
-    theta = (A, B, c, d), with an MLP Gaussian encoder for amortized inference.
-    """
-    _checks.prng_key(key)
-    latent_dim = _checks.positive_int(latent_dim, "latent_dim")
-    data_dim = _checks.positive_int(data_dim, "data_dim")
-    encoder_hidden_dims = _checks.dims(encoder_hidden_dims, "encoder_hidden_dims")
-    key_decoder, key_encoder = jax.random.split(key)
-    decoder_module = networks.SigmoidGaussianDecoder(latent_dim, data_dim,
-                                                     rngs=nnx.Rngs(key_decoder))
-    encoder_net = networks.MLP(data_dim, encoder_hidden_dims, 2 * latent_dim, "tanh",
-                               rngs=nnx.Rngs(key_encoder))
-    encoder_module = networks.Encoder(encoder_net, "diagonal", latent_dim)
-    return _from_modules(decoder_module, encoder_module, "gaussian", data_dim, latent_dim)
 
 
 def model(data_dim: int, latent_dim: int, *, hidden_dims: Sequence[int] = (200, 200),
           likelihood: str = "bernoulli", activation: str = "tanh",
           posterior: str = "diagonal", prior: str = "normal", architecture: str = "mlp",
           image_shape: Sequence[int] | None = None, encoder_sees_mask: bool = False) -> Model:
-    """The VAE as a ``jlvm.Model``: ``init`` is ``vae.init`` with these settings, and
-    ``log_joint``, ``encoder``, ``log_likelihood``, ``prior`` and ``decoder`` are this
-    module's functions. Arguments as for ``init`` (checked here, at once)."""
+    """The VAE as a ``jlvm.Model``, its settings checked here, at once.
+
+    Args:
+      data_dim, latent_dim, hidden_dims, likelihood, activation: as in ``init``.
+      posterior, prior, architecture, image_shape, encoder_sees_mask: as in ``init``.
+
+    Returns:
+      ``jlvm.Model``, ``init(key)`` is ``vae.init`` with these settings; ``log_joint``,
+      ``encoder``, ``log_likelihood``, ``prior`` and ``decoder`` are this module's.
+    """
     data_dim, latent_dim, hidden_dims, likelihood, prior, image_shape, encoder_sees_mask = \
         _settings(data_dim, latent_dim, hidden_dims, likelihood, activation, posterior, prior,
                   architecture, image_shape, encoder_sees_mask)
@@ -219,7 +73,14 @@ def model(data_dim: int, latent_dim: int, *, hidden_dims: Sequence[int] = (200, 
 
 def lecture_model(*, latent_dim: int = 2, data_dim: int = 2,
                   encoder_hidden_dims: Sequence[int] = (64,)) -> Model:
-    """``lecture_example`` as a ``jlvm.Model`` (arguments as there)."""
+    """``lecture_example`` as a ``jlvm.Model``.
+
+    Args:
+      latent_dim, data_dim, encoder_hidden_dims: as in ``lecture_example``.
+
+    Returns:
+      ``jlvm.Model`` whose ``init(key)`` is ``lecture_example`` with these settings.
+    """
     latent_dim = _checks.positive_int(latent_dim, "latent_dim")
     data_dim = _checks.positive_int(data_dim, "data_dim")
     encoder_hidden_dims = _checks.dims(encoder_hidden_dims, "encoder_hidden_dims")
@@ -284,8 +145,15 @@ def _decode(params: Params, z: jax.Array) -> jax.Array:
 
 
 def prior(params: Params) -> distrax.Distribution:
-    """p(z): N(0, I_L), the learned mixture of Gaussians of a "mixture:K" prior, or the
-    learned product of Bernoullis over {0,1}^L of a "bernoulli" prior."""
+    """p(z), of ``params.latent_prior``.
+
+    Args:
+      params: ``vae.Params``.
+
+    Returns:
+      distrax distribution over z ``[L]``, N(0, I_L), the learned mixture of Gaussians of
+      a "mixture:K" prior, or the learned product of Bernoullis over {0,1}^L of "bernoulli".
+    """
     _, prior_spec = _check_params(params)
     if prior_spec.name == "normal":
         return priors.standard_normal(params.latent_dim)
@@ -293,19 +161,32 @@ def prior(params: Params) -> distrax.Distribution:
 
 
 def decoder(params: Params, z: jax.Array) -> distrax.Distribution:
-    """p_theta(x | z) for one z: [L], a distrax distribution over x: [D]."""
+    """p_theta(x | z) for one z.
+
+    Args:
+      params, z: as in ``log_joint``.
+
+    Returns:
+      distrax distribution over x ``[D]``, of the family ``params.likelihood``.
+    """
     spec, _ = _check_params(params)
     return likelihoods.distribution(spec, _decode(params, _latent(params, z)))
 
 
 def encoder(params: Params, x: jax.Array, mask: Any = None) -> distrax.Distribution:
-    """q_phi(z | x) for one x: [D], of the family ``params.posterior``: N(m(x), diag
-    s(x)^2) ("diagonal"), N(m(x), S(x) S(x)^T) with S lower triangular ("full"), or that
-    diagonal Gaussian through coupling layers conditioned on x ("flow").
+    """q_phi(z | x) for one x, of the family ``params.posterior``.
 
-    With a ``mask`` [D] (True = observed) the encoder sees x with missing pixels set to 0
-    (whatever they held, NaN included), and, where ``params.encoder_sees_mask``, the mask
-    too (as MIWAE's encoder does), so that a missing pixel is not read as a 0.
+    N(m(x), diag s(x)^2) ("diagonal"), N(m(x), S(x) S(x)^T) with S lower triangular
+    ("full"), that diagonal Gaussian through coupling layers conditioned on x ("flow"), or
+    independent bits ("bernoulli"). With a ``mask`` the encoder sees x with missing pixels
+    set to 0 (whatever they held, NaN included), and, where ``params.encoder_sees_mask``,
+    the mask too (as MIWAE's encoder does), so that a missing pixel is not read as a 0.
+
+    Args:
+      params, x, mask: as in ``log_joint``.
+
+    Returns:
+      distrax distribution over z ``[L]``.
     """
     _check_params(params)
     x, observed = _observed(params, x, mask)
@@ -324,12 +205,18 @@ def _log_likelihood(params: Params, spec: likelihoods.Spec, x: jax.Array, z: jax
 
 
 def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
-    """log p_theta(x | z) for x: [D], z: [L]; with ``mask`` [D], of the observed pixels only.
+    """log p_theta(x_obs | z): with ``mask``, of the observed pixels only.
 
     Given z the pixels are independent, so leaving a missing pixel out of the sum is
-    summing it out exactly: log p(x_obs | z) = sum_{d observed} log p(x_d | z). An
+    summing it out exactly: ``log p(x_obs | z) = sum_{d observed} log p(x_d | z)``. An
     observed value the likelihood cannot take (not 0/1 for the Bernoulli, off the gray
     levels for the categorical) has probability 0: -inf, eagerly and under jit alike.
+
+    Args:
+      params, x, z, mask: as in ``log_joint``.
+
+    Returns:
+      Scalar log density in nats.
     """
     spec, _ = _check_params(params)
     x, observed = _observed(params, x, mask)
@@ -337,11 +224,19 @@ def log_likelihood(params: Params, x: jax.Array, z: jax.Array, mask: Any = None)
 
 
 def log_joint(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> jax.Array:
-    """log p(x_obs, z) = log p(z) + log p_theta(x_obs | z). x: [D], z: [L].
+    """Log joint of one example: ``log p(x_obs, z) = log p(z) + log p_theta(x_obs | z)``.
 
-    ``mask`` [D] (True = observed), default all observed. Bind it with
-    ``functools.partial(vae.log_joint, params, x, mask=mask)`` and every estimator in
-    ``jlvm`` estimates log p(x_obs).
+    Bind it with ``functools.partial(vae.log_joint, params, x, mask=mask)`` and every
+    estimator in ``jlvm`` estimates log p(x_obs).
+
+    Args:
+      params: ``vae.Params``.
+      x: ``[D]``; with a mask, anything (NaN included) at missing entries.
+      z: ``[L]`` (0/1 for a "bernoulli" prior: a z off {0,1}^L gives -inf).
+      mask: ``[D]`` bool (True = observed), or None (the default: all observed).
+
+    Returns:
+      Scalar log density in nats.
     """
     spec, prior_spec = _check_params(params)
     x, observed = _observed(params, x, mask)
@@ -358,7 +253,16 @@ def log_joint(params: Params, x: jax.Array, z: jax.Array, mask: Any = None) -> j
 
 
 def sample_latents(key: jax.Array, params: Params, n: int) -> jax.Array:
-    """n draws z ~ p(z): [n, L] (float32 0/1 for a "bernoulli" prior)."""
+    """n draws z ~ p(z).
+
+    Args:
+      key: PRNG key.
+      params: ``vae.Params``.
+      n: number of draws, a Python int >= 1.
+
+    Returns:
+      ``[n, L]`` (float32 0/1 for a "bernoulli" prior).
+    """
     _checks.prng_key(key)
     n = _checks.positive_int(n, "n")
     name = _check_params(params)[1].name
@@ -372,7 +276,14 @@ def sample_latents(key: jax.Array, params: Params, n: int) -> jax.Array:
 
 
 def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array]:
-    """Ancestral sampling z ~ p(z), x ~ p(x|z). Returns (x [n, D], z [n, L])."""
+    """Ancestral sampling z ~ p(z), x ~ p(x | z).
+
+    Args:
+      key, params, n: as in ``sample_latents``.
+
+    Returns:
+      A tuple ``(x, z)``, x ``[n, D]`` (floats), z ``[n, L]``.
+    """
     _checks.prng_key(key)
     key_z, key_x = jax.random.split(key)
     z = sample_latents(key_z, params, n)
@@ -382,7 +293,18 @@ def sample(key: jax.Array, params: Params, n: int) -> tuple[jax.Array, jax.Array
 
 
 def mean_image(params: Params, z: jax.Array) -> jax.Array:
-    """E[x | z]: the Bernoulli probabilities, the Gaussian mean or the expected gray level,
-    [D]. For pictures."""
+    """E[x | z], for pictures.
+
+    Args:
+      params, z: as in ``decoder``.
+
+    Returns:
+      ``[D]``, the Bernoulli probabilities, the Gaussian mean or the expected gray level.
+    """
     spec, _ = _check_params(params)
     return likelihoods.mean(spec, _decode(params, _latent(params, z)))
+
+
+__all__ = ["Params", "decoder", "encoder", "init", "lecture_example", "lecture_model",
+           "log_joint", "log_likelihood", "mean_image", "model", "prior", "sample",
+           "sample_latents"]
