@@ -80,3 +80,16 @@ def _command_line_page() -> None:
 
 _copy_notebooks()
 _command_line_page()
+
+
+def _skip_field_aliases(app, what, name, obj, skip, options):
+    """A NamedTuple's fields are documented in its ``Attributes:`` section (test_docs.py
+    checks that each is): their properties, whose only text is Python's "Alias for field
+    number N", are left out rather than listed a second time."""
+    if (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_field_aliases)

@@ -313,12 +313,19 @@ def log_marginal_ais_reverse(key: jax.Array, log_joint: LogJoint, initial: Any,
 
 
 class Sandwich(NamedTuple):
-    """What ``bdmc`` returns: the simulated data and the two bounds of each row's log p(x)."""
+    """What ``bdmc`` returns: the simulated data and the two bounds of each row's log p(x).
 
-    x: jax.Array  # [N, D] drawn from the model: z_n ~ p(z), x_n ~ p(x | z_n)
-    z: jax.Array  # [N, *event] the z that generated each row: an exact posterior draw
-    lower: jax.Array  # [N] forward AIS: E[exp(lower)] = p(x_n)
-    upper: jax.Array  # [N] reverse AIS from z_n: E[exp(-upper)] = 1 / p(x_n)
+    Attributes:
+      x: ``[N, D]`` float, drawn from the model: z_n ~ p(z), x_n ~ p(x | z_n).
+      z: ``[N, *event]``, the z that generated each row: an exact posterior draw.
+      lower: ``[N]`` nats, forward AIS: E[exp(lower)] = p(x_n).
+      upper: ``[N]`` nats, reverse AIS from z_n: E[exp(-upper)] = 1 / p(x_n).
+    """
+
+    x: jax.Array
+    z: jax.Array
+    lower: jax.Array
+    upper: jax.Array
 
 
 def bdmc(key: jax.Array, model: Any, params: Any, num_examples: int, num_steps: int, *,

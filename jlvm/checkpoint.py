@@ -264,8 +264,14 @@ def _check_fits(directory: str | os.PathLike, step: int, like: Any) -> None:
 
 
 class Restored(NamedTuple):
-    """step: the checkpoint restored; state: its contents; damaged: (step, reason) for each
-    newer checkpoint that could not be read, newest first."""
+    """What ``restore_intact`` read.
+
+    Attributes:
+      step: the step of the checkpoint restored, an int.
+      state: its contents, a pytree of ``like``'s structure.
+      damaged: ``(step, reason)`` for each newer checkpoint that could not be read, newest
+        first (empty where the newest was read); reason is one line.
+    """
 
     step: int
     state: Any

@@ -31,9 +31,13 @@ FILE_NAMES = ("binarized-mnist",)  # the bundled sets read from files (a path or
 
 
 class Kind(NamedTuple):
-    """What the values of a named data set are, known without reading it: ``levels`` M
-    when every value is one of k/(M-1), k = 0..M-1 (2 for binary, 17 for the gray
-    digits), None for real numbers; ``image_shape`` (height, width) or None."""
+    """What the values of a named data set are, known without reading it.
+
+    Attributes:
+      levels: M where every value is one of k/(M-1), k = 0..M-1 (2 for binary, 17 for the
+        gray digits), None for real numbers.
+      image_shape: ``(height, width)`` for pictures, or None.
+    """
 
     levels: int | None
     image_shape: tuple[int, int] | None
@@ -45,10 +49,17 @@ KINDS = {"digits": Kind(2, (8, 8)), "digits-gray": Kind(17, (8, 8)),
 
 
 class Dataset(NamedTuple):
-    """Splits as float32 [N, D] arrays; ``valid`` and labels are None where there are none.
+    """A data set's splits, each a float32 ``[N, D]`` array with its own N.
 
-    binary: whether every value is 0 or 1 (what a Bernoulli likelihood needs).
-    image_shape: (height, width) for pictures, or None for non-image data.
+    Attributes:
+      name: the data set's name (``load``'s, e.g. ``"digits-gray"``).
+      train: the training split, float32 ``[N, D]``.
+      valid: the validation split, float32 ``[N, D]``, or None where there is none.
+      test: the test split, float32 ``[N, D]``.
+      train_labels: ``[N]``, a label for each training row (int32 here), or None.
+      test_labels: ``[N]``, a label for each test row (int32 here), or None.
+      binary: whether every value is 0 or 1 (what a Bernoulli likelihood needs).
+      image_shape: ``(height, width)`` for pictures, or None for non-image data.
     """
 
     name: str

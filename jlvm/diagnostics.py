@@ -12,10 +12,14 @@ from jlvm import _checks
 
 
 class GradientStatistics(NamedTuple):
-    """Per-parameter statistics over independent draws, each a pytree shaped like params.
+    """Per-parameter statistics of a gradient g over independent draws.
 
-    ``mean``: E[g]; ``std``: sd[g]; ``snr``: ``|E[g]| / sd[g]``, the signal-to-noise ratio
-    (Rainforth et al., 2018): higher means fewer draws for the same accuracy.
+    Attributes:
+      mean: E[g], a pytree shaped like params.
+      std: sd[g] (ddof=1), a pytree shaped like params.
+      snr: ``|E[g]| / sd[g]``, the signal-to-noise ratio (Rainforth et al., 2018), a pytree
+        shaped like params (inf for a constant nonzero gradient, 0 for a zero one): higher
+        means fewer draws for the same accuracy.
     """
 
     mean: Any

@@ -115,7 +115,12 @@ def mean_field_bernoulli(logits: jax.Array) -> distrax.Independent:
 
 
 class MeanFieldFit(NamedTuple):
-    """logits: [M] fitted variational logits (phi = sigmoid(logits)); elbo: [num_steps] trace."""
+    """What ``fit_mean_field`` gives for one data point.
+
+    Attributes:
+      logits: ``[M]``, the fitted variational logits (phi = sigmoid(logits)).
+      elbo: ``[num_steps]``, each step's ELBO estimate, taken before its update.
+    """
 
     logits: jax.Array
     elbo: jax.Array
@@ -296,14 +301,15 @@ _POINT_MASS = 1e4
 
 
 class Imputation(NamedTuple):
-    """What ``impute`` gives for one x [D].
+    """What ``impute`` gives for one x ``[D]``.
 
-    mean: [D], x with every missing entry replaced by E[x_d | x_obs] (observed entries as
-      given).
-    draws: [M, D] draws x ~ p(x | x_obs) (sampling importance resampling; observed entries
-      as given), or None.
-    effective_sample_size: of the K normalized importance weights (how many of the draws
-      z_k the estimate rests on).
+    Attributes:
+      mean: ``[D]``, x with every missing entry replaced by E[x_d | x_obs] (observed entries
+        as given).
+      draws: ``[M, D]`` draws x ~ p(x | x_obs) (sampling importance resampling; observed
+        entries as given), or None where ``num_draws`` M is 0.
+      effective_sample_size: the scalar ESS of the K normalized importance weights (how
+        many of the draws z_k the estimate rests on).
     """
 
     mean: jax.Array

@@ -52,8 +52,11 @@ class TrainState(NamedTuple):
 class Learner(NamedTuple):
     """A learning algorithm as two pure functions.
 
-    init: (key, batch) -> TrainState.
-    step: (TrainState, batch) -> (TrainState, metrics dict of scalars).
+    Attributes:
+      init: ``init(key, batch) -> TrainState``, the state before the first step (``batch``,
+        a first batch, is what the model is checked against).
+      step: ``step(state, batch) -> (state, metrics)``, one step; ``metrics`` a dict of
+        scalars with a bool ``finite`` (False: the old parameters were kept).
     """
 
     init: Callable[[jax.Array, Batch], TrainState]

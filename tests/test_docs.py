@@ -117,6 +117,27 @@ def docstring_problems(function) -> list[str]:
     return problems
 
 
+def field_problems(cls) -> list[str]:
+    """What a public NamedTuple's entry lacks: an ``Attributes:`` line for every field."""
+    sections = _sections(inspect.getdoc(cls) or "")
+    documented = {name.strip().split(" (")[0] for line in sections.get("Attributes", [])
+                  if ":" in line for name in line.split(":")[0].split(",")}
+    return [f"no Attributes line for {field!r}" for field in cls._fields
+            if field not in documented]
+
+
+def public_namedtuples() -> dict[str, type]:
+    """Every public NamedTuple class the reference documents, each once."""
+    classes: dict[str, type] = {}
+    for owner in ("jlvm", *MODULES):
+        module = importlib.import_module(owner)
+        for name in jlvm.__all__ if owner == "jlvm" else public_names(module):
+            value = getattr(module, name)
+            if inspect.isclass(value) and hasattr(value, "_fields"):
+                classes.setdefault(f"{value.__module__}.{value.__qualname__}", value)
+    return classes
+
+
 def public_functions() -> dict[str, object]:
     """Every public function the reference documents (each once, under the first name it
     has in ``jlvm`` and MODULES)."""
@@ -140,6 +161,13 @@ def test_every_public_function_documents_its_arguments_and_result():
                                    for name, found in sorted(problems.items()))
 
 
+def test_every_public_namedtuple_documents_its_fields():
+    problems = {name: found for name, cls in public_namedtuples().items()
+                if (found := field_problems(cls))}
+    assert not problems, "\n".join(f"{name}: {', '.join(found)}"
+                                   for name, found in sorted(problems.items()))
+
+
 if __name__ == "__main__":  # python tests/test_docs.py [MODULE-PREFIX]: what is left to write
     import sys
 
@@ -148,3 +176,6 @@ if __name__ == "__main__":  # python tests/test_docs.py [MODULE-PREFIX]: what is
         found = docstring_problems(function)
         if found and f"{function.__module__}.{function.__name__}".startswith(prefix):
             print(f"{function.__module__}.{function.__name__}: {', '.join(found)}")
+    for name, cls in public_namedtuples().items():
+        if (found := field_problems(cls)) and name.startswith(prefix):
+            print(f"{name}: {', '.join(found)}")

@@ -20,20 +20,22 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.
 # does, in every cell (None) or in the cells given by their index in the notebook as stored:
 # their programs are many and short, so compiling dominates. Measured cell by cell on the
 # 2-core machine, the kernel on one core, 2026-12-05 (usual -> cheaper compilation; the
-# indices as they are now, after 04, 05, 07 and 09 gained a parameters cell at index 1): 06
-# every cell (35 -> 32 s); 04's cell 7 43 -> 22 s (cells 2 and 4 14 -> 16 s, 13 -> 25 s:
-# kept usual); 02's cells 5 and 8 12.0 -> 4.2 s, 2.9 -> 1.1 s (cell 10 14 -> 16 s); 05's
-# cell 12 16.0 -> 5.9 s (cells 2-8 54 -> 191 s); 07's cell 8 13.0 -> 11.4 s (cell 4 42 ->
-# 234 s); 01's cells 3-7 4.9 -> 3.1 s; 03's cell 5 2.2 -> 1.3 s (cell 1 15 -> 21 s). 08
-# none (its BDMC cell 36 -> 46 s). 09's cells 10 and 12 26 -> 14 s, 35 -> 13 s (cell 4 38
-# -> 41 s).
+# indices as they are now, after 04, 05, 07, 09, 02, 03 and 06 gained a parameters cell at
+# index 1): 06 every cell (35 -> 32 s); 04's cell 7 43 -> 22 s (cells 2 and 4 14 -> 16 s,
+# 13 -> 25 s: kept usual); 05's cell 12 16.0 -> 5.9 s (cells 2-8 54 -> 191 s); 07's cell 8
+# 13.0 -> 11.4 s (cell 4 42 -> 234 s); 01's cells 3-7 4.9 -> 3.1 s. 08 none (its BDMC cell
+# 36 -> 46 s). 09's cells 10 and 12 26 -> 14 s, 35 -> 13 s (cell 4 38 -> 41 s). 02 and 03
+# every cell, now that the tests run them at their SMALLER sizes (2026-12-06, the cells'
+# total at those sizes: 02 19.7 s with cells 2, 4, 6, 7 and 9 cheaper -> 16.3 s, its cell
+# 11 7.4 -> 4.0 s; 03 19.1 s with cell 6 cheaper -> 13.7 s, its cell 2 8.4 -> 6.2 s; at
+# their full sizes cheaper compilation cost 02's cell 11 14 -> 16 s, 03's cell 2 15 -> 21 s).
 CHEAP_COMPILATION = {"06_your_own_model.ipynb": None,
                      "04_svi_vs_amortized.ipynb": {7},
-                     "02_estimating_marginal_likelihood.ipynb": {1, 3, 5, 6, 8},
+                     "02_estimating_marginal_likelihood.ipynb": None,
                      "05_missing_data.ipynb": {12},
                      "07_learning_with_missing_data.ipynb": {8},
                      "01_mixture_models.ipynb": {3, 5, 7},
-                     "03_vae.ipynb": {5},
+                     "03_vae.ipynb": None,
                      "09_discrete_latents.ipynb": {10, 12}}
 # The sizes a notebook's code cell tagged "parameters" (papermill's convention) sets: its
 # epochs, draws and temperatures. The tests run the notebook with the smaller sizes below,
@@ -41,7 +43,9 @@ CHEAP_COMPILATION = {"06_your_own_model.ipynb": None,
 # bottom, the same code on data of the same shapes, in less time (what is left is mostly
 # compiling). The outputs stored in the notebooks come from the sizes as written there.
 # Measured on the 2-core machine, the kernel on one core (the other busy), 2026-12-06: 04
-# 60 -> 35 s, 05 99 -> 73 s, 07 126 -> 70 s, 08 88 -> 56 s, 09 59 -> 39 s.
+# 60 -> 35 s, 05 99 -> 73 s, 07 126 -> 70 s, 08 88 -> 56 s, 09 59 -> 39 s; and (the three
+# on their own, -k, the other core nearly idle; 02 and 03 now compiled cheaply in every
+# cell) 02 30 -> 11 s, 03 31 -> 10 s, 06 38 -> 18 s.
 SMALLER = {
     "04_svi_vs_amortized.ipynb": {"VAE_EPOCHS": 10, "LEARNER_EPOCHS": 3},
     "05_missing_data.ipynb": {"NADE_STEPS": 200, "SVI_STEPS": 30, "REPEATS": 2,
@@ -51,6 +55,10 @@ SMALLER = {
     "08_how_good_is_my_log_likelihood.ipynb": {"EPOCHS": 5, "IS_SAMPLES": 500,
                                                "AIS_STEPS": 30, "BDMC_STEPS": (3, 10)},
     "09_discrete_latents.ipynb": {"BITS": (10, 12), "EPOCHS": 5, "GRADIENT_DRAWS": 20},
+    "02_estimating_marginal_likelihood.ipynb": {"REPEATS": 2, "JENSEN_REPEATS": 10,
+                                                "MIXTURE_REPEATS": 2},
+    "03_vae.ipynb": {"EPOCHS": 2, "ELBO_DRAWS": 2, "IS_DRAWS": 2, "LECTURE_DRAWS": 2},
+    "06_your_own_model.ipynb": {"EPOCHS": 1, "CONV_EPOCHS": 1, "IS_DRAWS": 2},
 }
 
 

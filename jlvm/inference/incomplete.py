@@ -32,8 +32,14 @@ from jlvm.train import Learner, TrainState, keep_if_finite
 
 
 class MissingSVIParams(NamedTuple):
-    """model: theta; logits: [N, D] the table of phi^i, q(z; phi^i) = prod over x^i's
-    missing d of Bernoulli(z_d; sigmoid(logits[i, d])) (observed entries' logits unused)."""
+    """The parameters ``missing_svi`` learns.
+
+    Attributes:
+      model: theta, the model's params.
+      logits: ``[N, D]`` (x's dtype), the table of phi^i: q(z; phi^i) = prod over x^i's
+        missing d of Bernoulli(z_d; sigmoid(logits[i, d])); the observed entries' logits
+        are unused. They start at 0 (1/2), and each visit starts where the last left off.
+    """
 
     model: Any
     logits: jax.Array

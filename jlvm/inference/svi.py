@@ -39,10 +39,17 @@ def _check_batch(batch) -> tuple[jax.Array, jax.Array, jax.Array | None]:
 
 
 class SVIParams(NamedTuple):
-    """model: the model's params (theta); mean, log_scale: the table of per-datapoint
-    q(z; phi^i) = N(mean[i], S_i S_i^T): mean [N, L]; log_scale [N, L] for the diagonal
-    family (S_i = diag exp(log_scale[i])), or [N, L, L] for the full one (S_i =
-    ``posteriors.scale_tril(log_scale[i])``: its diagonal holds the log-scales)."""
+    """The parameters ``svi`` learns: theta and the table of per-datapoint
+    q(z; phi^i) = N(mean[i], S_i S_i^T), every phi^i starting at N(0, I).
+
+    Attributes:
+      model: theta, the model's params.
+      mean: ``[N, L]``, row i the mean of q(z; phi^i).
+      log_scale: ``[N, L]`` for the diagonal family (S_i = diag exp(log_scale[i])), or
+        ``[N, L, L]`` for the full one (S_i = ``posteriors.scale_tril(log_scale[i])``: the
+        diagonal holds S_i's log-scales, the strict lower triangle S_i's own entries, and
+        the upper triangle is unused).
+    """
 
     model: Any
     mean: jax.Array

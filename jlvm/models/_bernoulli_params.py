@@ -24,8 +24,11 @@ MIN_PROB = 1e-6
 class Params(NamedTuple):
     """Mixture-of-Bernoullis parameters.
 
-    logits: [K] unnormalized log mixing weights (pi = softmax(logits)).
-    logits_x: [K, D] each component's pixel logits, p(x_d = 1 | z = k) = sigmoid(logits_x[k, d]).
+    Attributes:
+      logits: ``[K]``, the mixing weights' unnormalized logits (pi = softmax(logits)),
+        finite or -inf (a weight of 0).
+      logits_x: ``[K, D]``, each component's finite pixel logits:
+        p(x_d = 1 | z = k) = sigmoid(logits_x[k, d]).
     """
 
     logits: jax.Array

@@ -39,9 +39,12 @@ HIGHEST = jax.lax.Precision.HIGHEST
 class Params(NamedTuple):
     """Mixture parameters, full covariances (``covariance_type="full"``).
 
-    logits: [K] unnormalized log mixing weights (pi = softmax(logits)).
-    means: [K, D] component means.
-    scale_tril: [K, D, D] lower-triangular Cholesky factors, Sigma_k = L_k L_k^T.
+    Attributes:
+      logits: ``[K]``, the mixing weights' unnormalized logits (pi = softmax(logits)),
+        finite or -inf (a weight of 0).
+      means: ``[K, D]``, the component means.
+      scale_tril: ``[K, D, D]``, lower-triangular Cholesky factors L_k with a positive
+        diagonal: Sigma_k = L_k L_k^T.
     """
 
     logits: jax.Array
@@ -52,7 +55,10 @@ class Params(NamedTuple):
 class DiagParams(NamedTuple):
     """Diagonal covariances (``"diag"``): Sigma_k = diag(scale_k^2).
 
-    logits: [K], means: [K, D], scale: [K, D] per-coordinate standard deviations (> 0).
+    Attributes:
+      logits: ``[K]``, the mixing weights' logits, as in ``Params``.
+      means: ``[K, D]``, the component means.
+      scale: ``[K, D]``, per-coordinate standard deviations (> 0).
     """
 
     logits: jax.Array
@@ -63,7 +69,10 @@ class DiagParams(NamedTuple):
 class SphericalParams(NamedTuple):
     """One variance per component (``"spherical"``): Sigma_k = scale_k^2 I.
 
-    logits: [K], means: [K, D], scale: [K] standard deviations (> 0).
+    Attributes:
+      logits: ``[K]``, the mixing weights' logits, as in ``Params``.
+      means: ``[K, D]``, the component means.
+      scale: ``[K]``, each component's standard deviation in every coordinate (> 0).
     """
 
     logits: jax.Array
@@ -74,7 +83,11 @@ class SphericalParams(NamedTuple):
 class TiedParams(NamedTuple):
     """One full covariance shared by every component (``"tied"``): Sigma_k = L L^T.
 
-    logits: [K], means: [K, D], scale_tril: [D, D] its lower-triangular Cholesky factor.
+    Attributes:
+      logits: ``[K]``, the mixing weights' logits, as in ``Params``.
+      means: ``[K, D]``, the component means.
+      scale_tril: ``[D, D]``, the shared covariance's lower-triangular Cholesky factor L
+        (positive diagonal).
     """
 
     logits: jax.Array

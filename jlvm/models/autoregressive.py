@@ -21,7 +21,14 @@ from jlvm import _checks
 
 
 class Params(NamedTuple):
-    """W: [H, D] input weights; c: [H] hidden bias; V: [D, H] output weights; b: [D] output bias."""
+    """A NADE's weights (the module docstring's formula).
+
+    Attributes:
+      W: ``[H, D]``, the input weights: h_d = sigmoid(c + W[:, :d] x_{<d}).
+      c: ``[H]``, the hidden bias.
+      V: ``[D, H]``, the output weights: row d maps h_d to pixel d's logit.
+      b: ``[D]``, the output bias: logit p(x_d = 1 | x_{<d}) = b_d + V_d . h_d.
+    """
 
     W: jax.Array
     c: jax.Array
@@ -144,7 +151,13 @@ def sample(key: jax.Array, params: Params, n: int) -> jax.Array:
 
 
 class FitResult(NamedTuple):
-    """params: the fitted model; train_log_likelihood: [num_steps] mean log p(x) per batch."""
+    """What ``fit`` returns.
+
+    Attributes:
+      params: the fitted ``Params``.
+      train_log_likelihood: ``[num_steps]``, the mean log p(x) (nats) of each step's
+        batch, before its update.
+    """
 
     params: Params
     train_log_likelihood: jax.Array

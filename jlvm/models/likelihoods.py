@@ -34,8 +34,13 @@ MAX_LEVELS = 2**16
 
 
 class Spec(NamedTuple):
-    """A parsed likelihood spec: ``name`` and its number (S for "gaussian-fixed", M for
-    "categorical", else None)."""
+    """A parsed likelihood spec; ``str(spec)`` is its spec string.
+
+    Attributes:
+      name: one of ``NAMES``, e.g. ``"gaussian-fixed"``.
+      argument: the spec's number: the scale S, a float > 0, for ``"gaussian-fixed"``; the
+        levels M, an int in [2, ``MAX_LEVELS``], for ``"categorical"``; else None.
+    """
 
     name: str
     argument: float | int | None = None

@@ -26,7 +26,13 @@ _mm = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
 
 
 class Params(NamedTuple):
-    """W: [D, L] loading matrix; b: [D] offset; noise_std: scalar sigma > 0."""
+    """The parameters of x | z ~ N(W z + b, sigma^2 I_D).
+
+    Attributes:
+      W: ``[D, L]``, the loading matrix.
+      b: ``[D]``, the offset (the mean of x).
+      noise_std: sigma, the noise's standard deviation, a scalar > 0.
+    """
 
     W: jax.Array
     b: jax.Array

@@ -28,7 +28,12 @@ MAX_COMPONENTS = 2**16
 
 
 class Spec(NamedTuple):
-    """A parsed prior spec: ``name`` and ``components`` (K for a mixture, else None)."""
+    """A parsed prior spec; ``str(spec)`` is its spec string.
+
+    Attributes:
+      name: ``"normal"``, ``"mixture"`` or ``"bernoulli"`` (``NAMES``).
+      components: K, an int in [1, ``MAX_COMPONENTS``], for a mixture, else None.
+    """
 
     name: str
     components: int | None = None

@@ -32,7 +32,24 @@ from jlvm import _checks
 
 
 class Model(NamedTuple):
-    """A latent variable model as pure functions (see the module docstring for shapes)."""
+    """A latent variable model as pure functions (see the module docstring for shapes).
+
+    ``mask`` is None for complete data, else a bool ``[D]`` (True = observed). The last
+    four fields are optional: None where the model lacks them.
+
+    Attributes:
+      init: ``init(key) -> params``, the initial parameters, any pytree of arrays.
+      log_joint: ``log_joint(params, x, z, mask=None) -> []``, the scalar log p(x_obs, z) of
+        ONE example x ``[D]`` and one z.
+      encoder: ``encoder(params, x, mask=None) -> q``, a distrax q(z | x_obs) over one z
+        (optional; amortized inference and ``missing.impute`` need it).
+      log_likelihood: ``log_likelihood(params, x, z, mask=None) -> []``, the scalar
+        log p(x_obs | z) (optional; with ``prior``, the KL form of the ELBO).
+      prior: ``prior(params) -> p(z)``, a distrax distribution over one z (optional; the KL
+        form, AIS from the prior, and SVI's latent shape without an encoder).
+      decoder: ``decoder(params, z) -> p(x | z)``, a distrax distribution over one x ``[D]``
+        (optional; sampling, pictures, and the imputations of ``missing.impute``).
+    """
 
     init: Callable[[jax.Array], Any]
     log_joint: Callable[..., jax.Array]

@@ -247,9 +247,16 @@ def resolve_mesh(devices: int | str | None, batch_size: int, setup: Setup, *,
 
 
 class Run(NamedTuple):
-    """A trained run loaded from its directory: ``setup`` (data, model, learner),
-    ``state`` (all seeds: leading axis S where ``num_seeds`` > 1), ``step``: its
-    checkpoint's epoch."""
+    """A trained run loaded from its directory (``load``).
+
+    Attributes:
+      path: the run directory, a ``pathlib.Path``.
+      config: its ``Config``, from config.json, with the data's defaults filled in.
+      setup: its ``Setup``: the data, the kind's model and learner.
+      state: the learner's ``TrainState`` from the newest intact checkpoint; all seeds,
+        every leaf with a leading axis S, where ``num_seeds`` S > 1.
+      step: that checkpoint's epoch, an int.
+    """
 
     path: pathlib.Path
     config: Config
